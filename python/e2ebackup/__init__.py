@@ -1,0 +1,49 @@
+"""e2ebackup: end-to-end encrypted backups.
+
+The core primitive is C2SP chunked encryption (https://c2sp.org/chunked-encryption), computed in
+Rust across all cores with the GIL released, byte-compatible with ``cryptography.cobblestone``
+(Cobblestone-256 for AES-256-GCM).
+"""
+
+from __future__ import annotations
+
+from e2ebackup import errors
+from e2ebackup._core import (
+    CHUNK_SIZE,
+    HEADER_SIZE,
+    KEY_SIZE,
+    TAG_SIZE,
+    Decryptor,
+    Encryptor,
+    ciphertext_length,
+    decrypt,
+    decrypt_into,
+    encrypt,
+    encrypt_into,
+    generate_key,
+    plaintext_length,
+)
+from e2ebackup._files import decrypt_file, encrypt_file
+from e2ebackup._io import EncryptedReader, EncryptedWriter, open
+
+__all__ = [
+    "CHUNK_SIZE",
+    "HEADER_SIZE",
+    "KEY_SIZE",
+    "TAG_SIZE",
+    "Decryptor",
+    "EncryptedReader",
+    "EncryptedWriter",
+    "Encryptor",
+    "ciphertext_length",
+    "decrypt",
+    "decrypt_file",
+    "decrypt_into",
+    "encrypt",
+    "encrypt_file",
+    "encrypt_into",
+    "errors",
+    "generate_key",
+    "open",
+    "plaintext_length",
+]

@@ -1,0 +1,101 @@
+# Type stubs for the compiled module e2ebackup._core (checked by mypy.stubtest).
+from typing import Final
+
+from typing_extensions import Buffer
+
+CHUNK_SIZE: Final[int]
+HEADER_SIZE: Final[int]
+TAG_SIZE: Final[int]
+KEY_SIZE: Final[int]
+
+def generate_key() -> bytes: ...
+def encrypt(
+    key: Buffer,
+    data: Buffer,
+    *,
+    context: Buffer | None = None,
+    algorithm: str = "aes-256-gcm",
+    threads: int | None = None,
+) -> bytes: ...
+def decrypt(
+    key: Buffer,
+    data: Buffer,
+    *,
+    context: Buffer | None = None,
+    algorithm: str = "aes-256-gcm",
+    threads: int | None = None,
+) -> bytes: ...
+def encrypt_into(
+    key: Buffer,
+    data: Buffer,
+    out: Buffer,
+    *,
+    context: Buffer | None = None,
+    algorithm: str = "aes-256-gcm",
+    threads: int | None = None,
+) -> int: ...
+def decrypt_into(
+    key: Buffer,
+    data: Buffer,
+    out: Buffer,
+    *,
+    context: Buffer | None = None,
+    algorithm: str = "aes-256-gcm",
+    threads: int | None = None,
+) -> int: ...
+def ciphertext_length(plaintext_length: int) -> int: ...
+def plaintext_length(ciphertext_length: int) -> int: ...
+def _encrypt_with_salt(
+    key: Buffer,
+    data: Buffer,
+    salt: Buffer,
+    *,
+    context: Buffer | None = None,
+    algorithm: str = "aes-256-gcm",
+) -> bytes: ...
+
+class Encryptor:
+    def __new__(
+        cls,
+        key: Buffer,
+        context: Buffer | None = None,
+        *,
+        algorithm: str = "aes-256-gcm",
+        threads: int | None = None,
+    ) -> Encryptor: ...
+    @staticmethod
+    def _with_salt(
+        key: Buffer, salt: Buffer, context: Buffer | None = None, *, algorithm: str = "aes-256-gcm"
+    ) -> Encryptor: ...
+    @staticmethod
+    def generate_key() -> bytes: ...
+    def update(self, data: Buffer) -> bytes: ...
+    def update_into(self, data: Buffer, buf: Buffer) -> int: ...
+    def update_length(self, length: int) -> int: ...
+    def finalize(self) -> bytes: ...
+
+class Decryptor:
+    def __new__(
+        cls,
+        key: Buffer,
+        context: Buffer | None = None,
+        *,
+        algorithm: str = "aes-256-gcm",
+        threads: int | None = None,
+    ) -> Decryptor: ...
+    def update(self, data: Buffer) -> bytes: ...
+    def update_into(self, data: Buffer, buf: Buffer) -> int: ...
+    def update_length(self, length: int) -> int: ...
+    def finalize(self) -> bytes: ...
+
+class ChunkOpener:
+    def __new__(
+        cls,
+        key: Buffer,
+        header: Buffer,
+        context: Buffer | None = None,
+        *,
+        algorithm: str = "aes-256-gcm",
+        threads: int | None = None,
+    ) -> ChunkOpener: ...
+    def open(self, first: int, ciphertext: Buffer, last: bool) -> bytes: ...

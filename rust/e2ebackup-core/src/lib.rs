@@ -1,0 +1,15 @@
+//! Pure-Rust core of e2ebackup.
+//!
+//! Everything that touches bulk bytes or secrets lives here, with no Python in sight, so that
+//! `cargo test` exercises it directly and the PyO3 binding stays a thin translation layer.
+//!
+//! * [`chunked`]: C2SP chunked-encryption v1 (byte-compatible with `cryptography.cobblestone`),
+//!   parallel across cores and seekable.
+//! * [`rand`]: randomness, only ever from the operating system's CSPRNG.
+
+pub mod chunked;
+pub mod error;
+pub mod parallel;
+pub mod rand;
+
+pub use error::{Error, Result};

@@ -1,0 +1,57 @@
+//! The one error funnel: every core error becomes an exception class defined in Python, in
+//! `e2ebackup.errors`, so users catch one hierarchy.
+
+use e2ebackup_core::Error;
+use pyo3::exceptions::{PyOverflowError, PyValueError};
+use pyo3::PyErr;
+
+pyo3::import_exception!(e2ebackup.errors, InvalidTag);
+pyo3::import_exception!(e2ebackup.errors, AlreadyFinalized);
+pyo3::import_exception!(e2ebackup.errors, StreamFailed);
+pyo3::import_exception!(e2ebackup.errors, InvalidArgument);
+pyo3::import_exception!(e2ebackup.errors, MessageTooLong);
+
+/// A core error or a Python error raised while converting arguments.
+pub enum BindingError {
+    Core(Error),
+    Py(PyErr),
+}
+
+pub type BindingResult<T> = Result<T, BindingError>;
+
+impl From<Error> for BindingError {
+    fn from(e: Error) -> Self {
+        BindingError::Core(e)
+    }
+}
+
+impl From<PyErr> for BindingError {
+    fn from(e: PyErr) -> Self {
+        BindingError::Py(e)
+    }
+}
+
+impl From<BindingError> for PyErr {
+    fn from(e: BindingError) -> Self {
+        let e = match e {
+            BindingError::Py(e) => return e,
+            BindingError::Core(e) => e,
+        };
+        let msg = e.to_string();
+        match e {
+            Error::InvalidTag => InvalidTag::new_err(msg),
+            Error::AlreadyFinalized => AlreadyFinalized::new_err(msg),
+            Error::StreamFailed => StreamFailed::new_err(msg),
+            Error::MessageTooLong => MessageTooLong::new_err(msg),
+            Error::InvalidKeyLength { .. }
+            | Error::BufferTooSmall { .. }
+            | Error::InvalidArgument(_) => InvalidArgument::new_err(msg),
+            Error::Rng => PyValueError::new_err(msg),
+        }
+    }
+}
+
+/// Converts a Python-side length to `usize`, for sizes that cannot be allocated anyway.
+pub fn too_large(what: &str) -> PyErr {
+    PyOverflowError::new_err(format!("{what} is too large for this platform"))
+}
