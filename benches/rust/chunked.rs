@@ -17,12 +17,20 @@ fn bench(c: &mut Criterion) {
             let name = format!("encrypt/{}/{}t", algorithm.api_name(), threads);
             group.bench_function(name, |b| {
                 b.iter(|| {
-                    chunked::encrypt_into(&key, algorithm, b"", &plaintext, &mut ciphertext, threads)
-                        .unwrap()
+                    chunked::encrypt_into(
+                        &key,
+                        algorithm,
+                        b"",
+                        &plaintext,
+                        &mut ciphertext,
+                        threads,
+                    )
+                    .unwrap()
                 })
             });
             let mut back = vec![0u8; size];
-            chunked::encrypt_into(&key, algorithm, b"", &plaintext, &mut ciphertext, threads).unwrap();
+            chunked::encrypt_into(&key, algorithm, b"", &plaintext, &mut ciphertext, threads)
+                .unwrap();
             let name = format!("decrypt/{}/{}t", algorithm.api_name(), threads);
             group.bench_function(name, |b| {
                 b.iter(|| {

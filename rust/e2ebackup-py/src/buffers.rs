@@ -3,9 +3,9 @@
 
 use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use pyo3::ffi;
 
 use crate::errors::{too_large, BindingResult};
 
@@ -14,14 +14,19 @@ pub const RELEASE_GIL_ABOVE: usize = 2048;
 
 fn get_buffer(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<PyUntypedBuffer> {
     let buf = PyUntypedBuffer::get(obj).map_err(|_| {
-        let type_name = obj.get_type().name().map_or_else(|_| "?".to_owned(), |n| n.to_string());
+        let type_name = obj
+            .get_type()
+            .name()
+            .map_or_else(|_| "?".to_owned(), |n| n.to_string());
         PyTypeError::new_err(format!(
             "{what} must be a bytes-like object (bytes, bytearray, memoryview, numpy array, \
              mmap...), not {type_name}"
         ))
     })?;
     if !buf.is_c_contiguous() {
-        return Err(PyTypeError::new_err(format!("{what} must be a C-contiguous buffer")));
+        return Err(PyTypeError::new_err(format!(
+            "{what} must be a C-contiguous buffer"
+        )));
     }
     Ok(buf)
 }
@@ -45,7 +50,11 @@ impl ReadBuf {
         let export = get_buffer(obj, what)?;
         let ptr = export.buf_ptr() as *const u8;
         let len = export.len_bytes();
-        Ok(ReadBuf { _export: export, ptr, len })
+        Ok(ReadBuf {
+            _export: export,
+            ptr,
+            len,
+        })
     }
 
     pub fn as_slice(&self) -> &[u8] {
@@ -85,7 +94,11 @@ impl WriteBuf {
         }
         let ptr = export.buf_ptr() as *mut u8;
         let len = export.len_bytes();
-        Ok(WriteBuf { _export: export, ptr, len })
+        Ok(WriteBuf {
+            _export: export,
+            ptr,
+            len,
+        })
     }
 
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
@@ -102,7 +115,9 @@ impl WriteBuf {
         let (a0, a1) = (self.ptr as usize, self.ptr as usize + self.len);
         let (b0, b1) = input.range();
         if self.len > 0 && input.len() > 0 && a0 < b1 && b0 < a1 {
-            return Err(PyValueError::new_err("the output buffer must not overlap the input"));
+            return Err(PyValueError::new_err(
+                "the output buffer must not overlap the input",
+            ));
         }
         Ok(())
     }
@@ -137,6 +152,7 @@ where
     let obj = unsafe { Bound::from_owned_ptr_or_err(py, raw)? };
     // SAFETY: `obj` is a bytes object, so this is its data pointer.
     let data = unsafe { ffi::PyBytes_AsString(obj.as_ptr()) } as usize;
+    advise_huge_pages(data, len);
     let written = maybe_detach(py, len, move || {
         // SAFETY: nobody else can see the new object yet; `len` bytes are ours to write, and
         // `fill` only writes them (u8 has no invalid values, and nothing reads them first).
@@ -146,4 +162,23 @@ where
     debug_assert_eq!(written, len);
     // SAFETY: PyBytes_FromStringAndSize returned a bytes object.
     Ok(unsafe { obj.cast_into_unchecked::<PyBytes>() })
+}
+
+/// Asks Linux to back a large fresh buffer with transparent huge pages (where THP is in
+/// `madvise` mode): one fault per 2 MiB instead of per 4 KiB. Only advice: failure changes
+/// nothing but speed.
+fn advise_huge_pages(addr: usize, len: usize) {
+    const HUGE_PAGE: usize = 2 << 20;
+    if len < 4 * HUGE_PAGE || !cfg!(target_os = "linux") {
+        return;
+    }
+    let start = addr.next_multiple_of(HUGE_PAGE);
+    let end = (addr + len) / HUGE_PAGE * HUGE_PAGE;
+    if end > start {
+        #[cfg(target_os = "linux")]
+        // SAFETY: madvise only changes how the kernel backs these pages of our own allocation.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
+        }
+    }
 }

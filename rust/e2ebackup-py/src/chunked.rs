@@ -47,7 +47,11 @@ impl Params {
     ) -> BindingResult<Self> {
         let key = ReadBuf::get(key, "key")?;
         if key.len() != KEY_SIZE {
-            return Err(Error::InvalidKeyLength { expected: KEY_SIZE, got: key.len() }.into());
+            return Err(Error::InvalidKeyLength {
+                expected: KEY_SIZE,
+                got: key.len(),
+            }
+            .into());
         }
         let context = context.map(|c| ReadBuf::get(c, "context")).transpose()?;
         Ok(Params {
@@ -88,7 +92,14 @@ fn encrypt<'py>(
     let data = ReadBuf::get(data, "data")?;
     let len = to_usize(chunked::ciphertext_len(data.len() as u64)?, "ciphertext")?;
     new_bytes(py, len, |out| {
-        chunked::encrypt_into(p.key.as_slice(), p.algorithm, p.context(), data.as_slice(), out, p.threads)
+        chunked::encrypt_into(
+            p.key.as_slice(),
+            p.algorithm,
+            p.context(),
+            data.as_slice(),
+            out,
+            p.threads,
+        )
     })
 }
 
@@ -106,7 +117,14 @@ fn decrypt<'py>(
     let data = ReadBuf::get(data, "data")?;
     let len = to_usize(chunked::plaintext_len(data.len() as u64)?, "plaintext")?;
     new_bytes(py, len, |out| {
-        chunked::decrypt_into(p.key.as_slice(), p.algorithm, p.context(), data.as_slice(), out, p.threads)
+        chunked::decrypt_into(
+            p.key.as_slice(),
+            p.algorithm,
+            p.context(),
+            data.as_slice(),
+            out,
+            p.threads,
+        )
     })
 }
 
@@ -182,7 +200,11 @@ fn plaintext_length(ciphertext_length: u64) -> BindingResult<u64> {
 fn salt_array(salt: &Bound<'_, PyAny>) -> BindingResult<[u8; SALT_SIZE]> {
     let salt = ReadBuf::get(salt, "salt")?;
     salt.as_slice().try_into().map_err(|_| {
-        Error::InvalidArgument(format!("salt must be {SALT_SIZE} bytes, got {}", salt.len())).into()
+        Error::InvalidArgument(format!(
+            "salt must be {SALT_SIZE} bytes, got {}",
+            salt.len()
+        ))
+        .into()
     })
 }
 
@@ -203,7 +225,15 @@ fn _encrypt_with_salt<'py>(
     let data = ReadBuf::get(data, "data")?;
     let len = to_usize(chunked::ciphertext_len(data.len() as u64)?, "ciphertext")?;
     new_bytes(py, len, |out| {
-        chunked::encrypt_into_with_salt(p.key.as_slice(), p.algorithm, p.context(), &salt, data.as_slice(), out, 1)
+        chunked::encrypt_into_with_salt(
+            p.key.as_slice(),
+            p.algorithm,
+            p.context(),
+            &salt,
+            data.as_slice(),
+            out,
+            1,
+        )
     })
 }
 
@@ -269,7 +299,9 @@ impl Encryptor {
         let mut buf = WriteBuf::get(buf, "buf")?;
         buf.check_disjoint(&data)?;
         let inner = &mut self.inner;
-        Ok(maybe_detach(py, data.len(), || inner.update_into(data.as_slice(), buf.as_mut_slice()))?)
+        Ok(maybe_detach(py, data.len(), || {
+            inner.update_into(data.as_slice(), buf.as_mut_slice())
+        })?)
     }
 
     /// Bytes that `update` with `length` more bytes returns (what `update_into` needs).
@@ -326,7 +358,9 @@ impl Decryptor {
         let mut buf = WriteBuf::get(buf, "buf")?;
         buf.check_disjoint(&data)?;
         let inner = &mut self.inner;
-        Ok(maybe_detach(py, data.len(), || inner.update_into(data.as_slice(), buf.as_mut_slice()))?)
+        Ok(maybe_detach(py, data.len(), || {
+            inner.update_into(data.as_slice(), buf.as_mut_slice())
+        })?)
     }
 
     /// Bytes that `update` with `length` more bytes returns (what `update_into` needs).
@@ -365,8 +399,16 @@ impl ChunkOpener {
         if header.len() != HEADER_SIZE {
             return Err(Error::InvalidTag.into());
         }
-        let keys = MessageKeys::from_header(p.key.as_slice(), p.algorithm, header.as_slice(), p.context())?;
-        Ok(ChunkOpener { keys, threads: p.threads })
+        let keys = MessageKeys::from_header(
+            p.key.as_slice(),
+            p.algorithm,
+            header.as_slice(),
+            p.context(),
+        )?;
+        Ok(ChunkOpener {
+            keys,
+            threads: p.threads,
+        })
     }
 
     /// Decrypts the consecutive chunks in `ciphertext`, the first of which is chunk number
@@ -380,6 +422,9 @@ impl ChunkOpener {
     ) -> BindingResult<Bound<'py, PyBytes>> {
         let ct = ReadBuf::get(ciphertext, "ciphertext")?;
         let len = chunked::run_plaintext_len(ct.len(), last)?;
-        new_bytes(py, len, |out| self.keys.open_chunks(first, ct.as_slice(), last, out, self.threads))
+        new_bytes(py, len, |out| {
+            self.keys
+                .open_chunks(first, ct.as_slice(), last, out, self.threads)
+        })
     }
 }

@@ -66,7 +66,11 @@ mod tests {
     #[test]
     fn lengths_round_trip_at_chunk_boundaries() {
         for n in [0u64, 1, 16383, 16384, 16385, 32767, 32768, 32769, 1 << 30] {
-            assert_eq!(plaintext_len(ciphertext_len(n).unwrap()).unwrap(), n, "n = {n}");
+            assert_eq!(
+                plaintext_len(ciphertext_len(n).unwrap()).unwrap(),
+                n,
+                "n = {n}"
+            );
         }
     }
 

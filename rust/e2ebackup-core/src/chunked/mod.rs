@@ -66,7 +66,10 @@ pub fn encrypt_into_with_salt(
     let needed = ciphertext_len(plaintext.len() as u64)?;
     let needed = usize::try_from(needed).map_err(|_| Error::MessageTooLong)?;
     if out.len() < needed {
-        return Err(Error::BufferTooSmall { needed, got: out.len() });
+        return Err(Error::BufferTooSmall {
+            needed,
+            got: out.len(),
+        });
     }
     let keys = MessageKeys::derive(key, algorithm, salt, context)?;
     let (header, body) = out[..needed].split_at_mut(HEADER_SIZE);
@@ -89,7 +92,10 @@ pub fn decrypt_into(
     let needed = plaintext_len(ciphertext.len() as u64)?;
     let needed = usize::try_from(needed).map_err(|_| Error::MessageTooLong)?;
     if out.len() < needed {
-        return Err(Error::BufferTooSmall { needed, got: out.len() });
+        return Err(Error::BufferTooSmall {
+            needed,
+            got: out.len(),
+        });
     }
     let (header, body) = ciphertext.split_at(HEADER_SIZE);
     let keys = MessageKeys::from_header(key, algorithm, header, context)?;

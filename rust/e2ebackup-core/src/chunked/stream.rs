@@ -7,8 +7,7 @@
 use zeroize::{Zeroize, Zeroizing};
 
 use super::{
-    Algorithm, MessageKeys, CHUNK_CT_SIZE, CHUNK_SIZE, HEADER_SIZE, MAX_CHUNKS, SALT_SIZE,
-    TAG_SIZE,
+    Algorithm, MessageKeys, CHUNK_CT_SIZE, CHUNK_SIZE, HEADER_SIZE, MAX_CHUNKS, SALT_SIZE, TAG_SIZE,
 };
 use crate::error::{Error, Result};
 use crate::rand;
@@ -32,7 +31,10 @@ impl State {
 
 fn check_room(needed: usize, out: &[u8]) -> Result<()> {
     if out.len() < needed {
-        Err(Error::BufferTooSmall { needed, got: out.len() })
+        Err(Error::BufferTooSmall {
+            needed,
+            got: out.len(),
+        })
     } else {
         Ok(())
     }
@@ -120,7 +122,13 @@ impl Encryptor {
             data = &data[take..];
             if self.pending.len() == CHUNK_SIZE {
                 let end = written + CHUNK_CT_SIZE;
-                self.keys.seal_chunks(self.counter, &self.pending, false, &mut out[written..end], 1)?;
+                self.keys.seal_chunks(
+                    self.counter,
+                    &self.pending,
+                    false,
+                    &mut out[written..end],
+                    1,
+                )?;
                 self.counter += 1;
                 self.pending.clear();
                 written = end;
@@ -149,9 +157,19 @@ impl Encryptor {
             out[..HEADER_SIZE].copy_from_slice(&header);
             written = HEADER_SIZE;
         }
-        let result = self.keys.seal_chunks(self.counter, &self.pending, true, &mut out[written..needed], 1);
+        let result = self.keys.seal_chunks(
+            self.counter,
+            &self.pending,
+            true,
+            &mut out[written..needed],
+            1,
+        );
         self.pending.zeroize();
-        self.state = if result.is_ok() { State::Finalized } else { State::Failed };
+        self.state = if result.is_ok() {
+            State::Finalized
+        } else {
+            State::Failed
+        };
         result.map(|()| needed)
     }
 }
@@ -174,7 +192,10 @@ pub struct Decryptor {
 impl Decryptor {
     pub fn new(key: &[u8], algorithm: Algorithm, context: &[u8], threads: usize) -> Result<Self> {
         if key.len() != super::KEY_SIZE {
-            return Err(Error::InvalidKeyLength { expected: super::KEY_SIZE, got: key.len() });
+            return Err(Error::InvalidKeyLength {
+                expected: super::KEY_SIZE,
+                got: key.len(),
+            });
         }
         Ok(Decryptor {
             key: Zeroizing::new(key.to_vec()),
@@ -223,7 +244,8 @@ impl Decryptor {
             if self.header.len() < HEADER_SIZE {
                 return Ok(0);
             }
-            let keys = MessageKeys::from_header(&self.key, self.algorithm, &self.header, &self.context)?;
+            let keys =
+                MessageKeys::from_header(&self.key, self.algorithm, &self.header, &self.context)?;
             self.keys = Some(keys);
             self.key.zeroize();
         }
@@ -237,14 +259,26 @@ impl Decryptor {
                 return Ok(0);
             }
             // A byte follows, so the buffered whole chunk is not the last one.
-            keys.open_chunks(self.counter, &self.pending, false, &mut out[..CHUNK_SIZE], 1)?;
+            keys.open_chunks(
+                self.counter,
+                &self.pending,
+                false,
+                &mut out[..CHUNK_SIZE],
+                1,
+            )?;
             self.counter += 1;
             self.pending.clear();
             written = CHUNK_SIZE;
         }
         let whole = data.len().saturating_sub(1) / CHUNK_CT_SIZE;
         let ct_end = whole * CHUNK_CT_SIZE;
-        written += keys.open_chunks(self.counter, &data[..ct_end], false, &mut out[written..], self.threads)?;
+        written += keys.open_chunks(
+            self.counter,
+            &data[..ct_end],
+            false,
+            &mut out[written..],
+            self.threads,
+        )?;
         self.counter += whole as u64;
         self.pending.extend_from_slice(&data[ct_end..]);
         Ok(written)
@@ -259,7 +293,11 @@ impl Decryptor {
             Some(keys) => keys.open_chunks(self.counter, &self.pending, true, out, 1),
         };
         self.pending.clear();
-        self.state = if result.is_ok() { State::Finalized } else { State::Failed };
+        self.state = if result.is_ok() {
+            State::Finalized
+        } else {
+            State::Failed
+        };
         result
     }
 }
