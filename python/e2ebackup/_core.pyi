@@ -52,6 +52,7 @@ def _encrypt_with_salt(
     *,
     context: Buffer | None = None,
     algorithm: str = "aes-256-gcm",
+    threads: int | None = None,
 ) -> bytes: ...
 
 class Encryptor:

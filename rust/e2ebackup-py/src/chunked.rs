@@ -211,7 +211,7 @@ fn salt_array(salt: &Bound<'_, PyAny>) -> BindingResult<[u8; SALT_SIZE]> {
 /// Test-vector hook: encryption with a fixed salt. Never use it for real data: a repeated salt
 /// under the same key and context repeats nonces.
 #[pyfunction]
-#[pyo3(signature = (key, data, salt, *, context=None, algorithm=DEFAULT_ALGORITHM))]
+#[pyo3(signature = (key, data, salt, *, context=None, algorithm=DEFAULT_ALGORITHM, threads=None))]
 fn _encrypt_with_salt<'py>(
     py: Python<'py>,
     key: &Bound<'py, PyAny>,
@@ -219,8 +219,9 @@ fn _encrypt_with_salt<'py>(
     salt: &Bound<'py, PyAny>,
     context: Option<&Bound<'py, PyAny>>,
     algorithm: &str,
+    threads: Option<usize>,
 ) -> BindingResult<Bound<'py, PyBytes>> {
-    let p = Params::new(key, context, algorithm, Some(1))?;
+    let p = Params::new(key, context, algorithm, threads)?;
     let salt = salt_array(salt)?;
     let data = ReadBuf::get(data, "data")?;
     let len = to_usize(chunked::ciphertext_len(data.len() as u64)?, "ciphertext")?;
@@ -232,7 +233,7 @@ fn _encrypt_with_salt<'py>(
             &salt,
             data.as_slice(),
             out,
-            1,
+            p.threads,
         )
     })
 }

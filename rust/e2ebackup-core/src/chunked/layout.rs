@@ -40,25 +40,6 @@ pub fn run_plaintext_len(ciphertext_len: usize, last: bool) -> Result<usize> {
     }
 }
 
-/// The chunk holding plaintext offset `offset`, and where its ciphertext starts in the message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ChunkSpan {
-    pub index: u64,
-    pub ciphertext_offset: u64,
-    pub plaintext_offset: u64,
-}
-
-impl ChunkSpan {
-    pub fn containing(offset: u64) -> Self {
-        let index = offset / CHUNK_SIZE as u64;
-        ChunkSpan {
-            index,
-            ciphertext_offset: HEADER_SIZE as u64 + index * CHUNK_CT_SIZE as u64,
-            plaintext_offset: index * CHUNK_SIZE as u64,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,13 +74,5 @@ mod tests {
         let max_pt = MAX_CHUNKS * CHUNK_SIZE as u64 - 1;
         assert!(ciphertext_len(max_pt).is_ok());
         assert_eq!(ciphertext_len(max_pt + 1), Err(Error::MessageTooLong));
-    }
-
-    #[test]
-    fn spans_point_at_chunk_starts() {
-        let s = ChunkSpan::containing(16384 * 3 + 5);
-        assert_eq!(s.index, 3);
-        assert_eq!(s.plaintext_offset, 16384 * 3);
-        assert_eq!(s.ciphertext_offset, 56 + 3 * 16400);
     }
 }

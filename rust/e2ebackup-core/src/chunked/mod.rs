@@ -11,7 +11,7 @@ mod layout;
 mod stream;
 
 pub use keys::{Algorithm, MessageKeys};
-pub use layout::{ciphertext_len, plaintext_len, run_plaintext_len, ChunkSpan};
+pub use layout::{ciphertext_len, plaintext_len, run_plaintext_len};
 pub use stream::{Decryptor, Encryptor};
 
 use crate::error::{Error, Result};
