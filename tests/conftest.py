@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-
 import e2ebackup
+import pytest
 
 
 @pytest.fixture

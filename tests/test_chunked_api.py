@@ -8,16 +8,14 @@ import sys
 import threading
 import time
 
+import e2ebackup
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-import e2ebackup
 from e2ebackup import _core
 from e2ebackup.errors import E2EBackupError, InvalidArgument, InvalidTag
-
 from helpers import BOUNDARY_LENGTHS, CHUNK, random_bytes
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 ALGORITHMS = ["aes-256-gcm", "chacha20-poly1305"]
 HEADER = e2ebackup.HEADER_SIZE
@@ -92,16 +90,16 @@ def test_any_contiguous_buffer_is_accepted(key: bytes) -> None:
         assert e2ebackup.decrypt(key, buf) == data  # type: ignore[arg-type]
     # Multi-byte items are read as their raw bytes, like hashlib does.
     floats = np.arange(1000, dtype=np.float64)
-    assert e2ebackup.decrypt(key, e2ebackup.encrypt(key, floats)) == floats.tobytes()
+    assert e2ebackup.decrypt(key, e2ebackup.encrypt(key, floats)) == floats.tobytes()  # type: ignore[arg-type]
 
 
 def test_into_variants_write_into_caller_buffers(key: bytes) -> None:
     data = random_bytes(5 * CHUNK + 1)
     out = np.zeros(e2ebackup.ciphertext_length(len(data)) + 10, dtype=np.uint8)
-    n = e2ebackup.encrypt_into(key, data, out)
+    n = e2ebackup.encrypt_into(key, data, out)  # type: ignore[arg-type]
     assert n == e2ebackup.ciphertext_length(len(data))
     back = bytearray(len(data))
-    assert e2ebackup.decrypt_into(key, out[:n], back) == len(data)
+    assert e2ebackup.decrypt_into(key, out[:n], back) == len(data)  # type: ignore[arg-type]
     assert back == data
 
 
@@ -238,7 +236,7 @@ def test_secrets_stay_out_of_reprs_and_errors() -> None:
     for obj in (enc, dec):
         text = repr(obj) + str(obj)
         assert "abab" not in text
-        assert "171" not in text
+        assert "\\xab" not in text
     with pytest.raises(InvalidTag) as info:
         e2ebackup.decrypt(key, b"\0" * 100)
     assert "abab" not in str(info.value)

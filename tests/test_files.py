@@ -6,13 +6,12 @@ import io
 import os
 from pathlib import Path
 
+import e2ebackup
 import pytest
 from cryptography.cobblestone import Cobblestone256Decryptor
-from helpers import CHUNK, random_bytes
-
-import e2ebackup
 from e2ebackup._files import BLOCK_SIZE
 from e2ebackup.errors import InvalidTag
+from helpers import CHUNK, random_bytes
 
 
 @pytest.mark.parametrize("length", [0, 1, CHUNK, BLOCK_SIZE - 1, BLOCK_SIZE, 2 * BLOCK_SIZE + 17])

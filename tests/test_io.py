@@ -6,14 +6,13 @@ import io
 import os
 from pathlib import Path
 
+import e2ebackup
 import numpy as np
 import pytest
+from e2ebackup.errors import InvalidTag
 from helpers import BOUNDARY_LENGTHS, CHUNK, random_bytes
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import e2ebackup
-from e2ebackup.errors import InvalidTag
 
 DATA = random_bytes(20 * CHUNK + 1234)
 KEY = e2ebackup.generate_key()
@@ -58,7 +57,7 @@ def test_seek_whence_and_readinto() -> None:
         r.seek(CHUNK - 3)
         r.seek(5, io.SEEK_CUR)
         buf = np.zeros(100, dtype=np.uint8)
-        assert r.readinto(buf) == 100
+        assert r.readinto(buf) == 100  # type: ignore[arg-type]
         assert buf.tobytes() == DATA[CHUNK + 2 : CHUNK + 102]
         assert r.size == len(DATA)
         with pytest.raises(ValueError, match="negative"):
@@ -139,7 +138,7 @@ def test_writer_publishes_only_on_clean_close(tmp_path: Path, key: bytes) -> Non
     with pytest.raises(FileExistsError):
         e2ebackup.open(path, "xb", key=key)
     with pytest.raises(ValueError, match="mode"):
-        e2ebackup.open(path, "ab", key=key)  # type: ignore[call-overload]
+        e2ebackup.open(path, "ab", key=key)  # type: ignore[arg-type]
 
 
 def test_writer_on_a_file_object_leaves_it_open(key: bytes) -> None:

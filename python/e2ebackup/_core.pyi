@@ -1,7 +1,25 @@
 # Type stubs for the compiled module e2ebackup._core (checked by mypy.stubtest).
-from typing import Final
+from typing import Final, final
 
 from typing_extensions import Buffer
+
+__all__ = [
+    "CHUNK_SIZE",
+    "HEADER_SIZE",
+    "KEY_SIZE",
+    "TAG_SIZE",
+    "ChunkOpener",
+    "Decryptor",
+    "Encryptor",
+    "_encrypt_with_salt",
+    "ciphertext_length",
+    "decrypt",
+    "decrypt_into",
+    "encrypt",
+    "encrypt_into",
+    "generate_key",
+    "plaintext_length",
+]
 
 CHUNK_SIZE: Final[int]
 HEADER_SIZE: Final[int]
@@ -55,6 +73,7 @@ def _encrypt_with_salt(
     threads: int | None = None,
 ) -> bytes: ...
 
+@final
 class Encryptor:
     def __new__(
         cls,
@@ -75,6 +94,7 @@ class Encryptor:
     def update_length(self, length: int) -> int: ...
     def finalize(self) -> bytes: ...
 
+@final
 class Decryptor:
     def __new__(
         cls,
@@ -89,6 +109,7 @@ class Decryptor:
     def update_length(self, length: int) -> int: ...
     def finalize(self) -> bytes: ...
 
+@final
 class ChunkOpener:
     def __new__(
         cls,

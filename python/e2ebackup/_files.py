@@ -31,7 +31,7 @@ def _is_path(file: object) -> bool:
 def _source(src: StrPath | BinaryIO) -> Iterator[BinaryIO]:
     if _is_path(src):
         with builtins.open(src, "rb") as f:  # type: ignore[arg-type]
-            yield f
+            yield f  # type: ignore[misc]
     else:
         yield src  # type: ignore[misc]
 
@@ -56,6 +56,16 @@ def _destination(dst: StrPath | BinaryIO, overwrite: bool) -> Iterator[BinaryIO]
         raise
 
 
+def _readinto(src: BinaryIO, buf: bytearray) -> int:
+    """``readinto`` where the file has it (no copy), ``read`` otherwise."""
+    readinto = getattr(src, "readinto", None)
+    if readinto is not None:
+        return int(readinto(buf) or 0)
+    data = src.read(len(buf))
+    buf[: len(data)] = data
+    return len(data)
+
+
 def _pump(
     src: BinaryIO,
     dst: BinaryIO,
@@ -68,7 +78,7 @@ def _pump(
     outbuf = bytearray(BLOCK_SIZE + overhead)
     done = 0
     while True:
-        n = src.readinto(inbuf)
+        n = _readinto(src, inbuf)
         if not n:
             break
         written = context.update_into(memoryview(inbuf)[:n], outbuf)

@@ -66,7 +66,7 @@ class EncryptedWriter(io.BufferedIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, data: Buffer) -> int:  # type: ignore[override]
+    def write(self, data: Buffer) -> int:
         if self.closed:
             raise ValueError("write to a closed EncryptedWriter")
         if self._failed:
@@ -127,8 +127,11 @@ class EncryptedReader(io.BufferedIOBase):
     ) -> None:
         super().__init__()
         self._owns_raw = _is_path(file)
+        # The reader owns a file it opened for its whole life, so no context manager here.
         self._raw: BinaryIO = (
-            builtins.open(file, "rb") if self._owns_raw else file  # type: ignore[arg-type, assignment]
+            builtins.open(file, "rb")  # type: ignore[arg-type]  # noqa: SIM115
+            if self._owns_raw
+            else file  # type: ignore[assignment]
         )
         try:
             if not self._raw.seekable():
@@ -187,7 +190,7 @@ class EncryptedReader(io.BufferedIOBase):
         if not self._final_verified:
             self._open_run(self._last_chunk, 1)
 
-    def readinto(self, buffer: Buffer) -> int:  # type: ignore[override]
+    def readinto(self, buffer: Buffer) -> int:
         self._check_open()
         out = memoryview(buffer).cast("B")
         wanted = min(len(out), max(0, self._size - self._pos))
@@ -227,7 +230,7 @@ class EncryptedReader(io.BufferedIOBase):
     def read1(self, size: int = -1) -> bytes:
         return self.read(size)
 
-    def readinto1(self, buffer: Buffer) -> int:  # type: ignore[override]
+    def readinto1(self, buffer: Buffer) -> int:
         return self.readinto(buffer)
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:

@@ -13,8 +13,6 @@ use pyo3::types::PyBytes;
 use crate::buffers::{maybe_detach, new_bytes, ReadBuf, WriteBuf};
 use crate::errors::{too_large, BindingResult};
 
-const DEFAULT_ALGORITHM: &str = "aes-256-gcm";
-
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(generate_key, m)?)?;
     m.add_function(wrap_pyfunction!(encrypt, m)?)?;
@@ -79,7 +77,7 @@ fn generate_key(py: Python<'_>) -> BindingResult<Bound<'_, PyBytes>> {
 }
 
 #[pyfunction]
-#[pyo3(signature = (key, data, *, context=None, algorithm=DEFAULT_ALGORITHM, threads=None))]
+#[pyo3(signature = (key, data, *, context=None, algorithm="aes-256-gcm", threads=None))]
 fn encrypt<'py>(
     py: Python<'py>,
     key: &Bound<'py, PyAny>,
@@ -104,7 +102,7 @@ fn encrypt<'py>(
 }
 
 #[pyfunction]
-#[pyo3(signature = (key, data, *, context=None, algorithm=DEFAULT_ALGORITHM, threads=None))]
+#[pyo3(signature = (key, data, *, context=None, algorithm="aes-256-gcm", threads=None))]
 fn decrypt<'py>(
     py: Python<'py>,
     key: &Bound<'py, PyAny>,
@@ -129,7 +127,7 @@ fn decrypt<'py>(
 }
 
 #[pyfunction]
-#[pyo3(signature = (key, data, out, *, context=None, algorithm=DEFAULT_ALGORITHM, threads=None))]
+#[pyo3(signature = (key, data, out, *, context=None, algorithm="aes-256-gcm", threads=None))]
 fn encrypt_into(
     py: Python<'_>,
     key: &Bound<'_, PyAny>,
@@ -157,7 +155,7 @@ fn encrypt_into(
 }
 
 #[pyfunction]
-#[pyo3(signature = (key, data, out, *, context=None, algorithm=DEFAULT_ALGORITHM, threads=None))]
+#[pyo3(signature = (key, data, out, *, context=None, algorithm="aes-256-gcm", threads=None))]
 fn decrypt_into(
     py: Python<'_>,
     key: &Bound<'_, PyAny>,
@@ -211,7 +209,7 @@ fn salt_array(salt: &Bound<'_, PyAny>) -> BindingResult<[u8; SALT_SIZE]> {
 /// Test-vector hook: encryption with a fixed salt. Never use it for real data: a repeated salt
 /// under the same key and context repeats nonces.
 #[pyfunction]
-#[pyo3(signature = (key, data, salt, *, context=None, algorithm=DEFAULT_ALGORITHM, threads=None))]
+#[pyo3(signature = (key, data, salt, *, context=None, algorithm="aes-256-gcm", threads=None))]
 fn _encrypt_with_salt<'py>(
     py: Python<'py>,
     key: &Bound<'py, PyAny>,
@@ -247,7 +245,7 @@ pub struct Encryptor {
 #[pymethods]
 impl Encryptor {
     #[new]
-    #[pyo3(signature = (key, context=None, *, algorithm=DEFAULT_ALGORITHM, threads=None))]
+    #[pyo3(signature = (key, context=None, *, algorithm="aes-256-gcm", threads=None))]
     fn new(
         key: &Bound<'_, PyAny>,
         context: Option<&Bound<'_, PyAny>>,
@@ -261,7 +259,7 @@ impl Encryptor {
 
     /// Test-vector hook, as `_encrypt_with_salt`.
     #[staticmethod]
-    #[pyo3(signature = (key, salt, context=None, *, algorithm=DEFAULT_ALGORITHM))]
+    #[pyo3(signature = (key, salt, context=None, *, algorithm="aes-256-gcm"))]
     fn _with_salt(
         key: &Bound<'_, PyAny>,
         salt: &Bound<'_, PyAny>,
@@ -326,7 +324,7 @@ pub struct Decryptor {
 #[pymethods]
 impl Decryptor {
     #[new]
-    #[pyo3(signature = (key, context=None, *, algorithm=DEFAULT_ALGORITHM, threads=None))]
+    #[pyo3(signature = (key, context=None, *, algorithm="aes-256-gcm", threads=None))]
     fn new(
         key: &Bound<'_, PyAny>,
         context: Option<&Bound<'_, PyAny>>,
@@ -387,7 +385,7 @@ pub struct ChunkOpener {
 #[pymethods]
 impl ChunkOpener {
     #[new]
-    #[pyo3(signature = (key, header, context=None, *, algorithm=DEFAULT_ALGORITHM, threads=None))]
+    #[pyo3(signature = (key, header, context=None, *, algorithm="aes-256-gcm", threads=None))]
     fn new(
         key: &Bound<'_, PyAny>,
         header: &Bound<'_, PyAny>,

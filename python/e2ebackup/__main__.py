@@ -1,0 +1,3 @@
+from e2ebackup.cli import main
+
+raise SystemExit(main())
