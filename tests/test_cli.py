@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 import stat
 import subprocess
 import sys
@@ -84,3 +86,21 @@ def test_hex_keys_parse_tolerantly_and_fail_precisely() -> None:
     assert read_key_file(text.encode()) == key
     with pytest.raises(InvalidArgument):
         read_key_file(b"\xff" * 40)
+
+
+def test_readme_quick_start_main_job_works(tmp_path: Path) -> None:
+    readme = Path(__file__).resolve().parent.parent / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    block = text.split("## Quick start", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    install_and_run, test_command = block.strip().splitlines()
+    assert test_command == "bash tools/test.sh"
+    steps = install_and_run.split(" && ")
+    assert steps[0] == "python3 -m pip install ."  # the package is already installed here
+    shutil.copy(readme, tmp_path / "README.md")
+    for step in steps[1:]:
+        argv = shlex.split(step)
+        assert argv[:3] == ["python3", "-m", "e2ebackup"]
+        r = subprocess.run([sys.executable, *argv[1:]], cwd=tmp_path, capture_output=True)
+        assert r.returncode == 0, r.stderr
+    assert (tmp_path / "README.restored.md").read_bytes() == readme.read_bytes()
+    assert (tmp_path / "backup" / "README.md.e2e").exists()

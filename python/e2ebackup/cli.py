@@ -93,6 +93,9 @@ def _transform(args: argparse.Namespace) -> int:
     dst: str | BinaryIO = sys.stdout.buffer if args.dst == "-" else args.dst
     if isinstance(dst, str) and os.path.lexists(dst) and not args.force:
         raise FileExistsError(f"{dst} exists; use --force to replace it")
+    if isinstance(dst, str):
+        # The storage folder of the quick start may not exist yet.
+        os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
     total = os.path.getsize(args.src) if isinstance(src, str) else None
     run = _files.encrypt_file if args.command == "encrypt" else _files.decrypt_file
     run(
