@@ -30,6 +30,8 @@ ruff check .
 ruff format --check .
 step "mypy --strict"
 mypy
+# benches/ has its own conftest.py, so it is checked as a separate tree.
+mypy benches
 step "stubtest"
 python -m mypy.stubtest e2ebackup._core
 

@@ -41,7 +41,7 @@ impl Params {
         key: &Bound<'_, PyAny>,
         context: Option<&Bound<'_, PyAny>>,
         algorithm: &str,
-        threads: Option<usize>,
+        threads: Option<i64>,
     ) -> BindingResult<Self> {
         let key = ReadBuf::get(key, "key")?;
         if key.len() != KEY_SIZE {
@@ -56,13 +56,19 @@ impl Params {
             key,
             context,
             algorithm: Algorithm::from_api_name(algorithm)?,
-            threads: resolve_threads(threads)?,
+            threads: resolve_threads(threads.map(|t| usize::try_from(t).unwrap_or(0)))?,
         })
     }
 
     fn context(&self) -> &[u8] {
         self.context.as_ref().map_or(&[], ReadBuf::as_slice)
     }
+}
+
+/// Python ints can be negative; lengths and counts cannot.
+fn non_negative(n: i64, what: &str) -> BindingResult<u64> {
+    u64::try_from(n)
+        .map_err(|_| Error::InvalidArgument(format!("{what} must not be negative, got {n}")).into())
 }
 
 fn to_usize(n: u64, what: &str) -> PyResult<usize> {
@@ -84,7 +90,7 @@ fn encrypt<'py>(
     data: &Bound<'py, PyAny>,
     context: Option<&Bound<'py, PyAny>>,
     algorithm: &str,
-    threads: Option<usize>,
+    threads: Option<i64>,
 ) -> BindingResult<Bound<'py, PyBytes>> {
     let p = Params::new(key, context, algorithm, threads)?;
     let data = ReadBuf::get(data, "data")?;
@@ -109,7 +115,7 @@ fn decrypt<'py>(
     data: &Bound<'py, PyAny>,
     context: Option<&Bound<'py, PyAny>>,
     algorithm: &str,
-    threads: Option<usize>,
+    threads: Option<i64>,
 ) -> BindingResult<Bound<'py, PyBytes>> {
     let p = Params::new(key, context, algorithm, threads)?;
     let data = ReadBuf::get(data, "data")?;
@@ -135,7 +141,7 @@ fn encrypt_into(
     out: &Bound<'_, PyAny>,
     context: Option<&Bound<'_, PyAny>>,
     algorithm: &str,
-    threads: Option<usize>,
+    threads: Option<i64>,
 ) -> BindingResult<usize> {
     let p = Params::new(key, context, algorithm, threads)?;
     let data = ReadBuf::get(data, "data")?;
@@ -163,7 +169,7 @@ fn decrypt_into(
     out: &Bound<'_, PyAny>,
     context: Option<&Bound<'_, PyAny>>,
     algorithm: &str,
-    threads: Option<usize>,
+    threads: Option<i64>,
 ) -> BindingResult<usize> {
     let p = Params::new(key, context, algorithm, threads)?;
     let data = ReadBuf::get(data, "data")?;
@@ -184,15 +190,21 @@ fn decrypt_into(
 
 /// Ciphertext length of a message with `plaintext_length` bytes.
 #[pyfunction]
-fn ciphertext_length(plaintext_length: u64) -> BindingResult<u64> {
-    Ok(chunked::ciphertext_len(plaintext_length)?)
+fn ciphertext_length(plaintext_length: i64) -> BindingResult<u64> {
+    Ok(chunked::ciphertext_len(non_negative(
+        plaintext_length,
+        "plaintext_length",
+    )?)?)
 }
 
 /// Plaintext length of a message with `ciphertext_length` bytes; `InvalidTag` if no valid
 /// message has that length.
 #[pyfunction]
-fn plaintext_length(ciphertext_length: u64) -> BindingResult<u64> {
-    Ok(chunked::plaintext_len(ciphertext_length)?)
+fn plaintext_length(ciphertext_length: i64) -> BindingResult<u64> {
+    Ok(chunked::plaintext_len(non_negative(
+        ciphertext_length,
+        "ciphertext_length",
+    )?)?)
 }
 
 fn salt_array(salt: &Bound<'_, PyAny>) -> BindingResult<[u8; SALT_SIZE]> {
@@ -217,7 +229,7 @@ fn _encrypt_with_salt<'py>(
     salt: &Bound<'py, PyAny>,
     context: Option<&Bound<'py, PyAny>>,
     algorithm: &str,
-    threads: Option<usize>,
+    threads: Option<i64>,
 ) -> BindingResult<Bound<'py, PyBytes>> {
     let p = Params::new(key, context, algorithm, threads)?;
     let salt = salt_array(salt)?;
@@ -250,7 +262,7 @@ impl Encryptor {
         key: &Bound<'_, PyAny>,
         context: Option<&Bound<'_, PyAny>>,
         algorithm: &str,
-        threads: Option<usize>,
+        threads: Option<i64>,
     ) -> BindingResult<Self> {
         let p = Params::new(key, context, algorithm, threads)?;
         let inner = CoreEncryptor::new(p.key.as_slice(), p.algorithm, p.context(), p.threads)?;
@@ -304,8 +316,11 @@ impl Encryptor {
     }
 
     /// Bytes that `update` with `length` more bytes returns (what `update_into` needs).
-    fn update_length(&self, length: usize) -> usize {
-        self.inner.update_len(length)
+    fn update_length(&self, length: i64) -> BindingResult<usize> {
+        let length = non_negative(length, "length")?;
+        Ok(self
+            .inner
+            .update_len(usize::try_from(length).map_err(|_| too_large("length"))?))
     }
 
     fn finalize<'py>(&mut self, py: Python<'py>) -> BindingResult<Bound<'py, PyBytes>> {
@@ -329,7 +344,7 @@ impl Decryptor {
         key: &Bound<'_, PyAny>,
         context: Option<&Bound<'_, PyAny>>,
         algorithm: &str,
-        threads: Option<usize>,
+        threads: Option<i64>,
     ) -> BindingResult<Self> {
         let p = Params::new(key, context, algorithm, threads)?;
         let inner = CoreDecryptor::new(p.key.as_slice(), p.algorithm, p.context(), p.threads)?;
@@ -363,8 +378,11 @@ impl Decryptor {
     }
 
     /// Bytes that `update` with `length` more bytes returns (what `update_into` needs).
-    fn update_length(&self, length: usize) -> usize {
-        self.inner.update_len(length)
+    fn update_length(&self, length: i64) -> BindingResult<usize> {
+        let length = non_negative(length, "length")?;
+        Ok(self
+            .inner
+            .update_len(usize::try_from(length).map_err(|_| too_large("length"))?))
     }
 
     fn finalize<'py>(&mut self, py: Python<'py>) -> BindingResult<Bound<'py, PyBytes>> {
@@ -391,7 +409,7 @@ impl ChunkOpener {
         header: &Bound<'_, PyAny>,
         context: Option<&Bound<'_, PyAny>>,
         algorithm: &str,
-        threads: Option<usize>,
+        threads: Option<i64>,
     ) -> BindingResult<Self> {
         let p = Params::new(key, context, algorithm, threads)?;
         let header = ReadBuf::get(header, "header")?;
@@ -415,12 +433,13 @@ impl ChunkOpener {
     fn open<'py>(
         &self,
         py: Python<'py>,
-        first: u64,
+        first: i64,
         ciphertext: &Bound<'py, PyAny>,
         last: bool,
     ) -> BindingResult<Bound<'py, PyBytes>> {
         let ct = ReadBuf::get(ciphertext, "ciphertext")?;
         let len = chunked::run_plaintext_len(ct.len(), last)?;
+        let first = non_negative(first, "first")?;
         new_bytes(py, len, |out| {
             self.keys
                 .open_chunks(first, ct.as_slice(), last, out, self.threads)
