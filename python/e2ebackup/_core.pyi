@@ -8,23 +8,30 @@ __all__ = [
     "HEADER_SIZE",
     "KEY_SIZE",
     "TAG_SIZE",
+    "WRAPPED_KEY_SIZE",
     "ChunkOpener",
     "Decryptor",
     "Encryptor",
     "_encrypt_with_salt",
+    "argon2id",
     "ciphertext_length",
     "decrypt",
     "decrypt_into",
     "encrypt",
     "encrypt_into",
     "generate_key",
+    "hkdf_sha256",
     "plaintext_length",
+    "scrypt",
+    "unwrap_key",
+    "wrap_key",
 ]
 
 CHUNK_SIZE: Final[int]
 HEADER_SIZE: Final[int]
 TAG_SIZE: Final[int]
 KEY_SIZE: Final[int]
+WRAPPED_KEY_SIZE: Final[int]
 
 def generate_key() -> bytes: ...
 def encrypt(
@@ -121,3 +128,21 @@ class ChunkOpener:
         threads: int | None = None,
     ) -> ChunkOpener: ...
     def open(self, first: int, ciphertext: Buffer, last: bool) -> bytes: ...
+
+def argon2id(
+    password: Buffer,
+    salt: Buffer,
+    *,
+    memory_kib: int = 65536,
+    iterations: int = 3,
+    parallelism: int = 4,
+    length: int = 32,
+) -> bytes: ...
+def scrypt(
+    password: Buffer, salt: Buffer, *, log2_n: int = 17, r: int = 8, p: int = 1, length: int = 32
+) -> bytes: ...
+def hkdf_sha256(
+    ikm: Buffer, *, info: Buffer, salt: Buffer | None = None, length: int = 32
+) -> bytes: ...
+def wrap_key(kek: Buffer, data_key: Buffer, context: Buffer) -> bytes: ...
+def unwrap_key(kek: Buffer, wrapped: Buffer, context: Buffer) -> bytes: ...

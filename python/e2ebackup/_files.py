@@ -10,9 +10,12 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from e2ebackup._core import CHUNK_SIZE, Decryptor, Encryptor
 from e2ebackup._paths import StrPath, atomic_output
+from e2ebackup.errors import InvalidArgument
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
+
+    from e2ebackup.keys import KdfParams, RecoveryKey
 
 __all__ = ["decrypt_file", "encrypt_file"]
 
@@ -71,16 +74,18 @@ def _pump(
     dst: BinaryIO,
     context: Encryptor | Decryptor,
     progress: Progress | None,
-    overhead: int,
 ) -> int:
     """Streams ``src`` through ``context`` into ``dst``; returns the bytes read."""
     inbuf = bytearray(BLOCK_SIZE)
-    outbuf = bytearray(BLOCK_SIZE + overhead)
+    outbuf = bytearray(context.update_length(BLOCK_SIZE))
     done = 0
     while True:
         n = _readinto(src, inbuf)
         if not n:
             break
+        needed = context.update_length(n)
+        if needed > len(outbuf):
+            outbuf = bytearray(needed)
         written = context.update_into(memoryview(inbuf)[:n], outbuf)
         dst.write(memoryview(outbuf)[:written])
         done += n
@@ -90,44 +95,89 @@ def _pump(
     return done
 
 
+def _one_credential(key: object, password: object, recovery_key: object) -> None:
+    given = sum(x is not None for x in (key, password, recovery_key))
+    if given == 0:
+        raise InvalidArgument("give key=, password= or recovery_key=")
+    if key is not None and given > 1:
+        raise InvalidArgument(
+            "key= makes a plain C2SP message; it does not combine with a password"
+        )
+
+
 def encrypt_file(
     src: StrPath | BinaryIO,
     dst: StrPath | BinaryIO,
-    key: Buffer,
+    key: Buffer | None = None,
     *,
+    password: str | bytes | None = None,
+    recovery_key: RecoveryKey | str | None = None,
+    kdf: KdfParams | None = None,
     context: Buffer | None = None,
     algorithm: str = "aes-256-gcm",
     threads: int | None = None,
     progress: Progress | None = None,
     overwrite: bool = True,
 ) -> int:
-    """Encrypts ``src`` into ``dst`` as one C2SP chunked-encryption message.
+    """Encrypts ``src`` into ``dst``; paths or binary file objects.
 
-    Paths or binary file objects. A ``dst`` path is written to a temporary file and renamed
-    only once complete. ``progress`` is called with the plaintext bytes done so far. Returns
-    the plaintext size.
+    With ``key`` (32 bytes) the result is one plain C2SP chunked-encryption message, readable
+    by ``cryptography.cobblestone`` too. With ``password`` and/or ``recovery_key`` it is a
+    sealed file (docs/FORMAT.md) that either opens. A ``dst`` path is written to a temporary
+    file and renamed only once complete. ``progress`` is called with the plaintext bytes done
+    so far. Returns the plaintext size.
     """
+    _one_credential(key, password, recovery_key)
+    if key is None:
+        from e2ebackup.sealed import seal_file
+
+        return seal_file(
+            src,
+            dst,
+            password=password,
+            recovery_key=recovery_key,
+            kdf=kdf,
+            algorithm=algorithm,
+            threads=threads,
+            progress=progress,
+            overwrite=overwrite,
+        )
     encryptor = Encryptor(key, context, algorithm=algorithm, threads=threads)
     with _source(src) as fin, _destination(dst, overwrite) as fout:
-        overhead = encryptor.update_length(BLOCK_SIZE) - BLOCK_SIZE
-        return _pump(fin, fout, encryptor, progress, overhead)
+        return _pump(fin, fout, encryptor, progress)
 
 
 def decrypt_file(
     src: StrPath | BinaryIO,
     dst: StrPath | BinaryIO,
-    key: Buffer,
+    key: Buffer | None = None,
     *,
+    password: str | bytes | None = None,
+    recovery_key: RecoveryKey | str | None = None,
     context: Buffer | None = None,
     algorithm: str = "aes-256-gcm",
     threads: int | None = None,
     progress: Progress | None = None,
     overwrite: bool = True,
 ) -> int:
-    """Decrypts ``src`` into ``dst``. Nothing is left at a ``dst`` path unless the whole message
-    authenticated: on any error the temporary file is removed and the error raised (a typed
-    :mod:`e2ebackup.errors` error for bad ciphertext). ``progress`` is called with the
-    ciphertext bytes done so far. Returns the ciphertext size."""
+    """Decrypts ``src`` into ``dst``: a plain message with ``key``, a sealed file with
+    ``password`` or ``recovery_key``. Nothing is left at a ``dst`` path unless all of it
+    authenticated: on any error the temporary file is removed and a typed
+    :mod:`e2ebackup.errors` error raised. ``progress`` is called with the ciphertext bytes done
+    so far. Returns the ciphertext bytes read."""
+    _one_credential(key, password, recovery_key)
+    if key is None:
+        from e2ebackup.sealed import unseal_file
+
+        return unseal_file(
+            src,
+            dst,
+            password=password,
+            recovery_key=recovery_key,
+            threads=threads,
+            progress=progress,
+            overwrite=overwrite,
+        )
     decryptor = Decryptor(key, context, algorithm=algorithm, threads=threads)
     with _source(src) as fin, _destination(dst, overwrite) as fout:
-        return _pump(fin, fout, decryptor, progress, 0)
+        return _pump(fin, fout, decryptor, progress)

@@ -9,11 +9,18 @@ from __future__ import annotations
 
 __all__ = [
     "AlreadyFinalized",
+    "CorruptKeySlot",
     "E2EBackupError",
     "InvalidArgument",
     "InvalidTag",
+    "KdfLimitExceeded",
+    "KeyMismatch",
+    "KeySlotError",
     "MessageTooLong",
+    "NoMatchingKeySlot",
     "StreamFailed",
+    "WrongPassword",
+    "WrongRecoveryKey",
 ]
 
 
@@ -44,3 +51,34 @@ class InvalidArgument(E2EBackupError, ValueError):
 
 class MessageTooLong(E2EBackupError, ValueError):
     """The message would exceed the format's limit of 2**38 chunks (4 PiB)."""
+
+
+class KdfLimitExceeded(InvalidArgument):
+    """Password-hashing parameters outside the hard limits (for example a key slot asking for
+    64 GiB of memory): refused before any work starts."""
+
+
+class KeySlotError(E2EBackupError):
+    """Base class of the errors that come from opening key slots."""
+
+
+class KeyMismatch(KeySlotError):
+    """The key does not open this key slot."""
+
+
+class WrongPassword(KeySlotError):
+    """No password slot opens with this password."""
+
+
+class WrongRecoveryKey(KeySlotError):
+    """No recovery-key slot opens with this recovery key."""
+
+
+class NoMatchingKeySlot(KeySlotError):
+    """The container has no key slot of the kind the credential needs (for example a password
+    given for a file protected only by a recovery key)."""
+
+
+class CorruptKeySlot(KeySlotError):
+    """A key slot is damaged or malformed: its credential matched, or its bytes do not parse,
+    but it does not authenticate."""

@@ -22,6 +22,12 @@ pub enum Error {
     StreamFailed,
     /// The operating system's random number generator failed.
     Rng,
+    /// The key or password does not open this key slot (its commitment does not match).
+    KeyMismatch,
+    /// A key slot is damaged: its key matched but its ciphertext did not authenticate.
+    CorruptSlot,
+    /// KDF parameters outside the hard limits; the text says which and what is allowed.
+    KdfLimit(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -47,6 +53,9 @@ impl fmt::Display for Error {
                 "this context failed earlier and cannot be used again; start a new one",
             ),
             Error::Rng => f.write_str("the operating system's random number generator failed"),
+            Error::KeyMismatch => f.write_str("the key or password does not open this key slot"),
+            Error::CorruptSlot => f.write_str("the key slot is damaged"),
+            Error::KdfLimit(msg) => f.write_str(msg),
         }
     }
 }

@@ -5,10 +5,13 @@
 //!
 //! * [`chunked`]: C2SP chunked-encryption v1 (byte-compatible with `cryptography.cobblestone`),
 //!   parallel across cores and seekable.
+//! * [`kdf`]: Argon2id, scrypt and HKDF; [`keyslot`]: committing key wrapping.
 //! * [`rand`]: randomness, only ever from the operating system's CSPRNG.
 
 pub mod chunked;
 pub mod error;
+pub mod kdf;
+pub mod keyslot;
 pub mod parallel;
 pub mod rand;
 

@@ -10,6 +10,9 @@ pyo3::import_exception!(e2ebackup.errors, AlreadyFinalized);
 pyo3::import_exception!(e2ebackup.errors, StreamFailed);
 pyo3::import_exception!(e2ebackup.errors, InvalidArgument);
 pyo3::import_exception!(e2ebackup.errors, MessageTooLong);
+pyo3::import_exception!(e2ebackup.errors, KeyMismatch);
+pyo3::import_exception!(e2ebackup.errors, CorruptKeySlot);
+pyo3::import_exception!(e2ebackup.errors, KdfLimitExceeded);
 
 /// A core error or a Python error raised while converting arguments.
 pub enum BindingError {
@@ -47,6 +50,9 @@ impl From<BindingError> for PyErr {
             | Error::BufferTooSmall { .. }
             | Error::InvalidArgument(_) => InvalidArgument::new_err(msg),
             Error::Rng => PyValueError::new_err(msg),
+            Error::KeyMismatch => KeyMismatch::new_err(msg),
+            Error::CorruptSlot => CorruptKeySlot::new_err(msg),
+            Error::KdfLimit(_) => KdfLimitExceeded::new_err(msg),
         }
     }
 }

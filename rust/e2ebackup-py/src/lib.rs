@@ -6,12 +6,14 @@
 mod buffers;
 mod chunked;
 mod errors;
+mod keys;
 
 use pyo3::prelude::*;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     chunked::register(m)?;
+    keys::register(m)?;
     m.add("CHUNK_SIZE", e2ebackup_core::chunked::CHUNK_SIZE)?;
     m.add("HEADER_SIZE", e2ebackup_core::chunked::HEADER_SIZE)?;
     m.add("TAG_SIZE", e2ebackup_core::chunked::TAG_SIZE)?;

@@ -1,0 +1,180 @@
+"""User-facing key material: 64-digit recovery keys, passwords, password-hashing parameters.
+
+A recovery key is 256 bits from the OS CSPRNG, written as 64 hex digits in 16 groups of four
+(WhatsApp's form). It is never shown by ``repr`` or ``str``: call :meth:`RecoveryKey.reveal`
+to get the digits on purpose.
+"""
+
+from __future__ import annotations
+
+import hmac
+import io
+import time
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from e2ebackup import _core
+from e2ebackup._hexkey import format_hex_key, parse_hex_key
+from e2ebackup.errors import InvalidArgument
+
+__all__ = ["Argon2idParams", "KdfParams", "RecoveryKey", "ScryptParams", "calibrate"]
+
+
+class RecoveryKey:
+    """A 256-bit key the user writes down. Compared in constant time; hidden from ``repr``."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) != 32:
+            raise InvalidArgument(f"a recovery key is 32 bytes, got {len(key)}")
+        self._key = bytes(key)
+
+    @classmethod
+    def generate(cls) -> RecoveryKey:
+        return cls(_core.generate_key())
+
+    @classmethod
+    def parse(cls, text: str) -> RecoveryKey:
+        """64 hex digits in any case; spaces, dashes and newlines are ignored."""
+        return cls(parse_hex_key(text))
+
+    @property
+    def key(self) -> bytes:
+        return self._key
+
+    def reveal(self) -> str:
+        """The digits, ``abcd 0123 ...``: for showing to the user once, or printing."""
+        return format_hex_key(self._key)
+
+    def qr(self) -> object:
+        """A segno QR code of the digits (``.terminal()``, ``.save("key.png")``, ``.svg``)."""
+        import segno
+
+        return segno.make(self.reveal().replace(" ", "").upper(), error="m", micro=False)
+
+    def qr_terminal(self) -> str:
+        out = io.StringIO()
+        self.qr().terminal(out=out, compact=True)  # type: ignore[attr-defined]
+        return out.getvalue()
+
+    def save_qr(self, path: str | Path, *, scale: int = 8) -> None:
+        """Writes the QR code as PNG or SVG, chosen by the file name's suffix."""
+        suffix = Path(path).suffix.lower()
+        if suffix not in (".png", ".svg"):
+            raise InvalidArgument("a QR code file must end in .png or .svg")
+        self.qr().save(str(path), scale=scale)  # type: ignore[attr-defined]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RecoveryKey):
+            return NotImplemented
+        return hmac.compare_digest(self._key, other._key)
+
+    def __hash__(self) -> int:
+        return hash((RecoveryKey, _core.hkdf_sha256(self._key, info=b"e2ebackup/hash")))
+
+    def __repr__(self) -> str:
+        return "RecoveryKey(<hidden>)"
+
+    __str__ = __repr__
+
+
+def normalize_password(password: str | bytes) -> bytes:
+    """Passwords are hashed as UTF-8 of their NFC form, so the same password typed on
+    different systems (composed or decomposed accents) opens the same slot."""
+    if isinstance(password, bytes):
+        if not password:
+            raise InvalidArgument("the password must not be empty")
+        try:
+            text = password.decode("utf-8")
+        except UnicodeDecodeError:
+            return password  # not text: used as given
+    elif isinstance(password, str):
+        text = password
+    else:
+        raise TypeError("a password must be str or bytes")
+    if not text:
+        raise InvalidArgument("the password must not be empty")
+    return unicodedata.normalize("NFC", text).encode("utf-8")
+
+
+@dataclass(frozen=True)
+class Argon2idParams:
+    """Argon2id parameters; the default is RFC 9106's second recommendation."""
+
+    memory_kib: int = 64 * 1024
+    iterations: int = 3
+    parallelism: int = 4
+    name: Literal["argon2id"] = "argon2id"
+
+    def derive(self, password: bytes, salt: bytes) -> bytes:
+        return _core.argon2id(
+            password,
+            salt,
+            memory_kib=self.memory_kib,
+            iterations=self.iterations,
+            parallelism=self.parallelism,
+        )
+
+    def describe(self) -> str:
+        return f"argon2id m={self.memory_kib // 1024}MiB t={self.iterations} p={self.parallelism}"
+
+
+@dataclass(frozen=True)
+class ScryptParams:
+    """scrypt parameters, N = 2**log2_n; the default is N=2^17, r=8, p=1."""
+
+    log2_n: int = 17
+    r: int = 8
+    p: int = 1
+    name: Literal["scrypt"] = "scrypt"
+
+    def derive(self, password: bytes, salt: bytes) -> bytes:
+        return _core.scrypt(password, salt, log2_n=self.log2_n, r=self.r, p=self.p)
+
+    def describe(self) -> str:
+        return f"scrypt N=2^{self.log2_n} r={self.r} p={self.p}"
+
+
+KdfParams = Argon2idParams | ScryptParams
+
+
+def calibrate(
+    target_seconds: float = 1.0,
+    *,
+    kdf: Literal["argon2id", "scrypt"] = "argon2id",
+    max_memory_kib: int = 1024 * 1024,
+) -> KdfParams:
+    """Picks parameters that take about ``target_seconds`` on this machine: memory first (up
+    to ``max_memory_kib``), then passes. Never weaker than the defaults."""
+    if target_seconds <= 0:
+        raise InvalidArgument("target_seconds must be positive")
+    salt = b"\0" * 16
+
+    def cost(params: KdfParams) -> float:
+        start = time.perf_counter()
+        params.derive(b"calibration", salt)
+        return time.perf_counter() - start
+
+    if kdf == "scrypt":
+        s = ScryptParams()
+        while (
+            cost(s) * 2 <= target_seconds
+            and 128 * s.r * 2 ** (s.log2_n + 1) <= max_memory_kib * 1024
+        ):
+            s = ScryptParams(log2_n=s.log2_n + 1, r=s.r, p=s.p)
+        return s
+    a = Argon2idParams()
+    while cost(a) * 2 <= target_seconds and a.memory_kib * 2 <= max_memory_kib:
+        a = Argon2idParams(
+            memory_kib=a.memory_kib * 2, iterations=a.iterations, parallelism=a.parallelism
+        )
+    elapsed = cost(a)
+    if elapsed < target_seconds:
+        iterations = min(64, max(a.iterations, int(a.iterations * target_seconds / elapsed)))
+        a = Argon2idParams(
+            memory_kib=a.memory_kib, iterations=iterations, parallelism=a.parallelism
+        )
+    return a

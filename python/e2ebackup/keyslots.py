@@ -1,0 +1,294 @@
+"""Key slots: one random 256-bit data key, wrapped once per credential.
+
+Each slot seals the data key under its own key-encryption key with the committing C2SP
+construction, bound to the owning container's id and to every public field of the slot, so a
+slot copied into another container, or edited, does not open. Changing a password rewrites that
+slot only; the data, encrypted under keys derived from the data key, is untouched. The byte
+layout is specified in docs/FORMAT.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from e2ebackup import _core
+from e2ebackup.errors import (
+    CorruptKeySlot,
+    InvalidArgument,
+    KdfLimitExceeded,
+    KeyMismatch,
+    NoMatchingKeySlot,
+    WrongPassword,
+    WrongRecoveryKey,
+)
+from e2ebackup.keys import Argon2idParams, KdfParams, RecoveryKey, ScryptParams, normalize_password
+
+__all__ = ["KIND_PASSWORD", "KIND_RECOVERY_KEY", "KeySlot", "KeySlots"]
+
+KIND_RECOVERY_KEY = 1
+KIND_PASSWORD = 2
+KIND_NAMES = {KIND_RECOVERY_KEY: "recovery-key", KIND_PASSWORD: "password"}
+_KDF_ARGON2ID, _KDF_SCRYPT = 1, 2
+_WRAPPED = _core.WRAPPED_KEY_SIZE
+_CHECK = 16
+_CONTEXT = b"e2ebackup/v1/key-slot\x00"
+MAX_SLOTS = 32
+MAX_LABEL = 255
+CONTAINER_ID_SIZE = 16
+
+
+def _check_value(kind: int, body: bytes) -> bytes:
+    """Redundancy check over a slot: tells a damaged slot from a wrong password."""
+    return hashlib.sha256(bytes([kind]) + struct.pack(">H", len(body)) + body).digest()[:_CHECK]
+
+
+@dataclass(frozen=True)
+class KeySlot:
+    """One slot. ``public`` is every field but the wrapped key, as bytes, and is authenticated."""
+
+    kind: int
+    label: str
+    created: int
+    kdf: KdfParams | None
+    salt: bytes
+    wrapped: bytes = field(repr=False)
+
+    def public(self) -> bytes:
+        label = self.label.encode("utf-8")
+        out = struct.pack(">QB", self.created, len(label)) + label
+        if self.kind == KIND_PASSWORD:
+            if isinstance(self.kdf, Argon2idParams):
+                out += struct.pack(
+                    ">BIII",
+                    _KDF_ARGON2ID,
+                    self.kdf.memory_kib,
+                    self.kdf.iterations,
+                    self.kdf.parallelism,
+                )
+            elif isinstance(self.kdf, ScryptParams):
+                out += struct.pack(">BBII", _KDF_SCRYPT, self.kdf.log2_n, self.kdf.r, self.kdf.p)
+            out += bytes([len(self.salt)]) + self.salt
+        return out
+
+    def encode(self) -> bytes:
+        body = self.public() + self.wrapped
+        return struct.pack(">BH", self.kind, len(body)) + body + _check_value(self.kind, body)
+
+    def context(self, container_id: bytes) -> bytes:
+        return _CONTEXT + container_id + bytes([self.kind]) + self.public()
+
+    def describe(self) -> dict[str, object]:
+        """What ``key list`` shows: nothing secret."""
+        return {
+            "kind": KIND_NAMES.get(self.kind, f"unknown-{self.kind}"),
+            "label": self.label,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.created)),
+            "kdf": self.kdf.describe() if self.kdf else None,
+        }
+
+
+def _take(data: memoryview, n: int) -> tuple[bytes, memoryview]:
+    if len(data) < n:
+        raise CorruptKeySlot("key slot is truncated")
+    return bytes(data[:n]), data[n:]
+
+
+def _decode_body(kind: int, body: bytes) -> KeySlot:
+    rest = memoryview(body)
+    raw, rest = _take(rest, 9)
+    created, label_len = struct.unpack(">QB", raw)
+    label_raw, rest = _take(rest, label_len)
+    try:
+        label = label_raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CorruptKeySlot("key slot label is not UTF-8") from None
+    kdf: KdfParams | None = None
+    salt = b""
+    if kind == KIND_PASSWORD:
+        kdf_id, rest = _take(rest, 1)
+        if kdf_id[0] == _KDF_ARGON2ID:
+            raw, rest = _take(rest, 12)
+            m, t, p = struct.unpack(">III", raw)
+            kdf = Argon2idParams(memory_kib=m, iterations=t, parallelism=p)
+        elif kdf_id[0] == _KDF_SCRYPT:
+            raw, rest = _take(rest, 9)
+            log2_n, r, p = struct.unpack(">BII", raw)
+            kdf = ScryptParams(log2_n=log2_n, r=r, p=p)
+        else:
+            raise CorruptKeySlot(f"unknown password hash {kdf_id[0]} in key slot")
+        salt_len, rest = _take(rest, 1)
+        salt, rest = _take(rest, salt_len[0])
+    wrapped, rest = _take(rest, _WRAPPED)
+    if len(rest):
+        raise CorruptKeySlot("key slot has trailing bytes")
+    return KeySlot(kind, label, created, kdf, salt, wrapped)
+
+
+class KeySlots:
+    """The key slots of one container, identified by ``container_id``."""
+
+    def __init__(
+        self, container_id: bytes, slots: Iterable[KeySlot] = (), unknown: Iterable[bytes] = ()
+    ):
+        if len(container_id) != CONTAINER_ID_SIZE:
+            raise InvalidArgument(f"container id must be {CONTAINER_ID_SIZE} bytes")
+        self.container_id = container_id
+        self.slots = list(slots)
+        # Slots of kinds this version does not know (say a key-vault slot from a newer one)
+        # are kept as they are, so rewriting the header does not lose them.
+        self.unknown = list(unknown)
+        self.damaged = 0
+
+    # -- encoding ---------------------------------------------------------------------------
+
+    def encode(self) -> bytes:
+        parts = [s.encode() for s in self.slots] + self.unknown
+        if not 1 <= len(parts) <= MAX_SLOTS:
+            raise InvalidArgument(f"a container holds 1 to {MAX_SLOTS} key slots")
+        return bytes([len(parts)]) + b"".join(parts)
+
+    @classmethod
+    def decode(cls, container_id: bytes, data: bytes) -> KeySlots:
+        """Parses slots. A slot whose redundancy check fails is counted as damaged and skipped;
+        structure errors elsewhere raise :class:`CorruptKeySlot`."""
+        view = memoryview(data)
+        count_raw, view = _take(view, 1)
+        if not 1 <= count_raw[0] <= MAX_SLOTS:
+            raise CorruptKeySlot(
+                f"a container holds 1 to {MAX_SLOTS} key slots, not {count_raw[0]}"
+            )
+        slots, unknown, damaged = [], [], 0
+        for _ in range(count_raw[0]):
+            head, view = _take(view, 3)
+            kind, length = struct.unpack(">BH", head)
+            body, view = _take(view, length)
+            check, view = _take(view, _CHECK)
+            if check != _check_value(kind, body):
+                damaged += 1
+                continue
+            if kind in KIND_NAMES:
+                try:
+                    slots.append(_decode_body(kind, body))
+                except CorruptKeySlot:
+                    damaged += 1
+            else:
+                unknown.append(head + body + check)
+        if len(view):
+            raise CorruptKeySlot("trailing bytes after the key slots")
+        result = cls(container_id, slots, unknown)
+        result.damaged = damaged
+        return result
+
+    # -- opening ----------------------------------------------------------------------------
+
+    def _try(self, kind: int, kek_of: Callable[[KeySlot], bytes]) -> bytes:
+        damaged = self.damaged
+        candidates = [s for s in self.slots if s.kind == kind]
+        for slot in candidates:
+            try:
+                return _core.unwrap_key(kek_of(slot), slot.wrapped, slot.context(self.container_id))
+            except KeyMismatch:
+                continue
+            except (CorruptKeySlot, KdfLimitExceeded):
+                damaged += 1
+        if damaged:
+            raise CorruptKeySlot(
+                f"{damaged} key slot(s) are damaged and no intact {KIND_NAMES[kind]} slot opened"
+            )
+        if not candidates:
+            raise NoMatchingKeySlot(f"this container has no {KIND_NAMES[kind]} slot")
+        if kind == KIND_PASSWORD:
+            raise WrongPassword("wrong password")
+        raise WrongRecoveryKey("wrong recovery key")
+
+    def unlock(
+        self, *, password: str | bytes | None = None, recovery_key: RecoveryKey | None = None
+    ) -> bytes:
+        """The data key, from a password or a recovery key. One KDF and one AEAD per slot of
+        that kind; nothing else of the container is read."""
+        if (password is None) == (recovery_key is None):
+            raise InvalidArgument("give exactly one of password= or recovery_key=")
+        if recovery_key is not None:
+            kek = recovery_key.key
+            return self._try(KIND_RECOVERY_KEY, lambda slot: kek)
+        assert password is not None
+        secret = normalize_password(password)
+        return self._try(KIND_PASSWORD, lambda slot: _password_kek(slot, secret))
+
+    # -- editing ----------------------------------------------------------------------------
+
+    def add_password(
+        self,
+        data_key: bytes,
+        password: str | bytes,
+        *,
+        kdf: KdfParams | None = None,
+        label: str = "",
+    ) -> KeySlot:
+        kdf = kdf or Argon2idParams()
+        salt = _core.generate_key()[:16]
+        slot = KeySlot(KIND_PASSWORD, _label(label), int(time.time()), kdf, salt, b"")
+        kek = kdf.derive(normalize_password(password), salt)
+        return self._add(slot, kek, data_key)
+
+    def add_recovery_key(
+        self, data_key: bytes, recovery_key: RecoveryKey, *, label: str = ""
+    ) -> KeySlot:
+        slot = KeySlot(KIND_RECOVERY_KEY, _label(label), int(time.time()), None, b"", b"")
+        return self._add(slot, recovery_key.key, data_key)
+
+    def _add(self, slot: KeySlot, kek: bytes, data_key: bytes) -> KeySlot:
+        if len(self.slots) + len(self.unknown) >= MAX_SLOTS:
+            raise InvalidArgument(f"a container holds at most {MAX_SLOTS} key slots")
+        wrapped = _core.wrap_key(kek, data_key, slot.context(self.container_id))
+        sealed = KeySlot(slot.kind, slot.label, slot.created, slot.kdf, slot.salt, wrapped)
+        self.slots.append(sealed)
+        return sealed
+
+    def remove(self, index: int) -> KeySlot:
+        """Removes slot ``index`` (as listed); never the last one."""
+        if not 0 <= index < len(self.slots):
+            raise InvalidArgument(f"no key slot {index}; there are {len(self.slots)}")
+        if len(self.slots) + len(self.unknown) == 1:
+            raise InvalidArgument("refusing to remove the last key slot: the data would be lost")
+        return self.slots.pop(index)
+
+    def change_password(
+        self, old: str | bytes, new: str | bytes, *, kdf: KdfParams | None = None
+    ) -> None:
+        """Rewrites the password slot that ``old`` opens; every other slot stays as it is."""
+        secret = normalize_password(old)
+        for i, slot in enumerate(self.slots):
+            if slot.kind != KIND_PASSWORD:
+                continue
+            try:
+                data_key = _core.unwrap_key(
+                    _password_kek(slot, secret), slot.wrapped, slot.context(self.container_id)
+                )
+            except KeyMismatch:
+                continue
+            del self.slots[i]
+            self.add_password(data_key, new, kdf=kdf or slot.kdf, label=slot.label)
+            self.slots.insert(i, self.slots.pop())  # keep the listing order
+            return
+        self.unlock(password=old)  # raises the precise error
+        raise WrongPassword("wrong password")
+
+    def describe(self) -> list[dict[str, object]]:
+        return [s.describe() for s in self.slots]
+
+
+def _label(label: str) -> str:
+    if len(label.encode("utf-8")) > MAX_LABEL:
+        raise InvalidArgument(f"a key slot label is at most {MAX_LABEL} bytes of UTF-8")
+    return label
+
+
+def _password_kek(slot: KeySlot, password: bytes) -> bytes:
+    if slot.kdf is None:
+        raise CorruptKeySlot("password slot without password-hash parameters")
+    return slot.kdf.derive(password, slot.salt)
