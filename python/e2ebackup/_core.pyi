@@ -137,6 +137,8 @@ def argon2id(
     iterations: int = 3,
     parallelism: int = 4,
     length: int = 32,
+    secret: Buffer | None = None,
+    associated_data: Buffer | None = None,
 ) -> bytes: ...
 def scrypt(
     password: Buffer, salt: Buffer, *, log2_n: int = 17, r: int = 8, p: int = 1, length: int = 32

@@ -39,6 +39,7 @@ _CONTEXT = b"e2ebackup/v1/key-slot\x00"
 MAX_SLOTS = 32
 MAX_LABEL = 255
 CONTAINER_ID_SIZE = 16
+MIN_SALT, MAX_SALT = 16, 64
 
 
 def _check_value(kind: int, body: bytes) -> bytes:
@@ -121,6 +122,8 @@ def _decode_body(kind: int, body: bytes) -> KeySlot:
         else:
             raise CorruptKeySlot(f"unknown password hash {kdf_id[0]} in key slot")
         salt_len, rest = _take(rest, 1)
+        if not MIN_SALT <= salt_len[0] <= MAX_SALT:
+            raise CorruptKeySlot(f"password salt must be {MIN_SALT} to {MAX_SALT} bytes")
         salt, rest = _take(rest, salt_len[0])
     wrapped, rest = _take(rest, _WRAPPED)
     if len(rest):

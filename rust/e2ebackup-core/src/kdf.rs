@@ -8,9 +8,9 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 
-/// Salts shorter than this are refused (RFC 9106 recommends 16 bytes).
-pub const MIN_SALT: usize = 16;
-pub const MAX_SALT: usize = 64;
+/// Salt lengths accepted by the raw functions (Argon2 itself needs at least 8). Key slots are
+/// stricter: 16 to 64 random bytes.
+pub const MAX_SALT: usize = 1024;
 /// Output lengths a caller may ask for.
 pub const MAX_OUTPUT: usize = 64;
 
@@ -35,12 +35,7 @@ fn limit(what: &str, value: u64, min: u64, max: u64) -> Result<()> {
 }
 
 fn check_io(salt: &[u8], out: &[u8]) -> Result<()> {
-    limit(
-        "salt length",
-        salt.len() as u64,
-        MIN_SALT as u64,
-        MAX_SALT as u64,
-    )?;
+    limit("salt length", salt.len() as u64, 0, MAX_SALT as u64)?;
     limit("output length", out.len() as u64, 16, MAX_OUTPUT as u64)
 }
 
@@ -83,20 +78,36 @@ impl Argon2Params {
     }
 }
 
-/// Argon2id of `password` and `salt` into `out`, lanes computed in parallel.
-pub fn argon2id(password: &[u8], salt: &[u8], params: Argon2Params, out: &mut [u8]) -> Result<()> {
+/// Argon2id of `password` and `salt` into `out`, lanes computed in parallel. `secret` (K) and
+/// `associated_data` (X) are RFC 9106's optional inputs; e2ebackup's slots use neither.
+pub fn argon2id(
+    password: &[u8],
+    salt: &[u8],
+    params: Argon2Params,
+    secret: &[u8],
+    associated_data: &[u8],
+    out: &mut [u8],
+) -> Result<()> {
     params.check()?;
     check_io(salt, out)?;
-    let p = argon2::Params::new(
-        params.memory_kib,
-        params.iterations,
-        params.parallelism,
-        Some(out.len()),
+    let bad = |e: argon2::Error| Error::KdfLimit(format!("Argon2 parameters rejected: {e}"));
+    let p = argon2::ParamsBuilder::new()
+        .m_cost(params.memory_kib)
+        .t_cost(params.iterations)
+        .p_cost(params.parallelism)
+        .data(argon2::AssociatedData::new(associated_data).map_err(bad)?)
+        .output_len(out.len())
+        .build()
+        .map_err(bad)?;
+    argon2::Argon2::new_with_secret(
+        secret,
+        argon2::Algorithm::Argon2id,
+        argon2::Version::V0x13,
+        p,
     )
-    .map_err(|e| Error::KdfLimit(format!("Argon2 parameters rejected: {e}")))?;
-    argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, p)
-        .hash_password_into(password, salt, out)
-        .map_err(|e| Error::KdfLimit(format!("Argon2 failed: {e}")))
+    .map_err(bad)?
+    .hash_password_into(password, salt, out)
+    .map_err(bad)
 }
 
 /// scrypt (RFC 7914) parameters; N = 2^log2_n.

@@ -42,7 +42,9 @@ where
 
 /// Argon2id (RFC 9106). Defaults are RFC 9106's second recommendation: 64 MiB, t=3, p=4.
 #[pyfunction]
-#[pyo3(signature = (password, salt, *, memory_kib=65536, iterations=3, parallelism=4, length=32))]
+// One argument per Python keyword: a parameter struct would not be a Python API.
+#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (password, salt, *, memory_kib=65536, iterations=3, parallelism=4, length=32, secret=None, associated_data=None))]
 fn argon2id<'py>(
     py: Python<'py>,
     password: &Bound<'py, PyAny>,
@@ -51,16 +53,31 @@ fn argon2id<'py>(
     iterations: i64,
     parallelism: i64,
     length: i64,
+    secret: Option<&Bound<'py, PyAny>>,
+    associated_data: Option<&Bound<'py, PyAny>>,
 ) -> BindingResult<Bound<'py, PyBytes>> {
     let password = ReadBuf::get(password, "password")?;
     let salt = ReadBuf::get(salt, "salt")?;
+    let secret = secret.map(|b| ReadBuf::get(b, "secret")).transpose()?;
+    let ad = associated_data
+        .map(|b| ReadBuf::get(b, "associated_data"))
+        .transpose()?;
     let params = Argon2Params {
         memory_kib: param(memory_kib, "memory_kib")?,
         iterations: param(iterations, "iterations")?,
         parallelism: param(parallelism, "parallelism")?,
     };
     derive(py, length, |out| {
-        kdf::argon2id(password.as_slice(), salt.as_slice(), params, out)
+        let secret = secret.as_ref().map_or(&[][..], ReadBuf::as_slice);
+        let ad = ad.as_ref().map_or(&[][..], ReadBuf::as_slice);
+        kdf::argon2id(
+            password.as_slice(),
+            salt.as_slice(),
+            params,
+            secret,
+            ad,
+            out,
+        )
     })
 }
 
