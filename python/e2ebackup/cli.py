@@ -2,23 +2,32 @@
 
 Exit codes: 0 success; 1 the data did not authenticate (wrong key, tampered or truncated) or
 another e2ebackup error; 2 bad usage; 3 a file could not be read or written; 130 interrupted.
-Keys are only ever read from files, never from the command line, where other users of the
-machine could see them.
+Keys and passwords are only ever read from files, file descriptors, the environment or a
+prompt, never from the command line, where other users of the machine could see them.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-from e2ebackup import _core, _files
-from e2ebackup._hexkey import format_hex_key, read_key_file
+from e2ebackup import _files, sealed
+from e2ebackup._credentials import (
+    add_password_options,
+    add_recovery_key_options,
+    read_password,
+    read_recovery_key,
+    show_recovery_key,
+)
+from e2ebackup._hexkey import read_key_file
 from e2ebackup._paths import atomic_output
 from e2ebackup.errors import E2EBackupError, InvalidArgument
+from e2ebackup.keys import Argon2idParams, RecoveryKey, ScryptParams
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_IO, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -39,22 +48,76 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"e2ebackup {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    keygen = commands.add_parser("keygen", help="make a new random 256-bit key (64 hex digits)")
+    keygen = commands.add_parser(
+        "keygen", help="make a new random 256-bit key (64 hex digits, usable as a recovery key)"
+    )
     keygen.add_argument("-o", "--output", help="write the key to this file (mode 0600)")
     keygen.add_argument("--force", action="store_true", help="replace an existing file")
+    keygen.add_argument("--qr", metavar="PATH", help="also a QR code: PATH.png, PATH.svg, or -")
 
-    for name, verb in (("encrypt", "encrypt"), ("decrypt", "decrypt")):
-        cmd = commands.add_parser(name, help=f"{verb} one file with a key file")
+    for name in ("encrypt", "decrypt"):
+        cmd = commands.add_parser(
+            name,
+            help=f"{name} one file: sealed with a password and/or recovery key, or with -k KEYFILE",
+        )
         cmd.add_argument("src", metavar="SRC", help="input file, or - for standard input")
         cmd.add_argument("dst", metavar="DST", help="output file, or - for standard output")
-        cmd.add_argument("-k", "--key-file", required=True, help="file holding the key")
-        cmd.add_argument("--context", default="", help="context string bound to the message")
+        cmd.add_argument(
+            "-k", "--key-file", help="raw key file: a plain C2SP message (Cobblestone-compatible)"
+        )
+        cmd.add_argument("--context", default="", help="with -k: context bound to the message")
         cmd.add_argument(
             "--algorithm", default="aes-256-gcm", choices=["aes-256-gcm", "chacha20-poly1305"]
         )
         cmd.add_argument("--threads", type=int, default=None, help="worker threads (all cores)")
         cmd.add_argument("--force", action="store_true", help="replace an existing DST")
         cmd.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+        add_password_options(cmd)
+        add_recovery_key_options(cmd)
+        if name == "encrypt":
+            cmd.add_argument(
+                "--no-password", action="store_true", help="recovery key only, no password slot"
+            )
+            cmd.add_argument(
+                "--new-recovery-key", action="store_true", help="add a new recovery key, shown once"
+            )
+            cmd.add_argument("--qr", metavar="PATH", help="QR code of the new recovery key")
+            cmd.add_argument("--kdf", choices=["argon2id", "scrypt"], default="argon2id")
+
+    key = commands.add_parser("key", help="list, add, remove or change the key slots of a file")
+    key_commands = key.add_subparsers(dest="key_command", required=True, metavar="ACTION")
+    for action, text in (
+        ("list", "show the key slots (nothing secret)"),
+        ("check", "check that the password or recovery key opens the file"),
+        ("add", "add a password or a new recovery key"),
+        ("remove", "remove a key slot (never the last)"),
+        ("passwd", "change a password (rewrites only its slot)"),
+    ):
+        cmd = key_commands.add_parser(action, help=text)
+        cmd.add_argument("file", metavar="FILE")
+        if action == "list":
+            cmd.add_argument("--json", action="store_true")
+            continue
+        add_password_options(cmd)
+        add_recovery_key_options(cmd)
+        if action in ("add", "passwd"):
+            cmd.add_argument("--new-password-file", metavar="FILE", help="the new password")
+        if action == "add":
+            cmd.add_argument("--new-recovery-key", action="store_true")
+            cmd.add_argument("--qr", metavar="PATH", help="QR code of the new recovery key")
+            cmd.add_argument("--label", default="")
+        if action == "remove":
+            cmd.add_argument("--slot", type=int, required=True, help="index from `key list`")
+
+    rotate = commands.add_parser(
+        "rotate", help="re-encrypt a sealed file under a new data key (streaming)"
+    )
+    rotate.add_argument("file", metavar="FILE")
+    rotate.add_argument(
+        "--no-password", action="store_true", help="keep only the recovery-key slot"
+    )
+    add_password_options(rotate)
+    add_recovery_key_options(rotate)
     return parser
 
 
@@ -74,7 +137,12 @@ def _progress_printer(total: int | None, quiet: bool) -> Callable[[int], None] |
 
 
 def _keygen(args: argparse.Namespace) -> int:
-    text = format_hex_key(_core.generate_key()) + "\n"
+    key = RecoveryKey.generate()
+    text = key.reveal() + "\n"
+    if args.qr == "-":
+        sys.stderr.write(key.qr_terminal())
+    elif args.qr:
+        key.save_qr(args.qr)
     if args.output is None:
         sys.stdout.write(text)
         return EXIT_OK
@@ -87,8 +155,6 @@ def _keygen(args: argparse.Namespace) -> int:
 
 
 def _transform(args: argparse.Namespace) -> int:
-    with open(args.key_file, "rb") as f:
-        key = read_key_file(f.read())
     src: str | BinaryIO = sys.stdin.buffer if args.src == "-" else args.src
     dst: str | BinaryIO = sys.stdout.buffer if args.dst == "-" else args.dst
     if isinstance(dst, str) and os.path.lexists(dst) and not args.force:
@@ -97,18 +163,94 @@ def _transform(args: argparse.Namespace) -> int:
         # The storage folder of the quick start may not exist yet.
         os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
     total = os.path.getsize(args.src) if isinstance(src, str) else None
-    run = _files.encrypt_file if args.command == "encrypt" else _files.decrypt_file
-    run(
-        src,
-        dst,
-        key,
-        context=args.context.encode(),
-        algorithm=args.algorithm,
-        threads=args.threads,
-        progress=_progress_printer(total, args.quiet),
-    )
+    common: dict[str, Any] = {
+        "threads": args.threads,
+        "progress": _progress_printer(total, args.quiet),
+    }
+    if args.key_file:
+        with open(args.key_file, "rb") as f:
+            key = read_key_file(f.read())
+        run = _files.encrypt_file if args.command == "encrypt" else _files.decrypt_file
+        run(src, dst, key, context=args.context.encode(), algorithm=args.algorithm, **common)
+    elif args.command == "encrypt":
+        recovery_key = read_recovery_key(args)
+        if args.new_recovery_key:
+            recovery_key = RecoveryKey.generate()
+        if args.no_password and recovery_key is None:
+            raise InvalidArgument("--no-password needs --new-recovery-key or a recovery key")
+        password = None if args.no_password else read_password(args, confirm=True)
+        sealed.seal_file(
+            src,
+            dst,
+            password=password,
+            recovery_key=recovery_key,
+            kdf=ScryptParams() if args.kdf == "scrypt" else Argon2idParams(),
+            algorithm=args.algorithm,
+            **common,
+        )
+        if args.new_recovery_key and recovery_key is not None:
+            show_recovery_key(recovery_key, args.qr)
+    else:
+        recovery_key = read_recovery_key(args)
+        password = None if recovery_key else read_password(args)
+        sealed.unseal_file(src, dst, password=password, recovery_key=recovery_key, **common)
     if not args.quiet and sys.stderr.isatty():
         sys.stderr.write("\n")
+    return EXIT_OK
+
+
+def _unlock_args(args: argparse.Namespace) -> dict[str, Any]:
+    recovery_key = read_recovery_key(args)
+    if recovery_key is not None:
+        return {"recovery_key": recovery_key}
+    return {"password": read_password(args)}
+
+
+def _new_password(args: argparse.Namespace) -> str:
+    if args.new_password_file:
+        with open(args.new_password_file, encoding="utf-8") as f:
+            text = f.read()
+        return text[:-1] if text.endswith("\n") else text
+    ns = argparse.Namespace()
+    return read_password(ns, confirm=True, prompt="New password: ")
+
+
+def _key(args: argparse.Namespace) -> int:
+    if args.key_command == "list":
+        slots = sealed.list_slots(args.file)
+        if args.json:
+            print(json.dumps(slots, indent=2))
+        else:
+            for i, slot in enumerate(slots):
+                kdf = f"  {slot['kdf']}" if slot["kdf"] else ""
+                label = f"  {slot['label']!r}" if slot["label"] else ""
+                print(f"{i}  {slot['kind']:<13} {slot['created']}{kdf}{label}")
+        return EXIT_OK
+    unlock = _unlock_args(args)
+    if args.key_command == "check":
+        sealed.check(args.file, **unlock)
+        print("ok: the credential opens this file", file=sys.stderr)
+    elif args.key_command == "remove":
+        sealed.remove_slot(args.file, args.slot, **unlock)
+    elif args.key_command == "passwd":
+        if "password" not in unlock:
+            raise InvalidArgument("key passwd needs the current password")
+        sealed.change_password(args.file, unlock["password"], _new_password(args))
+    elif args.new_recovery_key:
+        new_key = sealed.add_recovery_key(args.file, label=args.label, **unlock)
+        show_recovery_key(new_key, args.qr)
+    else:
+        sealed.add_password(args.file, _new_password(args), label=args.label, **unlock)
+    return EXIT_OK
+
+
+def _rotate(args: argparse.Namespace) -> int:
+    # The new file gets a slot for each credential given here, and no others.
+    recovery_key = read_recovery_key(args)
+    password = None if args.no_password else read_password(args)
+    sealed.rotate(args.file, password=password, recovery_key=recovery_key)
+    kept = ["password"] * (password is not None) + ["recovery key"] * (recovery_key is not None)
+    print(f"rotated: new data key; slots: {', '.join(kept)}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -117,6 +259,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "keygen":
             return _keygen(args)
+        if args.command == "key":
+            return _key(args)
+        if args.command == "rotate":
+            return _rotate(args)
         return _transform(args)
     except InvalidArgument as e:
         print(f"e2ebackup: {e}", file=sys.stderr)
