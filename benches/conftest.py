@@ -65,7 +65,7 @@ def run(
 ) -> None:
     """Times ``fn`` (``nbytes`` of payload per call) under ``benchmark``.
 
-    One untimed call warms up (page faults in fresh buffers, thread pools, caches) and estimates
+    Two untimed calls warm up (page faults in fresh buffers, thread pools, caches) and estimate
     the cost, which sets the number of rounds: about ``seconds * TARGET_SECONDS`` of work, at
     least ``MIN_ROUNDS``. Reports use the median. ``setup``, if given, runs untimed before every
     call (its cost counts in the round budget).
@@ -75,11 +75,13 @@ def run(
     if benchmark.disabled:
         benchmark.pedantic(fn, setup=setup, rounds=1, iterations=1)  # type: ignore[no-untyped-call]
         return
-    start = time.perf_counter()
-    if setup is not None:
-        setup()
-    fn()
-    cost = max(time.perf_counter() - start, 1e-6)
+    cost = float("inf")
+    for _ in range(2):  # the first call can be much slower (page faults, thread start-up)
+        start = time.perf_counter()
+        if setup is not None:
+            setup()
+        fn()
+        cost = min(cost, max(time.perf_counter() - start, 1e-6))
     rounds = max(MIN_ROUNDS, min(MAX_ROUNDS, int(seconds * TARGET_SECONDS / cost)))
     benchmark.pedantic(  # type: ignore[no-untyped-call]
         fn, setup=setup, rounds=rounds, iterations=1, warmup_rounds=0

@@ -11,6 +11,8 @@ enough to time once; the machine is shared, so read the ratios, not the absolute
 ``encrypt_file`` to a path writes a temporary file, fsyncs it and renames it: for a file bigger
 than the dirty page cache allows, that measures the disk. The ``progress`` callback gives the time
 at which the last block was handed to the page cache, reported as "before the final fsync".
+Every case starts after an ``os.sync()`` (untimed), so that it does not compete with the
+writeback of the freshly generated source file.
 
 Usage::
 
@@ -131,6 +133,9 @@ def child_main(args: argparse.Namespace) -> int:
 
 
 def run_child(extra: list[str], threads: int | None) -> dict[str, Any]:
+    # Start every case from the same clean state: no dirty pages of the source just written
+    # (or of the file just deleted) being written back while the case runs.
+    os.sync()
     cmd = [sys.executable, os.path.abspath(__file__), *extra]
     if threads is not None:
         cmd += ["--threads", str(threads)]
@@ -161,21 +166,39 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def measure(size: int, directory: str | None, mem_mb: int, threads: int | None) -> dict[str, Any]:
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median times and the worst (largest) RSS growth over the repeats of one case."""
+    return {
+        "case": runs[0]["case"],
+        "bytes": runs[0]["bytes"],
+        "seconds": statistics.median(r["seconds"] for r in runs),
+        "seconds_to_last_block": statistics.median(r["seconds_to_last_block"] for r in runs),
+        "hwm_baseline_kib": max(r["hwm_baseline_kib"] for r in runs),
+        "growth_kib": max(r["growth_kib"] for r in runs),
+        "runs": runs,
+    }
+
+
+def measure(
+    size: int, directory: str | None, mem_mb: int, threads: int | None, repeat: int
+) -> dict[str, Any]:
     memory = run_child(["--child", "memory", "--mem-mb", str(mem_mb), "--repeat", "7"], threads)
     scratch = Path(tempfile.mkdtemp(prefix="e2ebackup-rss-", dir=directory))
     try:
         src, ct, out = scratch / "plain.bin", scratch / "plain.bin.e2e", scratch / "out.bin"
-        key_hex = secrets.token_bytes(32).hex()
+        common = ["--key-hex", secrets.token_bytes(32).hex()]
         expected = write_random_file(src, size)
-        common = ["--key-hex", key_hex]
-        enc = run_child(
-            ["--child", "encrypt", "--src", str(src), "--dst", str(ct), *common], threads
-        )
+        enc_runs = []
+        for _ in range(repeat):
+            ct.unlink(missing_ok=True)
+            args = ["--child", "encrypt", "--src", str(src), "--dst", str(ct), *common]
+            enc_runs.append(run_child(args, threads))
         src.unlink()  # keep the disk footprint at two files
-        dec = run_child(
-            ["--child", "decrypt", "--src", str(ct), "--dst", str(out), *common], threads
-        )
+        dec_runs = []
+        for _ in range(repeat):
+            out.unlink(missing_ok=True)
+            args = ["--child", "decrypt", "--src", str(ct), "--dst", str(out), *common]
+            dec_runs.append(run_child(args, threads))
         if file_sha256(out) != expected:
             raise AssertionError("decrypted file differs from the source")
     finally:
@@ -185,7 +208,7 @@ def measure(size: int, directory: str | None, mem_mb: int, threads: int | None) 
         "decrypt": memory["bytes"] / memory["decrypt_into_seconds"],
     }
     cases = []
-    for op, res in (("encrypt", enc), ("decrypt", dec)):
+    for op, res in (("encrypt", summarise(enc_runs)), ("decrypt", summarise(dec_runs))):
         rate = res["bytes"] / res["seconds"]
         rate_no_fsync = res["bytes"] / res["seconds_to_last_block"]
         cases.append(
@@ -204,6 +227,7 @@ def measure(size: int, directory: str | None, mem_mb: int, threads: int | None) 
         "file_bytes": size,
         "memory_mib": mem_mb,
         "threads": threads,
+        "repeat": repeat,
         "cpu_count": os.cpu_count(),
         "memory": memory,
         "cases": cases,
@@ -218,7 +242,8 @@ def format_size(size: int) -> str:
 def table(result: dict[str, Any]) -> str:
     size = format_size(result["file_bytes"])
     lines = [
-        f"| {size} file, fresh process per case | peak RSS growth (<= {RSS_TARGET_MIB:g} MiB) "
+        f"| {size} file, {result['repeat']} run(s), fresh process each "
+        f"| peak RSS growth (<= {RSS_TARGET_MIB:g} MiB) "
         f"| throughput vs in-memory {result['memory_mib']} MiB "
         f"(>= {THROUGHPUT_TARGET:.0%}) | before final fsync |",
         "|---|---|---|---|",
@@ -242,6 +267,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mem-mb", type=int, default=256, help="in-memory reference size")
     parser.add_argument("--threads", type=int, default=None, help="default: all cores")
     parser.add_argument("--json", default=None, help="also write the results to this file")
+    parser.add_argument(
+        "--file-repeat",
+        type=int,
+        default=1,
+        help="runs per file case, each in a fresh process: median time, largest RSS (default 1)",
+    )
     # Internal: the child side.
     parser.add_argument("--child", choices=["encrypt", "decrypt", "memory"], help=argparse.SUPPRESS)
     parser.add_argument("--src", help=argparse.SUPPRESS)
@@ -265,7 +296,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_NOT_RUN
-    result = measure(size, args.dir, args.mem_mb, args.threads)
+    if args.file_repeat < 1:
+        parser.error("--file-repeat must be at least 1")
+    result = measure(size, args.dir, args.mem_mb, args.threads, args.file_repeat)
     print(table(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -149,7 +149,9 @@ def load_results(json_path: Path) -> Results:
     return results
 
 
-def run_peak_rss(gib: float, mem_mb: int, json_path: Path) -> tuple[dict[str, Any] | None, str]:
+def run_peak_rss(
+    gib: float, mem_mb: int, repeat: int, json_path: Path
+) -> tuple[dict[str, Any] | None, str]:
     cmd = [
         sys.executable,
         str(BENCHES / "peak_rss.py"),
@@ -157,6 +159,8 @@ def run_peak_rss(gib: float, mem_mb: int, json_path: Path) -> tuple[dict[str, An
         str(gib),
         "--mem-mb",
         str(mem_mb),
+        "--file-repeat",
+        str(repeat),
         "--json",
         str(json_path),
     ]
@@ -278,6 +282,8 @@ def format_size(size: int) -> str:
 def rss_rows(rss: dict[str, Any] | None, why: str) -> list[Row]:
     cases = {c["case"]: c for c in rss["cases"]} if rss else {}
     size = format_size(rss["file_bytes"]) if rss else "big"
+    if rss:
+        size += f" (median of {rss.get('repeat', 1)})"
     why = why or "peak_rss.py not run"
     rows = []
     for name in ("encrypt_file", "decrypt_file"):
@@ -381,12 +387,16 @@ def render(
 ) -> str:
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     smoke = " (smoke run: sizes too small to mean much)" if args.smoke else ""
+    load = ", ".join(f"{x:.2f}" for x in args.load_before)
+    load_after = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     lines = [
         "# e2ebackup benchmark report",
         "",
         f"{now}, commit `{git_commit()}`, {cpu_model()}, {os.cpu_count()} logical cores, "
         f"Python {platform.python_version()}. In-memory data {args.mb:g} MiB, files "
-        f"{args.file_mb:g} MiB{smoke}.",
+        f"{args.file_mb:g} MiB{smoke}. Load average (1, 5, 15 min) at the start: {load}; "
+        f"at the end: {load_after} (other work on the machine skews the thread-scaling and "
+        "file ratios).",
         "",
         "Ratios of medians of payload throughput; every figure in a ratio was measured in this "
         "run.",
@@ -417,6 +427,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rss-gib", type=float, help="peak_rss.py file size in GiB; 0 skips (default 4)"
     )
+    parser.add_argument(
+        "--rss-repeat", type=int, help="peak_rss.py runs per file case (default 3, smoke 1)"
+    )
     parser.add_argument("--rss-json", type=Path, help="reuse a peak_rss.py --json result")
     args = parser.parse_args(argv)
     if args.mb is None:
@@ -427,7 +440,10 @@ def main(argv: list[str] | None = None) -> int:
         args.seconds = 0.1 if args.smoke else 2.0
     if args.rss_gib is None:
         args.rss_gib = 1 / 64 if args.smoke else 4.0
+    if args.rss_repeat is None:
+        args.rss_repeat = 1 if args.smoke else 3
 
+    args.load_before = os.getloadavg()
     args.results_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     bench_json = args.results_dir / f"bench-{stamp}.json"
@@ -450,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         mem_mb = max(1, int(args.mb))
         try:
             rss, rss_why = run_peak_rss(
-                args.rss_gib, mem_mb, args.results_dir / f"rss-{stamp}.json"
+                args.rss_gib, mem_mb, args.rss_repeat, args.results_dir / f"rss-{stamp}.json"
             )
         except RuntimeError as exc:
             rss_why = "peak_rss.py failed"
