@@ -18,6 +18,13 @@ __all__ = [
     "KeySlotError",
     "MessageTooLong",
     "NoMatchingKeySlot",
+    "ObjectExists",
+    "ObjectNotFound",
+    "StorageAuthError",
+    "StorageError",
+    "StorageFull",
+    "StoragePermissionDenied",
+    "StorageUnavailable",
     "StreamFailed",
     "WrongPassword",
     "WrongRecoveryKey",
@@ -82,3 +89,31 @@ class NoMatchingKeySlot(KeySlotError):
 class CorruptKeySlot(KeySlotError):
     """A key slot is damaged or malformed: its credential matched, or its bytes do not parse,
     but it does not authenticate."""
+
+
+class StorageError(E2EBackupError):
+    """A storage backend failed. Messages name the object and the backend, never credentials."""
+
+
+class ObjectNotFound(StorageError):
+    """The object does not exist."""
+
+
+class ObjectExists(StorageError):
+    """The object exists and overwriting was not asked for (objects are written once)."""
+
+
+class StorageUnavailable(StorageError):
+    """A transient failure (connection dropped, 5xx, throttling): the retry wrapper retries."""
+
+
+class StorageAuthError(StorageError):
+    """The backend refused the credentials, or the bucket or remote does not exist."""
+
+
+class StoragePermissionDenied(StorageError):
+    """The backend refused the operation on this object."""
+
+
+class StorageFull(StorageError):
+    """No space left on the storage."""

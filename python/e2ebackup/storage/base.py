@@ -1,0 +1,103 @@
+"""The narrow storage interface every backend implements (after restic's ``internal/backend``).
+
+Objects are named by ``/``-separated relative names (``data/3f/3fa9...``), written once, read
+whole or by byte range, listed by prefix, and deleted. Data streams in and out: a backend never
+needs to hold a whole object in memory. Retries and concurrency limits are wrappers
+(:mod:`e2ebackup.storage.wrappers`), not backend code, and one conformance suite
+(``tests/storage_conformance.py``) runs against every backend.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import io
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from e2ebackup.errors import InvalidArgument, StorageError
+
+__all__ = ["ObjectInfo", "Storage", "check_name"]
+
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+# Streaming block for uploads and downloads.
+BLOCK = 1 << 20
+
+
+def check_name(name: str) -> str:
+    """Object names are plain relative paths: no ``..``, no leading ``/``, no odd characters."""
+    if not _NAME.match(name) or any(part in (".", "..") for part in name.split("/")):
+        raise InvalidArgument(f"invalid object name {name!r}")
+    return name
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    name: str
+    size: int
+
+
+class Storage(abc.ABC):
+    """A place to keep encrypted objects. Implementations must be safe to call from several
+    threads at once."""
+
+    #: Human-readable location, for messages (never contains credentials).
+    location: str = ""
+
+    @abc.abstractmethod
+    def put(self, name: str, data: BinaryIO, *, size: int, sha256: bytes) -> None:
+        """Stores ``size`` bytes read from ``data`` as ``name``, atomically: readers see the
+        whole object or nothing. ``sha256`` is the digest of those bytes; the backend verifies
+        the stored object against it (size, and the checksum where the backend can) and raises
+        :class:`StorageError` on a mismatch. Raises :class:`ObjectExists` if ``name`` exists."""
+
+    @abc.abstractmethod
+    def open(self, name: str, *, offset: int = 0, length: int | None = None) -> BinaryIO:
+        """A stream of the object's bytes ``[offset, offset + length)`` (to the end if
+        ``length`` is None). Raises :class:`ObjectNotFound`."""
+
+    @abc.abstractmethod
+    def stat(self, name: str) -> ObjectInfo:
+        """Raises :class:`ObjectNotFound`."""
+
+    @abc.abstractmethod
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object whose name starts with ``prefix``, in no particular order."""
+
+    @abc.abstractmethod
+    def delete(self, name: str) -> None:
+        """Removes ``name``; deleting a missing object is not an error."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook: most backends hold nothing
+        """Releases connections and helper processes."""
+
+    # Conveniences on top of the five operations.
+
+    def put_bytes(self, name: str, data: bytes) -> None:
+        self.put(name, io.BytesIO(data), size=len(data), sha256=hashlib.sha256(data).digest())
+
+    def read(self, name: str, *, offset: int = 0, length: int | None = None) -> bytes:
+        with self.open(name, offset=offset, length=length) as f:
+            data = f.read()
+        if length is not None and len(data) != length:
+            raise StorageError(
+                f"{self.location}: short read of {name}: wanted {length} bytes, got {len(data)}"
+            )
+        return data
+
+    def exists(self, name: str) -> bool:
+        from e2ebackup.errors import ObjectNotFound
+
+        try:
+            self.stat(name)
+        except ObjectNotFound:
+            return False
+        return True
+
+    def __enter__(self) -> Storage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
