@@ -26,6 +26,10 @@ __all__ = [
     "StoragePermissionDenied",
     "StorageUnavailable",
     "StreamFailed",
+    "WhatsAppCorruptedError",
+    "WhatsAppError",
+    "WhatsAppFormatError",
+    "WhatsAppTruncatedError",
     "WrongPassword",
     "WrongRecoveryKey",
 ]
@@ -117,3 +121,20 @@ class StoragePermissionDenied(StorageError):
 
 class StorageFull(StorageError):
     """No space left on the storage."""
+
+
+class WhatsAppError(E2EBackupError):
+    """Base class of the errors about WhatsApp backups (:mod:`e2ebackup.whatsapp`). A wrong key
+    raises :class:`InvalidTag` itself."""
+
+
+class WhatsAppFormatError(WhatsAppError, ValueError):
+    """Not a WhatsApp crypt15 (or crypt14) backup or key file, or one this version cannot read."""
+
+
+class WhatsAppCorruptedError(WhatsAppError, InvalidTag):
+    """The backup is damaged: its MD5 checksum does not match and it does not authenticate."""
+
+
+class WhatsAppTruncatedError(WhatsAppCorruptedError):
+    """The backup ends early (an interrupted copy or download)."""

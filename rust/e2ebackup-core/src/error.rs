@@ -28,6 +28,16 @@ pub enum Error {
     CorruptSlot,
     /// KDF parameters outside the hard limits; the text says which and what is allowed.
     KdfLimit(String),
+    /// Not a WhatsApp crypt14/crypt15 backup, or one this version cannot read; the text says why.
+    WhatsAppFormat(String),
+    /// A WhatsApp backup that ends early; the text says where.
+    WhatsAppTruncated(String),
+    /// A damaged WhatsApp backup: its MD5 checksum does not match; the text says more.
+    WhatsAppCorrupted(String),
+    /// An intact WhatsApp backup that this key does not open, or a key of the wrong kind.
+    WhatsAppWrongKey(String),
+    /// Reading or writing failed (the OS error number, if there is one, and its text).
+    Io { errno: Option<i32>, message: String },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -56,8 +66,22 @@ impl fmt::Display for Error {
             Error::KeyMismatch => f.write_str("the key or password does not open this key slot"),
             Error::CorruptSlot => f.write_str("the key slot is damaged"),
             Error::KdfLimit(msg) => f.write_str(msg),
+            Error::WhatsAppFormat(msg)
+            | Error::WhatsAppTruncated(msg)
+            | Error::WhatsAppCorrupted(msg)
+            | Error::WhatsAppWrongKey(msg) => f.write_str(msg),
+            Error::Io { message, .. } => f.write_str(message),
         }
     }
 }
 
 impl std::error::Error for Error {}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Io {
+            errno: e.raw_os_error(),
+            message: e.to_string(),
+        }
+    }
+}

@@ -7,6 +7,7 @@
 //!   parallel across cores and seekable.
 //! * [`kdf`]: Argon2id, scrypt and HKDF; [`keyslot`]: committing key wrapping.
 //! * [`rand`]: randomness, only ever from the operating system's CSPRNG.
+//! * [`whatsapp`]: WhatsApp's crypt15 backups (read and write) and crypt14 (read).
 
 pub mod chunked;
 pub mod error;
@@ -14,5 +15,6 @@ pub mod kdf;
 pub mod keyslot;
 pub mod parallel;
 pub mod rand;
+pub mod whatsapp;
 
 pub use error::{Error, Result};

@@ -2,7 +2,7 @@
 //! `e2ebackup.errors`, so users catch one hierarchy.
 
 use e2ebackup_core::Error;
-use pyo3::exceptions::{PyOverflowError, PyValueError};
+use pyo3::exceptions::{PyOSError, PyOverflowError, PyValueError};
 use pyo3::PyErr;
 
 pyo3::import_exception!(e2ebackup.errors, InvalidTag);
@@ -13,6 +13,9 @@ pyo3::import_exception!(e2ebackup.errors, MessageTooLong);
 pyo3::import_exception!(e2ebackup.errors, KeyMismatch);
 pyo3::import_exception!(e2ebackup.errors, CorruptKeySlot);
 pyo3::import_exception!(e2ebackup.errors, KdfLimitExceeded);
+pyo3::import_exception!(e2ebackup.errors, WhatsAppFormatError);
+pyo3::import_exception!(e2ebackup.errors, WhatsAppTruncatedError);
+pyo3::import_exception!(e2ebackup.errors, WhatsAppCorruptedError);
 
 /// A core error or a Python error raised while converting arguments.
 pub enum BindingError {
@@ -53,6 +56,14 @@ impl From<BindingError> for PyErr {
             Error::KeyMismatch => KeyMismatch::new_err(msg),
             Error::CorruptSlot => CorruptKeySlot::new_err(msg),
             Error::KdfLimit(_) => KdfLimitExceeded::new_err(msg),
+            Error::WhatsAppFormat(_) => WhatsAppFormatError::new_err(msg),
+            Error::WhatsAppTruncated(_) => WhatsAppTruncatedError::new_err(msg),
+            Error::WhatsAppCorrupted(_) => WhatsAppCorruptedError::new_err(msg),
+            Error::WhatsAppWrongKey(_) => InvalidTag::new_err(msg),
+            Error::Io {
+                errno: Some(errno), ..
+            } => PyOSError::new_err((errno, msg)),
+            Error::Io { errno: None, .. } => PyOSError::new_err(msg),
         }
     }
 }
