@@ -5,7 +5,7 @@ Steps, all in one run so that every figure is compared with peers measured under
 
 1. ``openssl speed -evp aes-256-gcm`` / ``chacha20-poly1305`` at 16 KiB (one core);
 2. the pytest-benchmark suites ``test_bench_memory.py`` and ``test_bench_files.py`` with
-   ``--benchmark-json``;
+   ``--benchmark-json`` (one pytest run each);
 3. ``peak_rss.py`` (peak RSS growth and file-vs-memory throughput on a big file), unless
    ``--rss-gib 0``; ``--rss-json`` reuses an earlier result instead.
 
@@ -27,9 +27,11 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,6 +103,42 @@ class Row:
 # --- measuring -----------------------------------------------------------------------------------
 
 
+class CpuWatch:
+    """How much of the machine other work took while a phase ran (Linux ``/proc/stat``).
+
+    Busy CPU time of the whole machine (steal included: the hypervisor's share) minus the CPU
+    time of this process and its waited-for children, as a fraction of wall time x cores.
+    """
+
+    def __init__(self) -> None:
+        self._start = self._sample()
+
+    @staticmethod
+    def _sample() -> tuple[float, float, float] | None:
+        try:
+            with open("/proc/stat", encoding="ascii") as f:
+                fields = [int(x) for x in f.readline().split()[1:9]]
+        except (OSError, ValueError):
+            return None
+        user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+        busy = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+        ours = 0.0
+        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+            usage = resource.getrusage(who)
+            ours += usage.ru_utime + usage.ru_stime
+        return busy, ours, time.monotonic()
+
+    def others(self) -> float | None:
+        end = self._sample()
+        if self._start is None or end is None:
+            return None
+        wall = end[2] - self._start[2]
+        if wall <= 0:
+            return None
+        other = (end[0] - self._start[0]) - (end[1] - self._start[1])
+        return max(0.0, other) / (wall * (os.cpu_count() or 1))
+
+
 def openssl_speed(algorithm: str, seconds: int) -> float | None:
     """Per-core bytes/s of ``openssl speed -evp ALG -bytes 16384``; None if unavailable."""
     exe = shutil.which("openssl")
@@ -113,13 +151,12 @@ def openssl_speed(algorithm: str, seconds: int) -> float | None:
     return float(match.group(1)) * 1000 if match else None
 
 
-def run_pytest(json_path: Path, env: dict[str, str]) -> int:
+def run_pytest(suite: str, json_path: Path, env: dict[str, str]) -> int:
     cmd = [
         sys.executable,
         "-m",
         "pytest",
-        str(BENCHES / "test_bench_memory.py"),
-        str(BENCHES / "test_bench_files.py"),
+        str(BENCHES / suite),
         f"--benchmark-json={json_path}",
         "--benchmark-columns=median,iqr,rounds",
         "--benchmark-sort=name",
@@ -356,6 +393,34 @@ def peer_tables(results: Results) -> list[str]:
     return lines
 
 
+def wait_for_idle(limit: float) -> None:
+    """Waits (up to ``limit`` seconds) for a 3 s window in which other work took < 10% CPU."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        watch = CpuWatch()
+        time.sleep(3)
+        share = watch.others()
+        if share is None or share < 0.10:
+            return
+        print(f"waiting for an idle machine: other work takes {share:.0%}", file=sys.stderr)
+    print("machine still busy; running anyway", file=sys.stderr)
+
+
+def contention_line(others: dict[str, float | None]) -> str:
+    known = {phase: share for phase, share in others.items() if share is not None}
+    if not known:
+        return "CPU taken by other work: unknown (no /proc/stat)."
+    phases = ", ".join(f"{phase} {share:.0%}" for phase, share in known.items())
+    line = f"CPU taken by other work during the run (share of all cores): {phases}."
+    cpu_bound = [share for phase, share in known.items() if "file" not in phase]
+    if cpu_bound and max(cpu_bound) > 0.10:
+        line += (
+            " **The machine was busy: the thread-scaling ratios (and the openssl reference) "
+            "are unreliable; re-run when it is idle.**"
+        )
+    return line
+
+
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
@@ -398,6 +463,8 @@ def render(
         f"at the end: {load_after} (other work on the machine skews the thread-scaling and "
         "file ratios).",
         "",
+        contention_line(args.others),
+        "",
         "Ratios of medians of payload throughput; every figure in a ratio was measured in this "
         "run.",
         "",
@@ -431,6 +498,13 @@ def main(argv: list[str] | None = None) -> int:
         "--rss-repeat", type=int, help="peak_rss.py runs per file case (default 3, smoke 1)"
     )
     parser.add_argument("--rss-json", type=Path, help="reuse a peak_rss.py --json result")
+    parser.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="first wait up to SECONDS for other work to use < 10%% of the CPUs (default 0)",
+    )
     args = parser.parse_args(argv)
     if args.mb is None:
         args.mb = 8.0 if args.smoke else 256.0
@@ -443,20 +517,34 @@ def main(argv: list[str] | None = None) -> int:
     if args.rss_repeat is None:
         args.rss_repeat = 1 if args.smoke else 3
 
+    if args.wait_idle > 0:
+        wait_for_idle(args.wait_idle)
     args.load_before = os.getloadavg()
     args.results_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    bench_json = args.results_dir / f"bench-{stamp}.json"
 
+    watch = CpuWatch()
     openssl = {alg: openssl_speed(alg, 1 if args.smoke else 3) for alg in (AES, CHACHA)}
+    args.others = {"openssl speed": watch.others()}
     env = dict(os.environ)
     env.update(
         E2EBACKUP_BENCH_MB=f"{args.mb:g}",
         E2EBACKUP_BENCH_FILE_MB=f"{args.file_mb:g}",
         E2EBACKUP_BENCH_SECONDS=f"{args.seconds:g}",
     )
-    status = run_pytest(bench_json, env)
-    results = load_results(bench_json) if bench_json.exists() else {}
+    status = 0
+    results: Results = {}
+    for suite, phase in (
+        ("test_bench_memory.py", "in-memory suite"),
+        ("test_bench_files.py", "file suite (kernel writeback counts here)"),
+    ):
+        watch = CpuWatch()
+        bench_json = args.results_dir / f"{Path(suite).stem}-{stamp}.json"
+        status = run_pytest(suite, bench_json, env) or status
+        args.others[phase] = watch.others()
+        if bench_json.exists():
+            results.update(load_results(bench_json))
+    watch = CpuWatch()
 
     rss: dict[str, Any] | None = None
     rss_why = ""
@@ -475,6 +563,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         rss_why = "skipped (--rss-gib 0)"
 
+    if rss is not None and not args.rss_json:
+        args.others["peak_rss.py"] = watch.others()
     report = render(args, results, openssl, rss, rss_why)
     print(report)
     if args.out:
