@@ -4,6 +4,10 @@ from typing import Final, final
 from typing_extensions import Buffer
 
 __all__ = [
+    "MAX_BLOB_SIZE",
+    "BlobCodec",
+    "Chunker",
+    "looks_compressed",
     "CHUNK_SIZE",
     "HEADER_SIZE",
     "KEY_SIZE",
@@ -32,6 +36,7 @@ HEADER_SIZE: Final[int]
 TAG_SIZE: Final[int]
 KEY_SIZE: Final[int]
 WRAPPED_KEY_SIZE: Final[int]
+MAX_BLOB_SIZE: Final[int]
 
 def generate_key() -> bytes: ...
 def encrypt(
@@ -148,3 +153,27 @@ def hkdf_sha256(
 ) -> bytes: ...
 def wrap_key(kek: Buffer, data_key: Buffer, context: Buffer) -> bytes: ...
 def unwrap_key(kek: Buffer, wrapped: Buffer, context: Buffer) -> bytes: ...
+
+@final
+class Chunker:
+    def __new__(
+        cls,
+        key: Buffer,
+        *,
+        min_size: int = 524288,
+        avg_size: int = 1048576,
+        max_size: int = 8388608,
+    ) -> Chunker: ...
+    def feed(self, data: Buffer) -> list[int]: ...
+    def reset(self) -> None: ...
+
+@final
+class BlobCodec:
+    def __new__(cls, id_key: Buffer, enc_key: Buffer, repo_id: Buffer) -> BlobCodec: ...
+    def id(self, data: Buffer) -> bytes: ...
+    def seal_many(
+        self, kind: int, blobs: list[Buffer], *, threads: int | None = None
+    ) -> list[tuple[bytes, bytes]]: ...
+    def open(self, kind: int, id: Buffer, sealed: Buffer) -> bytes: ...
+
+def looks_compressed(data: Buffer) -> bool: ...

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, BinaryIO
 
-from e2ebackup import _files, sealed
+from e2ebackup import _cli_repo, _files, sealed
 from e2ebackup._credentials import (
     add_password_options,
     add_recovery_key_options,
@@ -94,10 +94,10 @@ def _parser() -> argparse.ArgumentParser:
         ("passwd", "change a password (rewrites only its slot)"),
     ):
         cmd = key_commands.add_parser(action, help=text)
-        cmd.add_argument("file", metavar="FILE")
-        if action == "list":
-            cmd.add_argument("--json", action="store_true")
-            continue
+        cmd.add_argument("file", metavar="FILE", nargs="?", help="a sealed file, or use -r REPO")
+        cmd.add_argument("-r", "--repo", help="a repository (or $E2EBACKUP_REPOSITORY)")
+        cmd.add_argument("--json", action="store_true")
+        cmd.add_argument("-q", "--quiet", action="store_true")
         add_password_options(cmd)
         add_recovery_key_options(cmd)
         if action in ("add", "passwd"):
@@ -108,6 +108,8 @@ def _parser() -> argparse.ArgumentParser:
             cmd.add_argument("--label", default="")
         if action == "remove":
             cmd.add_argument("--slot", type=int, required=True, help="index from `key list`")
+
+    _cli_repo.add_parsers(commands)
 
     rotate = commands.add_parser(
         "rotate", help="re-encrypt a sealed file under a new data key (streaming)"
@@ -216,6 +218,8 @@ def _new_password(args: argparse.Namespace) -> str:
 
 
 def _key(args: argparse.Namespace) -> int:
+    if args.file is None:
+        return _cli_repo.key_command(args)
     if args.key_command == "list":
         slots = sealed.list_slots(args.file)
         if args.json:
@@ -263,6 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _key(args)
         if args.command == "rotate":
             return _rotate(args)
+        if args.command in _cli_repo.COMMANDS:
+            return _cli_repo.run(args)
         return _transform(args)
     except InvalidArgument as e:
         print(f"e2ebackup: {e}", file=sys.stderr)

@@ -6,9 +6,12 @@
 //! * [`chunked`]: C2SP chunked-encryption v1 (byte-compatible with `cryptography.cobblestone`),
 //!   parallel across cores and seekable.
 //! * [`kdf`]: Argon2id, scrypt and HKDF; [`keyslot`]: committing key wrapping.
+//! * [`cdc`]: keyed content-defined chunking; [`blob`]: repository blobs (ids, zstd, AEAD).
 //! * [`rand`]: randomness, only ever from the operating system's CSPRNG.
 //! * [`whatsapp`]: WhatsApp's crypt15 backups (read and write) and crypt14 (read).
 
+pub mod blob;
+pub mod cdc;
 pub mod chunked;
 pub mod error;
 pub mod kdf;

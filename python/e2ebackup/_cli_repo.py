@@ -1,0 +1,356 @@
+"""The repository commands of the command line, with restic's conventions: ``init``,
+``backup``, ``snapshots``, ``ls``, ``restore``, ``verify``, ``forget``, and ``key`` / ``rotate``
+with ``-r``. The repository comes from ``-r/--repo`` or ``E2EBACKUP_REPOSITORY``."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict
+from typing import Any
+
+from e2ebackup._credentials import (
+    add_password_options,
+    add_recovery_key_options,
+    read_password,
+    read_recovery_key,
+    show_recovery_key,
+)
+from e2ebackup.errors import InvalidArgument
+from e2ebackup.keys import Argon2idParams, RecoveryKey, ScryptParams
+from e2ebackup.repo.backup import BackupStats, backup
+from e2ebackup.repo.check import VerifyReport, verify
+from e2ebackup.repo.objects import KIND_TREE
+from e2ebackup.repo.prune import forget
+from e2ebackup.repo.repository import Repository
+from e2ebackup.repo.restore import RestoreStats, restore
+from e2ebackup.repo.tree import decode_tree
+from e2ebackup.storage import open_storage
+
+REPOSITORY_ENV = "E2EBACKUP_REPOSITORY"
+EXIT_OK, EXIT_FAILED, EXIT_INCOMPLETE = 0, 1, 3
+COMMANDS = ("init", "backup", "snapshots", "ls", "restore", "verify", "forget")
+
+
+def add_repo_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-r", "--repo", help=f"repository location (or ${REPOSITORY_ENV})")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    add_password_options(parser)
+    add_recovery_key_options(parser)
+
+
+def add_parsers(commands: Any) -> None:
+    init = commands.add_parser("init", help="create a repository")
+    add_repo_option(init)
+    init.add_argument(
+        "--recovery-key", action="store_true", help="also make a recovery key (shown once)"
+    )
+    init.add_argument("--no-password", action="store_true", help="recovery key only")
+    init.add_argument("--qr", metavar="PATH", help="QR code of the recovery key (.png, .svg or -)")
+    init.add_argument("--kdf", choices=["argon2id", "scrypt"], default="argon2id")
+
+    b = commands.add_parser("backup", help="back up files and folders")
+    add_repo_option(b)
+    b.add_argument("paths", nargs="+", metavar="PATH")
+    b.add_argument("--tag", action="append", default=[], help="tag the snapshot (repeatable)")
+    b.add_argument("--threads", type=int, default=None)
+    b.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS")
+
+    s = commands.add_parser("snapshots", help="list snapshots")
+    add_repo_option(s)
+
+    ls = commands.add_parser("ls", help="list the files of a snapshot")
+    add_repo_option(ls)
+    ls.add_argument("snapshot", metavar="SNAPSHOT", help="id, unique prefix, or latest")
+    ls.add_argument("path", nargs="?", default="", help="only under this path")
+
+    r = commands.add_parser("restore", help="restore a snapshot")
+    add_repo_option(r)
+    r.add_argument("snapshot", metavar="SNAPSHOT", help="id, unique prefix, or latest")
+    r.add_argument("--target", required=True, help="folder to restore into")
+    r.add_argument("--include", metavar="PATH", help="only this file or folder of the snapshot")
+    r.add_argument("--overwrite", action="store_true", help="replace existing files")
+
+    v = commands.add_parser("verify", help="check the repository")
+    add_repo_option(v)
+    v.add_argument("--read-data", action="store_true", help="decrypt and check every object")
+
+    f = commands.add_parser("forget", help="forget snapshots, optionally pruning their data")
+    add_repo_option(f)
+    f.add_argument("--keep-last", type=int, required=True, metavar="N")
+    f.add_argument("--prune", action="store_true", help="remove data no snapshot uses")
+
+
+def _storage_location(args: argparse.Namespace) -> str:
+    location = args.repo or os.environ.get(REPOSITORY_ENV)
+    if not location:
+        raise InvalidArgument(f"no repository given: use -r/--repo or ${REPOSITORY_ENV}")
+    return str(location)
+
+
+def open_repo(args: argparse.Namespace) -> Repository:
+    storage = open_storage(_storage_location(args))
+    recovery_key = read_recovery_key(args)
+    if recovery_key is not None:
+        return Repository.open(storage, recovery_key=recovery_key)
+    return Repository.open(storage, password=read_password(args))
+
+
+def _out(args: argparse.Namespace, value: Any, text: str) -> None:
+    if args.json:
+        print(json.dumps(value, indent=2, default=str))
+    elif not args.quiet:
+        print(text)
+
+
+@contextlib.contextmanager
+def _bar(args: argparse.Namespace, what: str) -> Iterator[Any]:
+    """A rich progress bar (bytes, files, throughput, ETA) on an interactive terminal."""
+    if args.quiet or args.json or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task(what, total=None)
+        yield lambda done, total, text: progress.update(
+            task, completed=done, total=total, description=text
+        )
+
+
+def run(args: argparse.Namespace) -> int:
+    return int(globals()[f"_{args.command}"](args))
+
+
+def _init(args: argparse.Namespace) -> int:
+    storage = open_storage(_storage_location(args), create=True)
+    recovery_key = read_recovery_key(args)
+    if args.recovery_key:
+        recovery_key = RecoveryKey.generate()
+    if args.no_password and recovery_key is None:
+        raise InvalidArgument("--no-password needs --recovery-key")
+    password = None if args.no_password else read_password(args, confirm=True)
+    kdf = ScryptParams() if args.kdf == "scrypt" else Argon2idParams()
+    repo = Repository.init(storage, password=password, recovery_key=recovery_key, kdf=kdf)
+    value: dict[str, Any] = {"repository": storage.location, "id": repo.id}
+    if args.recovery_key and recovery_key is not None:
+        value["recovery_key"] = recovery_key.reveal()
+        if not args.json:
+            show_recovery_key(recovery_key, args.qr)
+    _out(args, value, f"created repository {repo.id[:8]} at {storage.location}")
+    return EXIT_OK
+
+
+def _backup(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+    warnings: list[str] = []
+
+    def on_error(path: str, e: Exception) -> None:
+        warnings.append(f"{path}: {e}")
+        if not args.quiet:
+            print(f"e2ebackup: warning: cannot read {path}: {e}", file=sys.stderr)
+
+    start = time.monotonic()
+    with _bar(args, "backup") as bar:
+
+        def progress(stats: BackupStats, path: str) -> None:
+            if bar is not None:
+                files = stats.files_new + stats.files_changed + stats.files_unmodified
+                bar(stats.bytes_read, None, f"backup: {files} files")
+
+        sid, stats = backup(
+            repo,
+            args.paths,
+            threads=args.threads,
+            progress=progress,
+            on_error=on_error,
+            tags=args.tag,
+            lock_wait=args.lock_wait,
+        )
+    elapsed = time.monotonic() - start
+    value = {
+        "snapshot": sid,
+        "stats": asdict(stats),
+        "seconds": round(elapsed, 3),
+        "warnings": warnings,
+    }
+    files = stats.files_new + stats.files_changed + stats.files_unmodified
+    _out(
+        args,
+        value,
+        f"snapshot {sid[:8]} saved: {files} files ({stats.files_new} new, {stats.files_changed} "
+        f"changed, {stats.files_unmodified} unmodified), {stats.bytes_total / 1e6:,.1f} MB, "
+        f"{stats.bytes_added / 1e6:,.1f} MB added, in {elapsed:.1f}s",
+    )
+    return EXIT_INCOMPLETE if stats.errors else EXIT_OK
+
+
+def _snapshots(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+    snaps = [dict(s, id=sid) for sid, s in repo.snapshots()]
+    lines = [f"{'ID':<10}{'TIME':<21}{'HOST':<16}PATHS"]
+    for s in snaps:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s["time"]))
+        lines.append(f"{s['id'][:8]:<10}{when:<21}{s['hostname'][:15]:<16}{' '.join(s['paths'])}")
+    _out(args, snaps, "\n".join(lines))
+    return EXIT_OK
+
+
+def _ls(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+    _, snap = repo.find_snapshot(args.snapshot)
+    rows: list[dict[str, Any]] = []
+    prefix = args.path.strip("/")
+
+    def walk(tree: str, base: str) -> None:
+        for e in decode_tree(repo.read_blob(KIND_TREE, bytes.fromhex(tree))):
+            path = f"{base}/{e['name']}" if base else e["name"]
+            if (
+                not prefix
+                or path == prefix
+                or path.startswith(prefix + "/")
+                or prefix.startswith(path + "/")
+            ):
+                if not prefix or path == prefix or path.startswith(prefix + "/"):
+                    rows.append(
+                        {
+                            "path": path,
+                            "type": e.get("type"),
+                            "size": e.get("size", 0),
+                            "mode": e.get("mode"),
+                            "mtime_ns": e.get("mtime_ns"),
+                        }
+                    )
+                if e.get("type") == "dir":
+                    walk(e["subtree"], path)
+
+    walk(str(snap["tree"]), "")
+    text = "\n".join(
+        f"{r['type'][0] if r['type'] else '?'} {r['size']:>12} {r['path']}" for r in rows
+    )
+    _out(args, rows, text)
+    return EXIT_OK
+
+
+def _restore(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+    with _bar(args, "restore") as bar:
+
+        def progress(stats: RestoreStats, path: str) -> None:
+            if bar is not None:
+                bar(stats.bytes, stats.bytes_total or None, f"restore: {stats.files} files")
+
+        stats = restore(
+            repo,
+            args.snapshot,
+            args.target,
+            subpath=args.include,
+            overwrite=args.overwrite,
+            progress=progress,
+        )
+    for path in stats.skipped_existing:
+        print(f"e2ebackup: not replaced (exists; use --overwrite): {path}", file=sys.stderr)
+    _out(
+        args,
+        asdict(stats),
+        f"restored {stats.files} files, {stats.dirs} folders, "
+        f"{stats.bytes / 1e6:,.1f} MB into {args.target}",
+    )
+    return EXIT_INCOMPLETE if stats.skipped_existing else EXIT_OK
+
+
+def _verify(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+    with _bar(args, "verify") as bar:
+
+        def progress(report: VerifyReport, pack: str) -> None:
+            if bar is not None:
+                bar(report.bytes_read, None, f"verify: {report.packs} packs")
+
+        report = verify(repo, read_data=args.read_data, progress=progress)
+    for w in report.warnings:
+        print(f"e2ebackup: warning: {w}", file=sys.stderr)
+    for e in report.errors:
+        print(f"e2ebackup: error: {e}", file=sys.stderr)
+    summary = (
+        f"{report.snapshots} snapshots, {report.trees} trees"
+        + (f", {report.packs} packs and {report.blobs_read} blobs read" if args.read_data else "")
+        + (": no errors" if report.ok else f": {len(report.errors)} errors")
+    )
+    _out(args, dict(asdict(report), ok=report.ok), summary)
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _forget(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+    stats = forget(repo, keep_last=args.keep_last, prune=args.prune)
+    _out(
+        args,
+        asdict(stats),
+        f"forgot {stats.snapshots_removed} snapshots"
+        + (
+            f"; pruned {stats.packs_deleted} packs, {stats.bytes_freed / 1e6:,.1f} MB freed"
+            if args.prune
+            else ""
+        ),
+    )
+    return EXIT_OK
+
+
+def key_command(args: argparse.Namespace) -> int:
+    """``key list|check|add|remove|passwd -r REPO``."""
+    repo = open_repo(args)
+    if args.key_command == "list":
+        slots, _ = repo.key_slots()
+        rows = slots.describe()
+        _out(
+            args,
+            rows,
+            "\n".join(
+                f"{i}  {r['kind']:<13} {r['created']}  {r['kdf'] or ''}  {r['label']}"
+                for i, r in enumerate(rows)
+            ),
+        )
+    elif args.key_command == "check":
+        _out(args, {"ok": True}, "ok: the credential opens this repository")
+    elif args.key_command == "remove":
+        with repo.lock(exclusive=True):
+            repo.remove_key(args.slot)
+    elif args.key_command == "passwd":
+        from e2ebackup.cli import _new_password
+
+        password = read_password(args)
+        with repo.lock(exclusive=True):
+            repo.change_password(password, _new_password(args))
+    elif args.new_recovery_key:
+        key = RecoveryKey.generate()
+        with repo.lock(exclusive=True):
+            repo.add_recovery_key(key, label=args.label)
+        show_recovery_key(key, args.qr)
+    else:
+        from e2ebackup.cli import _new_password
+
+        with repo.lock(exclusive=True):
+            repo.add_password(_new_password(args), label=args.label)
+    return EXIT_OK

@@ -1,0 +1,96 @@
+"""The index: which blob is in which pack, at which offset. Kept in memory while the
+repository is open (about 150 bytes a blob: 100k blobs is about 15 MB) and stored as
+encrypted ``index/`` objects, one per backup or prune."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator
+
+from e2ebackup.repo.objects import RepoKeys, RepositoryCorrupted, new_id, read_json, write_json
+from e2ebackup.repo.pack import BlobLocation
+from e2ebackup.storage.base import Storage
+
+
+class Index:
+    def __init__(self) -> None:
+        self._blobs: dict[bytes, BlobLocation] = {}
+        self.pack_sizes: dict[str, int] = {}
+        self._new: dict[str, list[tuple[bytes, BlobLocation]]] = {}
+        self._lock = threading.Lock()
+        self.names: list[str] = []
+
+    def __contains__(self, blob_id: object) -> bool:
+        return blob_id in self._blobs
+
+    def __len__(self) -> int:
+        return len(self._blobs)
+
+    def get(self, blob_id: bytes) -> BlobLocation:
+        try:
+            return self._blobs[blob_id]
+        except KeyError:
+            raise RepositoryCorrupted(f"blob {blob_id.hex()[:16]} is not in the index") from None
+
+    def items(self) -> Iterator[tuple[bytes, BlobLocation]]:
+        return iter(list(self._blobs.items()))
+
+    def add_pack(
+        self,
+        pack_id: str,
+        size: int,
+        entries: Iterable[tuple[bytes, BlobLocation]],
+        *,
+        new: bool = True,
+    ) -> None:
+        entries = list(entries)
+        with self._lock:
+            self.pack_sizes[pack_id] = size
+            for blob_id, loc in entries:
+                self._blobs.setdefault(blob_id, loc)
+            if new:
+                self._new[pack_id] = entries
+
+    def has_new(self) -> bool:
+        return bool(self._new)
+
+    def save_new(self, storage: Storage, keys: RepoKeys) -> str | None:
+        """Writes the packs added since the last save as one ``index/`` object."""
+        with self._lock:
+            if not self._new:
+                return None
+            packs = [
+                {
+                    "id": pack_id,
+                    "size": self.pack_sizes[pack_id],
+                    "blobs": [
+                        [loc.kind, bid.hex(), loc.offset, loc.length] for bid, loc in entries
+                    ],
+                }
+                for pack_id, entries in self._new.items()
+            ]
+            self._new = {}
+        name = f"index/{new_id()}"
+        write_json(storage, keys, name, {"packs": packs})
+        self.names.append(name)
+        return name
+
+    @classmethod
+    def load(cls, storage: Storage, keys: RepoKeys, names: Iterable[str]) -> Index:
+        index = cls()
+        for name in names:
+            value = read_json(storage, keys, name)
+            try:
+                for pack in value["packs"]:
+                    entries = [
+                        (
+                            bytes.fromhex(b[1]),
+                            BlobLocation(int(b[0]), pack["id"], int(b[2]), int(b[3])),
+                        )
+                        for b in pack["blobs"]
+                    ]
+                    index.add_pack(pack["id"], int(pack["size"]), entries, new=False)
+            except (KeyError, TypeError, ValueError, IndexError):
+                raise RepositoryCorrupted(f"{name} is malformed") from None
+            index.names.append(name)
+        return index

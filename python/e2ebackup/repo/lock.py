@@ -1,0 +1,124 @@
+"""Repository locks: exclusive for writers (backup, forget, prune, key changes), shared for
+readers, with stale-lock recovery.
+
+A lock is an encrypted object ``locks/<id>`` naming its host, process and time, refreshed every
+few minutes while held. A lock is stale when it was not refreshed for ``STALE_AFTER`` seconds, or
+when it belongs to a process on this host that no longer runs (say after kill -9).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from types import TracebackType
+
+from e2ebackup.errors import E2EBackupError, ObjectNotFound
+from e2ebackup.repo.objects import RepoKeys, RepositoryCorrupted, new_id, read_json, write_json
+from e2ebackup.storage.base import Storage
+
+REFRESH_EVERY = 120.0
+STALE_AFTER = 1800.0
+
+
+class RepositoryLocked(E2EBackupError):
+    """Another process holds a conflicting lock."""
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Lock:
+    def __init__(
+        self, storage: Storage, keys: RepoKeys, *, exclusive: bool, wait: float = 0.0
+    ) -> None:
+        self.storage = storage
+        self.keys = keys
+        self.exclusive = exclusive
+        self.wait = wait
+        self.name = f"locks/{new_id()}"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _record(self) -> dict[str, object]:
+        return {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "time": time.time(),
+            "exclusive": self.exclusive,
+        }
+
+    def _conflicts(self) -> list[str]:
+        found = []
+        for info in self.storage.list("locks/"):
+            if info.name == self.name:
+                continue
+            try:
+                other = read_json(self.storage, self.keys, info.name)
+            except (ObjectNotFound, RepositoryCorrupted):
+                continue  # released meanwhile, or not ours to judge: ignored, never trusted
+            if self._is_stale(other):
+                self.storage.delete(info.name)
+                continue
+            if self.exclusive or other.get("exclusive"):
+                found.append(f"{other.get('host')} pid {other.get('pid')}")
+        return found
+
+    @staticmethod
+    def _is_stale(other: dict[str, object]) -> bool:
+        age = time.time() - float(other.get("time", 0))  # type: ignore[arg-type]
+        if age > STALE_AFTER:
+            return True
+        same_host = other.get("host") == socket.gethostname()
+        pid = other.get("pid")
+        return same_host and isinstance(pid, int) and pid != os.getpid() and not _process_alive(pid)
+
+    def acquire(self) -> Lock:
+        deadline = time.monotonic() + self.wait
+        while True:
+            write_json(self.storage, self.keys, self.name, self._record())
+            holders = self._conflicts()
+            if not holders:
+                break
+            self.storage.delete(self.name)
+            if time.monotonic() >= deadline:
+                kind = "exclusive" if self.exclusive else "shared"
+                raise RepositoryLocked(
+                    f"cannot take a {kind} lock: the repository is locked by {', '.join(holders)}"
+                )
+            time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
+        self._thread = threading.Thread(target=self._refresh, name="e2ebackup-lock", daemon=True)
+        self._thread.start()
+        return self
+
+    def _refresh(self) -> None:
+        while not self._stop.wait(REFRESH_EVERY):
+            old = self.name
+            self.name = f"locks/{new_id()}"
+            try:
+                write_json(self.storage, self.keys, self.name, self._record())
+                self.storage.delete(old)
+            except E2EBackupError:
+                self.name = old
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.storage.delete(self.name)
+
+    def __enter__(self) -> Lock:
+        return self.acquire()
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()

@@ -1,0 +1,125 @@
+"""forget and prune: drop snapshots, then the data only they used.
+
+Order is what makes prune safe against a crash at any point: new packs (live blobs copied out
+of partly-used packs) and one new index are stored first; then one new head switches to them;
+only then are the old index objects, the unused packs and the forgotten snapshots deleted. A
+crash before the switch leaves extra objects (removed by the next prune); after it, only
+garbage is left behind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from e2ebackup.errors import InvalidArgument
+from e2ebackup.repo.index import Index
+from e2ebackup.repo.objects import KIND_TREE, pack_name
+from e2ebackup.repo.pack import BlobLocation, PackWriter
+from e2ebackup.repo.repository import Repository
+from e2ebackup.repo.tree import decode_tree
+
+
+@dataclass
+class PruneStats:
+    snapshots_removed: int = 0
+    packs_deleted: int = 0
+    packs_repacked: int = 0
+    blobs_removed: int = 0
+    bytes_freed: int = 0
+
+
+def _used_blobs(repo: Repository, snapshots: list[str]) -> set[bytes]:
+    used: set[bytes] = set()
+    stack = [str(repo.load_snapshot(sid)["tree"]) for sid in snapshots]
+    while stack:
+        tid = bytes.fromhex(stack.pop())
+        if tid in used:
+            continue
+        used.add(tid)
+        for e in decode_tree(repo.read_blob(KIND_TREE, tid)):
+            if e.get("type") == "dir":
+                stack.append(e["subtree"])
+            used.update(bytes.fromhex(c) for c in e.get("content", []))
+    return used
+
+
+def forget(
+    repo: Repository, *, keep_last: int, prune: bool = False, lock_wait: float = 0.0
+) -> PruneStats:
+    """Keeps the newest ``keep_last`` snapshots, forgets the others, and with ``prune`` removes
+    the data nothing references any more."""
+    if keep_last < 1:
+        raise InvalidArgument("--keep-last must be at least 1")
+    stats = PruneStats()
+    with repo.lock(exclusive=True, wait=lock_wait):
+        snaps = [sid for sid, _ in repo.snapshots()]
+        drop = snaps[: max(0, len(snaps) - keep_last)]
+        if drop:
+            repo.commit(remove_snapshots=drop)
+            for sid in drop:
+                repo.storage.delete(f"snapshots/{sid}")
+            stats.snapshots_removed = len(drop)
+        if prune:
+            _prune(repo, stats)
+    return stats
+
+
+def _prune(repo: Repository, stats: PruneStats) -> None:
+    head = repo.head(refresh=True)
+    index = repo.index
+    used = _used_blobs(repo, head.snapshots)
+    by_pack: dict[str, list[tuple[bytes, int, int, int]]] = {}
+    for blob_id, loc in index.items():
+        by_pack.setdefault(loc.pack, []).append((blob_id, loc.kind, loc.offset, loc.length))
+    new_index = Index()
+    doomed: list[str] = []
+
+    def stored(pack_id: str, size: int, entries: list[tuple[bytes, BlobLocation]]) -> None:
+        new_index.add_pack(pack_id, size, entries)
+
+    writer = PackWriter(repo.storage, repo.keys, stored)
+    try:
+        for pack_id, blobs in by_pack.items():
+            live = [b for b in blobs if b[0] in used]
+            if len(live) == len(blobs):
+                new_index.add_pack(
+                    pack_id, index.pack_sizes[pack_id], [(b[0], index.get(b[0])) for b in blobs]
+                )
+                continue
+            doomed.append(pack_id)
+            stats.blobs_removed += len(blobs) - len(live)
+            if live:
+                stats.packs_repacked += 1
+                raw = repo.storage.read(pack_name(pack_id))
+                for blob_id, kind, offset, length in live:
+                    # Sealed blobs are bound to their id, not their pack: copied as they are.
+                    writer.add(kind, blob_id, raw[offset : offset + length])
+        writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+    new_name = new_index.save_new(repo.storage, repo.keys) if (new_index.has_new()) else None
+    old_indexes = list(head.indexes)
+    repo.commit(remove_indexes=old_indexes, add_indexes=[new_name] if new_name else [])
+    # From here on everything deleted is garbage.
+    for name in old_indexes:
+        repo.storage.delete(name)
+    for pack_id in doomed:
+        stats.bytes_freed += index.pack_sizes.get(pack_id, 0)
+        repo.storage.delete(pack_name(pack_id))
+        stats.packs_deleted += 1
+    live_snaps = set(head.snapshots)
+    for info in repo.storage.list("snapshots/"):
+        if info.name.split("/", 1)[1] not in live_snaps:
+            repo.storage.delete(info.name)
+    live_indexes = set(repo.head().indexes)
+    for info in repo.storage.list("index/"):
+        if info.name not in live_indexes:
+            repo.storage.delete(info.name)
+    indexed = set(new_index.pack_sizes)
+    for info in repo.storage.list("data/"):
+        if info.name.rsplit("/", 1)[-1] not in indexed:
+            stats.bytes_freed += info.size
+            repo.storage.delete(info.name)
+            stats.packs_deleted += 1
+    repo.reload_index()

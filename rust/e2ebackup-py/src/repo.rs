@@ -1,0 +1,149 @@
+//! Python API of the repository's bulk work: the keyed chunker and the blob codec. Both run
+//! without the GIL, the codec across cores.
+
+use e2ebackup_core::blob::{self, BlobKeys};
+use e2ebackup_core::cdc::{CdcParams, Chunker as CoreChunker};
+use e2ebackup_core::parallel::resolve_threads;
+use e2ebackup_core::Error;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList};
+
+use crate::buffers::{maybe_detach, ReadBuf};
+use crate::errors::BindingResult;
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Chunker>()?;
+    m.add_class::<BlobCodec>()?;
+    m.add_function(wrap_pyfunction!(looks_compressed, m)?)?;
+    m.add("MAX_BLOB_SIZE", blob::MAX_BLOB)?;
+    Ok(())
+}
+
+fn array<const N: usize>(obj: &Bound<'_, PyAny>, what: &str) -> BindingResult<[u8; N]> {
+    let buf = ReadBuf::get(obj, what)?;
+    buf.as_slice().try_into().map_err(|_| {
+        Error::InvalidArgument(format!("{what} must be {N} bytes, got {}", buf.len())).into()
+    })
+}
+
+/// Keyed content-defined chunker (FastCDC with a secret gear table).
+#[pyclass(module = "e2ebackup._core")]
+pub struct Chunker {
+    inner: CoreChunker,
+}
+
+#[pymethods]
+impl Chunker {
+    #[new]
+    #[pyo3(signature = (key, *, min_size=524288, avg_size=1048576, max_size=8388608))]
+    fn new(
+        key: &Bound<'_, PyAny>,
+        min_size: usize,
+        avg_size: usize,
+        max_size: usize,
+    ) -> BindingResult<Self> {
+        let key = array::<32>(key, "key")?;
+        let params = CdcParams {
+            min: min_size,
+            avg: avg_size,
+            max: max_size,
+        };
+        Ok(Chunker {
+            inner: CoreChunker::new(&key, params)?,
+        })
+    }
+
+    /// Offsets within `data` just past each chunk that ended in it.
+    fn feed(&mut self, py: Python<'_>, data: &Bound<'_, PyAny>) -> BindingResult<Vec<usize>> {
+        let data = ReadBuf::get(data, "data")?;
+        let inner = &mut self.inner;
+        Ok(maybe_detach(py, data.len(), || inner.feed(data.as_slice())))
+    }
+
+    /// Forgets a partial chunk, to start a new file.
+    fn reset(&mut self) {
+        self.inner.reset();
+    }
+}
+
+/// Ids, compression and encryption of repository blobs.
+#[pyclass(module = "e2ebackup._core", frozen)]
+pub struct BlobCodec {
+    keys: BlobKeys,
+}
+
+#[pymethods]
+impl BlobCodec {
+    #[new]
+    fn new(
+        id_key: &Bound<'_, PyAny>,
+        enc_key: &Bound<'_, PyAny>,
+        repo_id: &Bound<'_, PyAny>,
+    ) -> BindingResult<Self> {
+        let keys = BlobKeys::new(
+            array(id_key, "id_key")?,
+            array(enc_key, "enc_key")?,
+            array(repo_id, "repo_id")?,
+        );
+        Ok(BlobCodec { keys })
+    }
+
+    /// The blob id (keyed BLAKE3) of `data`.
+    fn id<'py>(
+        &self,
+        py: Python<'py>,
+        data: &Bound<'py, PyAny>,
+    ) -> BindingResult<Bound<'py, PyBytes>> {
+        let data = ReadBuf::get(data, "data")?;
+        let id = maybe_detach(py, data.len(), || self.keys.id(data.as_slice()));
+        Ok(PyBytes::new(py, &id))
+    }
+
+    /// Seals many blobs of one type in parallel: a list of `(id, sealed)` in input order.
+    #[pyo3(signature = (kind, blobs, *, threads=None))]
+    fn seal_many<'py>(
+        &self,
+        py: Python<'py>,
+        kind: u8,
+        blobs: &Bound<'py, PyList>,
+        threads: Option<usize>,
+    ) -> BindingResult<Vec<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)>> {
+        let threads = resolve_threads(threads)?;
+        let bufs = blobs
+            .iter()
+            .map(|b| ReadBuf::get(&b, "blob"))
+            .collect::<PyResult<Vec<_>>>()?;
+        let sealed = py.detach(|| {
+            let slices: Vec<&[u8]> = bufs.iter().map(ReadBuf::as_slice).collect();
+            self.keys.seal_many(kind, &slices, threads)
+        })?;
+        Ok(sealed
+            .into_iter()
+            .map(|(id, ct)| (PyBytes::new(py, &id), PyBytes::new(py, &ct)))
+            .collect())
+    }
+
+    /// Decrypts and checks one blob; `InvalidTag` if it was modified, moved or swapped.
+    fn open<'py>(
+        &self,
+        py: Python<'py>,
+        kind: u8,
+        id: &Bound<'py, PyAny>,
+        sealed: &Bound<'py, PyAny>,
+    ) -> BindingResult<Bound<'py, PyBytes>> {
+        let id = array::<32>(id, "id")?;
+        let sealed = ReadBuf::get(sealed, "sealed")?;
+        let data = maybe_detach(py, sealed.len(), || {
+            self.keys.open(kind, &id, sealed.as_slice())
+        })?;
+        Ok(PyBytes::new(py, &data))
+    }
+}
+
+/// Whether `data` starts like an already-compressed format (JPEG, PNG, MP4, ZIP...).
+#[pyfunction]
+fn looks_compressed(data: &Bound<'_, PyAny>) -> BindingResult<bool> {
+    Ok(blob::looks_compressed(
+        ReadBuf::get(data, "data")?.as_slice(),
+    ))
+}
