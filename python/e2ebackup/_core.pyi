@@ -4,16 +4,15 @@ from typing import Final, final
 from typing_extensions import Buffer
 
 __all__ = [
-    "MAX_BLOB_SIZE",
-    "BlobCodec",
-    "Chunker",
-    "looks_compressed",
     "CHUNK_SIZE",
     "HEADER_SIZE",
     "KEY_SIZE",
+    "MAX_BLOB_SIZE",
     "TAG_SIZE",
     "WRAPPED_KEY_SIZE",
+    "BlobCodec",
     "ChunkOpener",
+    "Chunker",
     "Decryptor",
     "Encryptor",
     "_encrypt_with_salt",
@@ -25,6 +24,7 @@ __all__ = [
     "encrypt_into",
     "generate_key",
     "hkdf_sha256",
+    "looks_compressed",
     "plaintext_length",
     "scrypt",
     "unwrap_key",
