@@ -22,9 +22,12 @@ fn argon2id_rfc9106_section_5_3() {
     );
 }
 
+/// password, salt, log2(N), r, p, expected output.
+type ScryptCase = (&'static [u8], &'static [u8], u8, u32, u32, &'static str);
+
 #[test]
 fn scrypt_rfc7914_section_12() {
-    let cases: [(&[u8], &[u8], u8, u32, u32, &str); 2] = [
+    let cases: [ScryptCase; 2] = [
         (b"password", b"NaCl", 10, 8, 16, "fdbabe1c9d3472007856e7190d01e9fe7c6ad7cbc8237830e77376634b3731622eaf30d92e22a3886ff109279d9830dac727afb94a83ee6d8360cbdfa2cc0640"),
         (b"pleaseletmein", b"SodiumChloride", 14, 8, 1, "7023bdcb3afd7348461c06cd81fd38ebfda8fbba904f8e3ea9b543f6545da1f2d5432955613f0fcf62d49705242a9af9e61e85dc0d651e40dfcf017b45575887"),
     ];
