@@ -8,6 +8,7 @@ __all__ = [
     "HEADER_SIZE",
     "KEY_SIZE",
     "MAX_BLOB_SIZE",
+    "OPAQUE_KSF_INTEROP",
     "TAG_SIZE",
     "WRAPPED_KEY_SIZE",
     "BlobCodec",
@@ -15,6 +16,9 @@ __all__ = [
     "Chunker",
     "Decryptor",
     "Encryptor",
+    "OpaqueClientLogin",
+    "OpaqueClientRegistration",
+    "OpaqueServer",
     "_encrypt_with_salt",
     "argon2id",
     "ciphertext_length",
@@ -25,6 +29,7 @@ __all__ = [
     "generate_key",
     "hkdf_sha256",
     "looks_compressed",
+    "opaque_registration_finish",
     "plaintext_length",
     "scrypt",
     "unwrap_key",
@@ -177,3 +182,54 @@ class BlobCodec:
     def open(self, kind: int, id: Buffer, sealed: Buffer) -> bytes: ...
 
 def looks_compressed(data: Buffer) -> bool: ...
+
+# OPAQUE, for the key vault (e2ebackup.vault wraps these).
+OPAQUE_KSF_INTEROP: Final[tuple[int, int, int]]
+
+@final
+class OpaqueServer:
+    def __new__(cls, setup: Buffer | None = None) -> OpaqueServer: ...
+    def setup_bytes(self) -> bytes: ...
+    @property
+    def public_key(self) -> bytes: ...
+    def registration_response(self, request: Buffer, credential_id: Buffer) -> bytes: ...
+    def login_start(
+        self,
+        request: Buffer,
+        credential_id: Buffer,
+        password_file: Buffer | None,
+        context: Buffer,
+    ) -> tuple[bytes, bytes]: ...
+    def login_finish(self, state: Buffer, context: Buffer, finalization: Buffer) -> bytes: ...
+
+def opaque_registration_finish(upload: Buffer) -> bytes: ...
+
+@final
+class OpaqueClientRegistration:
+    def __new__(cls, password: Buffer) -> OpaqueClientRegistration: ...
+    @property
+    def request(self) -> bytes: ...
+    def finish(
+        self,
+        password: Buffer,
+        response: Buffer,
+        *,
+        memory_kib: int = 19456,
+        iterations: int = 2,
+        parallelism: int = 1,
+    ) -> tuple[bytes, bytes, bytes]: ...
+
+@final
+class OpaqueClientLogin:
+    def __new__(cls, password: Buffer) -> OpaqueClientLogin: ...
+    @property
+    def request(self) -> bytes: ...
+    def finish(
+        self,
+        password: Buffer,
+        response: Buffer,
+        *,
+        memory_kib: int = 19456,
+        iterations: int = 2,
+        parallelism: int = 1,
+    ) -> tuple[bytes, bytes, bytes, bytes]: ...

@@ -26,6 +26,13 @@ __all__ = [
     "StoragePermissionDenied",
     "StorageUnavailable",
     "StreamFailed",
+    "VaultError",
+    "VaultKeyMismatch",
+    "VaultLocked",
+    "VaultLoginFailed",
+    "VaultProtocolError",
+    "VaultRecordGone",
+    "VaultUnavailable",
     "WhatsAppCorruptedError",
     "WhatsAppError",
     "WhatsAppFormatError",
@@ -138,3 +145,40 @@ class WhatsAppCorruptedError(WhatsAppError, InvalidTag):
 
 class WhatsAppTruncatedError(WhatsAppCorruptedError):
     """The backup ends early (an interrupted copy or download)."""
+
+
+class VaultError(E2EBackupError):
+    """The key vault refused or failed. Messages never contain the password or any key."""
+
+
+class VaultLoginFailed(VaultError, WrongPassword):
+    """The vault login did not verify: a wrong password (or a vault that does not hold this
+    record). ``attempts_left`` is how many more tries the vault allows before it deletes the
+    key for good, when the vault said so."""
+
+    def __init__(self, message: str, attempts_left: int | None = None) -> None:
+        super().__init__(message)
+        self.attempts_left = attempts_left
+
+
+class VaultRecordGone(VaultError):
+    """The vault no longer holds this key: too many wrong passwords, or it was deleted. Only
+    the recovery key opens the data now."""
+
+
+class VaultLocked(VaultError):
+    """The last allowed attempt is in progress elsewhere; try again in a minute."""
+
+
+class VaultProtocolError(VaultError):
+    """A vault message or key-vault slot that does not parse or does not fit the protocol."""
+
+
+class VaultUnavailable(VaultError):
+    """The vault cannot be reached or had an internal error; nothing was charged that a retry
+    cannot tell."""
+
+
+class VaultKeyMismatch(VaultError):
+    """The server is not the vault this key was registered with: its public key is not the
+    pinned one (a substituted or reinstalled vault)."""

@@ -38,6 +38,11 @@ pub enum Error {
     WhatsAppWrongKey(String),
     /// Reading or writing failed (the OS error number, if there is one, and its text).
     Io { errno: Option<i32>, message: String },
+    /// An OPAQUE login that did not verify: a wrong password, a vault without this record, or a
+    /// vault other than the one of the registration. Deliberately one variant.
+    VaultLoginFailed,
+    /// An OPAQUE message or vault state that does not parse; the text says which.
+    VaultProtocol(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -71,6 +76,10 @@ impl fmt::Display for Error {
             | Error::WhatsAppCorrupted(msg)
             | Error::WhatsAppWrongKey(msg) => f.write_str(msg),
             Error::Io { message, .. } => f.write_str(message),
+            Error::VaultLoginFailed => f.write_str(
+                "the vault login failed: wrong password, or the vault does not hold this key",
+            ),
+            Error::VaultProtocol(msg) => f.write_str(msg),
         }
     }
 }

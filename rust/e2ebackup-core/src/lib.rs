@@ -16,6 +16,7 @@ pub mod chunked;
 pub mod error;
 pub mod kdf;
 pub mod keyslot;
+pub mod opaque;
 pub mod parallel;
 pub mod rand;
 pub mod whatsapp;

@@ -13,6 +13,8 @@ pyo3::import_exception!(e2ebackup.errors, MessageTooLong);
 pyo3::import_exception!(e2ebackup.errors, KeyMismatch);
 pyo3::import_exception!(e2ebackup.errors, CorruptKeySlot);
 pyo3::import_exception!(e2ebackup.errors, KdfLimitExceeded);
+pyo3::import_exception!(e2ebackup.errors, VaultLoginFailed);
+pyo3::import_exception!(e2ebackup.errors, VaultProtocolError);
 pyo3::import_exception!(e2ebackup.errors, WhatsAppFormatError);
 pyo3::import_exception!(e2ebackup.errors, WhatsAppTruncatedError);
 pyo3::import_exception!(e2ebackup.errors, WhatsAppCorruptedError);
@@ -56,6 +58,8 @@ impl From<BindingError> for PyErr {
             Error::KeyMismatch => KeyMismatch::new_err(msg),
             Error::CorruptSlot => CorruptKeySlot::new_err(msg),
             Error::KdfLimit(_) => KdfLimitExceeded::new_err(msg),
+            Error::VaultLoginFailed => VaultLoginFailed::new_err(msg),
+            Error::VaultProtocol(_) => VaultProtocolError::new_err(msg),
             Error::WhatsAppFormat(_) => WhatsAppFormatError::new_err(msg),
             Error::WhatsAppTruncated(_) => WhatsAppTruncatedError::new_err(msg),
             Error::WhatsAppCorrupted(_) => WhatsAppCorruptedError::new_err(msg),

@@ -7,6 +7,7 @@ mod buffers;
 mod chunked;
 mod errors;
 mod keys;
+mod opaque;
 mod repo;
 
 use pyo3::prelude::*;
@@ -15,6 +16,7 @@ use pyo3::prelude::*;
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     chunked::register(m)?;
     keys::register(m)?;
+    opaque::register(m)?;
     repo::register(m)?;
     m.add("CHUNK_SIZE", e2ebackup_core::chunked::CHUNK_SIZE)?;
     m.add("HEADER_SIZE", e2ebackup_core::chunked::HEADER_SIZE)?;
