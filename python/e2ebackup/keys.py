@@ -119,7 +119,9 @@ class Argon2idParams:
         )
 
     def describe(self) -> str:
-        return f"argon2id m={self.memory_kib // 1024}MiB t={self.iterations} p={self.parallelism}"
+        m = self.memory_kib
+        memory = f"{m // 1024}MiB" if m % 1024 == 0 else f"{m}KiB"
+        return f"argon2id m={memory} t={self.iterations} p={self.parallelism}"
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,7 @@ class KeySlot:
         return {
             "kind": KIND_NAMES.get(self.kind, f"unknown-{self.kind}"),
             "label": self.label,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.created)),
+            "created": _timestamp(self.created),
             "kdf": self.kdf.describe() if self.kdf else None,
         }
 
@@ -144,7 +144,12 @@ class KeySlots:
         # Slots of kinds this version does not know (say a key-vault slot from a newer one)
         # are kept as they are, so rewriting the header does not lose them.
         self.unknown = list(unknown)
-        self.damaged = 0
+        # Kind bytes of the slots that failed their check or did not parse.
+        self.damaged_kinds: list[int] = []
+
+    @property
+    def damaged(self) -> int:
+        return len(self.damaged_kinds)
 
     # -- encoding ---------------------------------------------------------------------------
 
@@ -164,32 +169,33 @@ class KeySlots:
             raise CorruptKeySlot(
                 f"a container holds 1 to {MAX_SLOTS} key slots, not {count_raw[0]}"
             )
-        slots, unknown, damaged = [], [], 0
+        slots, unknown, damaged = [], [], []
         for _ in range(count_raw[0]):
             head, view = _take(view, 3)
             kind, length = struct.unpack(">BH", head)
             body, view = _take(view, length)
             check, view = _take(view, _CHECK)
             if check != _check_value(kind, body):
-                damaged += 1
+                damaged.append(kind)
                 continue
             if kind in KIND_NAMES:
                 try:
                     slots.append(_decode_body(kind, body))
                 except CorruptKeySlot:
-                    damaged += 1
+                    damaged.append(kind)
             else:
                 unknown.append(head + body + check)
         if len(view):
             raise CorruptKeySlot("trailing bytes after the key slots")
         result = cls(container_id, slots, unknown)
-        result.damaged = damaged
+        result.damaged_kinds = damaged
         return result
 
     # -- opening ----------------------------------------------------------------------------
 
     def _try(self, kind: int, kek_of: Callable[[KeySlot], bytes]) -> bytes:
-        damaged = self.damaged
+        # Only slots of the credential's kind matter (docs/FORMAT.md, Opening).
+        damaged = self.damaged_kinds.count(kind)
         candidates = [s for s in self.slots if s.kind == kind]
         for slot in candidates:
             try:
@@ -256,7 +262,7 @@ class KeySlots:
         """Removes slot ``index`` (as listed); never the last one."""
         if not 0 <= index < len(self.slots):
             raise InvalidArgument(f"no key slot {index}; there are {len(self.slots)}")
-        if len(self.slots) + len(self.unknown) == 1:
+        if len(self.slots) == 1:
             raise InvalidArgument("refusing to remove the last key slot: the data would be lost")
         return self.slots.pop(index)
 
@@ -295,3 +301,10 @@ def _password_kek(slot: KeySlot, password: bytes) -> bytes:
     if slot.kdf is None:
         raise CorruptKeySlot("password slot without password-hash parameters")
     return slot.kdf.derive(password, slot.salt)
+
+
+def _timestamp(seconds: int) -> str:
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+    except (OverflowError, OSError, ValueError):
+        return f"@{seconds}"  # out of the platform's range: shown raw

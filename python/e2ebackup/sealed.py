@@ -115,6 +115,8 @@ def _credentials(
 ) -> tuple[str | bytes | None, RecoveryKey | None]:
     if isinstance(recovery_key, str):
         recovery_key = RecoveryKey.parse(recovery_key)
+    elif recovery_key is not None and not isinstance(recovery_key, RecoveryKey):
+        raise InvalidArgument("recovery_key must be a RecoveryKey or its 64 hex digits")
     if password is None and recovery_key is None:
         raise InvalidArgument("a password or a recovery key is needed")
     return password, recovery_key

@@ -173,7 +173,7 @@ def load_key_slots(storage: Storage, repo_id: bytes) -> tuple[KeySlots, list[str
     names: list[str] = []
     for info in sorted(storage.list("keys/"), key=lambda o: o.name):
         one = KeySlots.decode(repo_id, storage.read(info.name))
-        slots.damaged += one.damaged
+        slots.damaged_kinds.extend(one.damaged_kinds)
         slots.unknown.extend(one.unknown)
         for slot in one.slots:
             slots.slots.append(slot)

@@ -1,0 +1,256 @@
+"""The repository: round trips, dedup, tampering and rollback, live SQLite, locks, keys."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from e2ebackup.errors import InvalidArgument, WrongPassword, WrongRecoveryKey
+from e2ebackup.keys import RecoveryKey
+from e2ebackup.repo.backup import backup
+from e2ebackup.repo.check import verify
+from e2ebackup.repo.lock import RepositoryLocked
+from e2ebackup.repo.objects import NotARepository, RepositoryCorrupted, write_json
+from e2ebackup.repo.prune import forget
+from e2ebackup.repo.repository import Repository
+from e2ebackup.repo.restore import restore
+from e2ebackup.storage import LocalStorage
+from repo_helpers import PASSWORD, make_tree, new_repo, open_repo, snapshot_of
+
+
+@pytest.fixture(autouse=True)
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("E2EBACKUP_STATE_DIR", str(tmp_path / "state"))
+
+
+def test_round_trip_restores_bit_identical(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_tree(src, small_files=2000, big=[20 << 20, 3 << 20])
+    repo = new_repo(tmp_path / "repo")
+    sid, stats = backup(repo, [str(src)])
+    assert stats.errors == 0
+    restore(open_repo(tmp_path / "repo"), "latest", str(tmp_path / "out"))
+    assert snapshot_of(tmp_path / "out" / "src") == snapshot_of(src)
+    # One file, and one subtree.
+    restore(repo, sid[:10], str(tmp_path / "one"), subpath="src/big1.bin")
+    assert (tmp_path / "one" / "big1.bin").read_bytes() == (src / "big1.bin").read_bytes()
+    restore(repo, sid, str(tmp_path / "sub"), subpath="src/many")
+    assert snapshot_of(tmp_path / "sub" / "many") == snapshot_of(src / "many")
+    report = verify(repo, read_data=True)
+    assert report.ok, report.errors
+    # 2000 small files became a handful of pack objects, not 2000.
+    assert len(list(repo.storage.list("data/"))) < 10
+
+
+@pytest.mark.slow
+def test_round_trip_with_large_files(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_tree(src, small_files=10_000, big=[1 << 30, 1 << 30])
+    repo = new_repo(tmp_path / "repo")
+    backup(repo, [str(src)])
+    restore(repo, "latest", str(tmp_path / "out"))
+    assert snapshot_of(tmp_path / "out" / "src") == snapshot_of(src)
+
+
+def test_incremental_backups_store_only_what_changed(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_tree(src, small_files=100, big=[64 << 20])
+    repo = new_repo(tmp_path / "repo")
+    _, first = backup(repo, [str(src)])
+    _, again = backup(repo, [str(src)])
+    assert again.bytes_added < 0.01 * first.bytes_added
+    assert again.bytes_read == 0  # unchanged files are not even read
+    with open(src / "big0.bin", "ab") as f:
+        f.write(os.urandom(1 << 20))
+    _, appended = backup(repo, [str(src)])
+    # About the appended megabyte (one or two chunks around the old end), not 65 MiB.
+    assert (1 << 20) <= appended.bytes_added < 12 << 20
+    assert appended.files_changed == 1
+    restore(repo, "latest", str(tmp_path / "out"))
+    assert (tmp_path / "out" / "src" / "big0.bin").read_bytes() == (src / "big0.bin").read_bytes()
+
+
+def test_live_sqlite_database_is_captured_consistently(tmp_path: Path) -> None:
+    db = tmp_path / "src" / "msgstore.db"
+    db.parent.mkdir()
+    con = sqlite3.connect(db)
+    con.execute("create table messages (id integer primary key, body text, mirror text)")
+    con.commit()
+    stop = threading.Event()
+
+    def writer() -> None:
+        w = sqlite3.connect(db)
+        i = 0
+        while not stop.is_set():
+            # Two rows per transaction that must always agree.
+            body = f"message {i} " * 50
+            w.execute("insert into messages (body, mirror) values (?, ?)", (body, body))
+            w.execute("insert into messages (body, mirror) values (?, ?)", (body, body))
+            w.commit()
+            i += 1
+        w.close()
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        time.sleep(0.2)
+        repo = new_repo(tmp_path / "repo")
+        _, stats = backup(repo, [str(db.parent)])
+    finally:
+        stop.set()
+        t.join()
+    assert stats.sqlite_captured == 1
+    restore(repo, "latest", str(tmp_path / "out"))
+    restored = sqlite3.connect(tmp_path / "out" / "src" / "msgstore.db")
+    assert restored.execute("pragma integrity_check").fetchone() == ("ok",)
+    count, bad = restored.execute("select count(*), sum(body != mirror) from messages").fetchone()
+    assert count > 0
+    assert count % 2 == 0
+    assert not bad
+
+
+def tamper(path: Path, offset: int = 100) -> None:
+    data = bytearray(path.read_bytes())
+    data[min(offset, len(data) - 1)] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_tampering_is_detected_by_verify_and_restore(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_tree(src, small_files=50, big=[4 << 20])
+    repo_path = tmp_path / "repo"
+    repo = new_repo(repo_path)
+    backup(repo, [str(src)])
+    packs = sorted((repo_path / "data").rglob("*"))
+    packs = [p for p in packs if p.is_file()]
+    biggest = max(packs, key=lambda p: p.stat().st_size)
+    tamper(biggest, 1000)
+    report = verify(open_repo(repo_path), read_data=True)
+    assert not report.ok
+    assert any("damaged" in e for e in report.errors)
+    with pytest.raises(RepositoryCorrupted):
+        restore(open_repo(repo_path), "latest", str(tmp_path / "out"))
+    # The damaged file was never published under its name.
+    assert not (tmp_path / "out" / "src" / "big0.bin").exists()
+    leftovers = [p for p in (tmp_path / "out").rglob("*e2ebackup-tmp")]
+    assert leftovers == []
+
+
+def test_deleted_swapped_and_replayed_objects(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_tree(src, small_files=5)
+    repo_path = tmp_path / "repo"
+    repo = new_repo(repo_path)
+    s1, _ = backup(repo, [str(src)])
+    (src / "new.txt").write_text("more")
+    s2, _ = backup(repo, [str(src)])
+    snap1 = repo_path / "snapshots" / s1
+    snap2 = repo_path / "snapshots" / s2
+    # Swapped: the contents of two snapshot objects exchanged.
+    a, b = snap1.read_bytes(), snap2.read_bytes()
+    snap1.write_bytes(b)
+    snap2.write_bytes(a)
+    assert not verify(open_repo(repo_path)).ok
+    with pytest.raises(RepositoryCorrupted):
+        restore(open_repo(repo_path), s1, str(tmp_path / "x"))
+    snap1.write_bytes(a)
+    snap2.write_bytes(b)
+    # Replayed: a forgotten snapshot put back is ignored and reported.
+    old = snap1.read_bytes()
+    forget(open_repo(repo_path), keep_last=1)
+    snap1.write_bytes(old)
+    repo = open_repo(repo_path)
+    assert [sid for sid, _ in repo.snapshots()] == [s2]
+    report = verify(repo)
+    assert report.ok
+    assert any("not in the repository's head" in w for w in report.warnings)
+    with pytest.raises(InvalidArgument):
+        restore(repo, s1[:12], str(tmp_path / "y"))
+    # Deleted: a pack or a live snapshot removed from the storage.
+    snap2.unlink()
+    assert any("deleted" in e for e in verify(open_repo(repo_path)).errors)
+
+
+def test_rollback_of_the_head_is_detected(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_tree(src, small_files=3)
+    repo_path = tmp_path / "repo"
+    repo = new_repo(repo_path)
+    backup(repo, [str(src)])
+    saved = {p.name: p.read_bytes() for p in (repo_path / "heads").iterdir()}
+    backup(repo, [str(src)])
+    for p in (repo_path / "heads").iterdir():
+        p.unlink()
+    for name, data in saved.items():
+        (repo_path / "heads" / name).write_bytes(data)
+    with pytest.raises(RepositoryCorrupted, match="rolled back"):
+        open_repo(repo_path).head()
+
+
+def test_forget_and_prune_free_space_and_keep_the_rest(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_tree(src, small_files=10, big=[8 << 20])
+    repo_path = tmp_path / "repo"
+    repo = new_repo(repo_path)
+    backup(repo, [str(src)])
+    (src / "big0.bin").write_bytes(os.urandom(8 << 20))
+    backup(repo, [str(src)])
+
+    def size() -> int:
+        return sum(p.stat().st_size for p in (repo_path / "data").rglob("*") if p.is_file())
+
+    before = size()
+    stats = forget(repo, keep_last=1, prune=True)
+    assert stats.snapshots_removed == 1
+    assert size() < before - (7 << 20)
+    assert verify(open_repo(repo_path), read_data=True).ok
+    restore(open_repo(repo_path), "latest", str(tmp_path / "out"))
+    assert snapshot_of(tmp_path / "out" / "src") == snapshot_of(src)
+
+
+def test_locks_exclude_writers_and_stale_locks_are_recovered(tmp_path: Path) -> None:
+    repo = new_repo(tmp_path / "repo")
+    (tmp_path / "src").mkdir()
+    with repo.lock(exclusive=True):
+        with pytest.raises(RepositoryLocked):
+            backup(open_repo(tmp_path / "repo"), [str(tmp_path / "src")])
+        with pytest.raises(RepositoryLocked):
+            restore(open_repo(tmp_path / "repo"), "latest", str(tmp_path / "o"))
+    # A lock left by a process that died (kill -9) is stale and removed.
+    lock = repo.lock(exclusive=True)
+    record = lock._record()  # forging the lock of a process that died
+    record["pid"] = 2**22 + 12345
+    write_json(repo.storage, repo.keys, lock.name, record)
+    backup(open_repo(tmp_path / "repo"), [str(tmp_path / "src")])
+
+
+def test_keys_of_a_repository(tmp_path: Path) -> None:
+    rk = RecoveryKey.generate()
+    path = tmp_path / "repo"
+    repo = Repository.init(
+        LocalStorage(path), password=PASSWORD, recovery_key=rk, kdf=__import__("repo_helpers").FAST
+    )
+    with pytest.raises(WrongPassword):
+        Repository.open(LocalStorage(path), password="nope")
+    with pytest.raises(WrongRecoveryKey):
+        Repository.open(LocalStorage(path), recovery_key=RecoveryKey.generate())
+    assert Repository.open(LocalStorage(path), recovery_key=rk).id == repo.id
+    repo.change_password(PASSWORD, "new password")
+    with pytest.raises(WrongPassword):
+        Repository.open(LocalStorage(path), password=PASSWORD)
+    repo2 = Repository.open(LocalStorage(path), password="new password")
+    slots, _ = repo2.key_slots()
+    assert sorted(str(s["kind"]) for s in slots.describe()) == ["password", "recovery-key"]
+    repo2.remove_key(0)
+    with pytest.raises(InvalidArgument, match="last key"):
+        repo2.remove_key(0)
+    with pytest.raises(NotARepository):
+        Repository.open(LocalStorage(tmp_path / "empty"), password="x")
+    with pytest.raises(InvalidArgument):
+        Repository.init(LocalStorage(path), password="x")
+    shutil.rmtree(path)
