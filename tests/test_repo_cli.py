@@ -1,0 +1,134 @@
+"""The repository through the command line, as a user runs it, including kill -9 mid-backup."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from repo_helpers import make_tree, snapshot_of
+
+
+def env(tmp: Path, **extra: str) -> dict[str, str]:
+    e = {k: v for k, v in os.environ.items() if not k.startswith("E2EBACKUP_")}
+    e.update({"E2EBACKUP_PASSWORD": "pw", "E2EBACKUP_STATE_DIR": str(tmp / "state")})
+    e.update(extra)
+    return e
+
+
+def cli(tmp: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "e2ebackup", *args],
+        capture_output=True,
+        text=True,
+        env=env(tmp, **extra),
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+def init(tmp: Path) -> str:
+    repo = str(tmp / "repo")
+    r = cli(tmp, "init", "-r", repo, "--recovery-key", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert len(out["recovery_key"].split()) == 16
+    return repo
+
+
+def test_init_backup_snapshots_ls_restore_verify_forget(tmp_path: Path) -> None:
+    src = tmp_path / "photos"
+    make_tree(src, small_files=20, big=[2 << 20])
+    repo = init(tmp_path)
+    r = cli(tmp_path, "backup", "-r", repo, str(src), "--tag", "daily")
+    assert r.returncode == 0, r.stderr
+    assert "snapshot" in r.stdout
+    r = cli(tmp_path, "backup", str(src), "--json", E2EBACKUP_REPOSITORY=repo)
+    stats = json.loads(r.stdout)["stats"]
+    assert stats["files_unmodified"] > 20
+    assert stats["bytes_added"] < 10_000
+    snaps = json.loads(cli(tmp_path, "snapshots", "-r", repo, "--json").stdout)
+    assert len(snaps) == 2
+    assert snaps[0]["tags"] == ["daily"]
+    listing = json.loads(cli(tmp_path, "ls", "-r", repo, snaps[0]["id"][:8], "--json").stdout)
+    assert any(row["path"] == "photos/big0.bin" for row in listing)
+    r = cli(tmp_path, "restore", "-r", repo, "latest", "--target", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    assert snapshot_of(tmp_path / "out" / "photos") == snapshot_of(src)
+    # Never overwrites unless asked.
+    (tmp_path / "out" / "photos" / "private.key").write_bytes(b"changed by the user")
+    r = cli(tmp_path, "restore", "-r", repo, "latest", "--target", str(tmp_path / "out"))
+    assert r.returncode == 3
+    assert "not replaced" in r.stderr
+    assert (tmp_path / "out" / "photos" / "private.key").read_bytes() == b"changed by the user"
+    r = cli(
+        tmp_path, "restore", "-r", repo, "latest", "--target", str(tmp_path / "out"), "--overwrite"
+    )
+    assert r.returncode == 0
+    assert (tmp_path / "out" / "photos" / "private.key").read_bytes() == b"secret"
+    r = cli(tmp_path, "verify", "-r", repo, "--read-data", "--json")
+    assert r.returncode == 0
+    assert json.loads(r.stdout)["ok"]
+    r = cli(tmp_path, "forget", "-r", repo, "--keep-last", "1", "--prune")
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads(cli(tmp_path, "snapshots", "-r", repo, "--json").stdout)) == 1
+
+
+def test_credentials_and_keys_through_the_cli(tmp_path: Path) -> None:
+    repo = str(tmp_path / "repo")
+    r = cli(tmp_path, "init", "-r", repo, "--recovery-key", "--json")
+    rk = json.loads(r.stdout)["recovery_key"]
+    assert cli(tmp_path, "snapshots", "-r", repo, E2EBACKUP_PASSWORD="wrong").returncode == 1
+    r = cli(tmp_path, "snapshots", "-r", repo, E2EBACKUP_PASSWORD="", E2EBACKUP_RECOVERY_KEY=rk)
+    assert r.returncode == 0, r.stderr
+    assert cli(tmp_path, "snapshots", "-r", str(tmp_path / "nothing")).returncode == 1
+    assert cli(tmp_path, "snapshots").returncode == 2  # no repository given
+    (tmp_path / "new").write_text("second")
+    r = cli(tmp_path, "key", "add", "-r", repo, "--new-password-file", str(tmp_path / "new"))
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(cli(tmp_path, "key", "list", "-r", repo, "--json").stdout)
+    assert sorted(row["kind"] for row in rows) == ["password", "password", "recovery-key"]
+    assert cli(tmp_path, "key", "check", "-r", repo, E2EBACKUP_PASSWORD="second").returncode == 0
+
+
+def test_kill_9_during_backup_at_random_points(tmp_path: Path) -> None:
+    src = tmp_path / "data"
+    make_tree(src, small_files=400, big=[24 << 20, 16 << 20])
+    repo = init(tmp_path)
+    assert cli(tmp_path, "backup", "-r", repo, str(src / "many")).returncode == 0
+    rng = random.Random(1234)
+    for i in range(20):
+        (src / f"changing-{i}.bin").write_bytes(os.urandom(1 << 20))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "e2ebackup", "backup", "-r", repo, str(src), "-q"],
+            env=env(tmp_path),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(rng.uniform(0.05, 1.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        # The dead process's lock is recovered; earlier snapshots stay intact.
+        r = cli(tmp_path, "verify", "-r", repo, "--json")
+        assert r.returncode == 0, (i, r.stdout, r.stderr)
+    r = cli(tmp_path, "backup", "-r", repo, str(src), "--json")
+    assert r.returncode == 0, r.stderr
+    stats = json.loads(r.stdout)["stats"]
+    # Packs stored by killed runs were recovered and reused, not uploaded again.
+    total = sum(f.stat().st_size for f in src.rglob("*") if f.is_file() and not f.is_symlink())
+    assert stats["bytes_added"] < total
+    r = cli(tmp_path, "verify", "-r", repo, "--read-data")
+    assert r.returncode == 0, r.stderr
+    r = cli(tmp_path, "restore", "-r", repo, "latest", "--target", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    assert snapshot_of(tmp_path / "out" / "data") == snapshot_of(src)
+    first = json.loads(cli(tmp_path, "snapshots", "-r", repo, "--json").stdout)[0]
+    r = cli(tmp_path, "restore", "-r", repo, first["id"], "--target", str(tmp_path / "first"))
+    assert r.returncode == 0, r.stderr
+    assert snapshot_of(tmp_path / "first" / "many") == snapshot_of(src / "many")
