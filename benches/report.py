@@ -355,6 +355,24 @@ def rss_rows(rss: dict[str, Any] | None, why: str) -> list[Row]:
                 why_missing=why,
             )
         )
+        rows.append(
+            Row(
+                f"{size} {name}: throughput as % of a plain copy+fsync of the same file",
+                case.get("fraction_of_copy") if case else None,
+                None,
+                unit="%",
+                why_missing=why if not rss else "not in this peak_rss.py result",
+            )
+        )
+    rows.append(
+        Row(
+            f"{size} ceiling: plain copy+fsync (no crypto) as % of in-memory encrypt_into",
+            rss.get("copy_fraction_of_memory") if rss else None,
+            None,
+            unit="%",
+            why_missing=why if not rss else "not in this peak_rss.py result",
+        )
+    )
     return rows
 
 
