@@ -96,11 +96,24 @@ def test_readme_quick_start_main_job_works(tmp_path: Path) -> None:
     assert test_command == "bash tools/test.sh"
     steps = install_and_run.split(" && ")
     assert steps[0] == "python3 -m pip install ."  # the package is already installed here
-    shutil.copy(readme, tmp_path / "README.md")
+    shutil.copytree(readme.parent / "python", tmp_path / "python")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("E2EBACKUP_")}
+    env["E2EBACKUP_STATE_DIR"] = str(tmp_path / "state")
     for step in steps[1:]:
         argv = shlex.split(step)
+        if argv[0] == "export":
+            name, value = argv[1].split("=", 1)
+            env[name] = value
+            continue
         assert argv[:3] == ["python3", "-m", "e2ebackup"]
-        r = subprocess.run([sys.executable, *argv[1:]], cwd=tmp_path, capture_output=True)
+        r = subprocess.run(
+            [sys.executable, *argv[1:]],
+            cwd=tmp_path,
+            capture_output=True,
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
         assert r.returncode == 0, r.stderr
-    assert (tmp_path / "README.restored.md").read_bytes() == readme.read_bytes()
-    assert (tmp_path / "backup" / "README.md.e2e").exists()
+    for f in (tmp_path / "python").rglob("*.py"):
+        restored = tmp_path / "restored" / f.relative_to(tmp_path)
+        assert restored.read_bytes() == f.read_bytes()
