@@ -1,5 +1,6 @@
 # Type stubs for the compiled module e2ebackup._core (checked by mypy.stubtest).
-from typing import Final, final
+from collections.abc import Callable
+from typing import Any, Final, Protocol, final
 
 from typing_extensions import Buffer
 
@@ -33,6 +34,9 @@ __all__ = [
     "plaintext_length",
     "scrypt",
     "unwrap_key",
+    "whatsapp_decrypt",
+    "whatsapp_encrypt",
+    "whatsapp_parse_header",
     "wrap_key",
 ]
 
@@ -233,3 +237,35 @@ class OpaqueClientLogin:
         iterations: int = 2,
         parallelism: int = 1,
     ) -> tuple[bytes, bytes, bytes, bytes]: ...
+
+# WhatsApp crypt15 (e2ebackup.whatsapp wraps these). Sources and sinks are file descriptors or
+# objects with read(n) / write(b) and flush().
+class _Source(Protocol):
+    def read(self, size: int, /) -> bytes: ...
+
+class _Sink(Protocol):
+    def write(self, data: bytes, /) -> int | None: ...
+    def flush(self) -> object: ...
+
+def whatsapp_parse_header(data: Buffer, *, at_eof: bool = False) -> dict[str, Any] | None: ...
+def whatsapp_decrypt(
+    key: Buffer,
+    key_kind: str,
+    src: int | _Source,
+    dst: int | _Sink,
+    *,
+    decompress: bool = True,
+    progress: Callable[[int], object] | None = None,
+) -> dict[str, Any]: ...
+def whatsapp_encrypt(
+    key: Buffer,
+    src: int | _Source,
+    dst: int | _Sink,
+    *,
+    info_raw: Buffer | None = None,
+    info_fields: tuple[str | None, str | None, int | None, list[tuple[int, bool]]] | None = None,
+    level: int = 1,
+    multi_file: bool = False,
+    iv: Buffer | None = None,
+    progress: Callable[[int], object] | None = None,
+) -> dict[str, Any]: ...

@@ -120,6 +120,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_password_options(rotate)
     add_recovery_key_options(rotate)
+    from e2ebackup import _cli_whatsapp
+
+    _cli_whatsapp.add_parser(commands)
     return parser
 
 
@@ -261,6 +264,10 @@ def _rotate(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command == "whatsapp":
+            from e2ebackup import _cli_whatsapp
+
+            return _cli_whatsapp.run(args)
         if args.command == "keygen":
             return _keygen(args)
         if args.command == "key":

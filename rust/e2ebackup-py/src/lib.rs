@@ -9,6 +9,7 @@ mod errors;
 mod keys;
 mod opaque;
 mod repo;
+mod whatsapp;
 
 use pyo3::prelude::*;
 
@@ -16,6 +17,7 @@ use pyo3::prelude::*;
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     chunked::register(m)?;
     keys::register(m)?;
+    whatsapp::register(m)?;
     opaque::register(m)?;
     repo::register(m)?;
     m.add("CHUNK_SIZE", e2ebackup_core::chunked::CHUNK_SIZE)?;
