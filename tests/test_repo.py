@@ -254,3 +254,33 @@ def test_keys_of_a_repository(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument):
         Repository.init(LocalStorage(path), password="x")
     shutil.rmtree(path)
+
+
+def test_rotate_copies_everything_under_a_new_key(tmp_path: Path) -> None:
+    from e2ebackup.repo.rotate import rotate
+
+    src = tmp_path / "src"
+    make_tree(src, small_files=30, big=[3 << 20])
+    old = new_repo(tmp_path / "old")
+    backup(old, [str(src)])
+    (src / "later.txt").write_text("second snapshot")
+    backup(old, [str(src)])
+    rk = RecoveryKey.generate()
+    new = rotate(old, LocalStorage(tmp_path / "new"), password="new pw", recovery_key=rk)
+    assert new.id != old.id
+    assert len(list(new.snapshots())) == 2
+    assert verify(new, read_data=True).ok
+    reopened = Repository.open(LocalStorage(tmp_path / "new"), recovery_key=rk)
+    restore(reopened, "latest", str(tmp_path / "out"))
+    assert snapshot_of(tmp_path / "out" / "src") == snapshot_of(src)
+    # No blob of the new repository opens with the old repository's keys.
+    loc_id, loc = next(iter(new.index.items()))
+    sealed = new.storage.read(
+        f"data/{loc.pack[:2]}/{loc.pack}", offset=loc.offset, length=loc.length
+    )
+    from e2ebackup.errors import InvalidTag
+
+    with pytest.raises(InvalidTag):
+        old.codec.open(loc.kind, loc_id, sealed)
+    with pytest.raises(WrongPassword):
+        Repository.open(LocalStorage(tmp_path / "new"), password=PASSWORD)

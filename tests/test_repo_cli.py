@@ -132,3 +132,28 @@ def test_kill_9_during_backup_at_random_points(tmp_path: Path) -> None:
     r = cli(tmp_path, "restore", "-r", repo, first["id"], "--target", str(tmp_path / "first"))
     assert r.returncode == 0, r.stderr
     assert snapshot_of(tmp_path / "first" / "many") == snapshot_of(src / "many")
+
+
+def test_rotate_into_a_new_repository(tmp_path: Path) -> None:
+    src = tmp_path / "data"
+    make_tree(src, small_files=5)
+    repo = init(tmp_path)
+    assert cli(tmp_path, "backup", "-r", repo, str(src)).returncode == 0
+    new = str(tmp_path / "rotated")
+    r = cli(tmp_path, "rotate", "-r", repo, "--to", new, "--new-recovery-key", "--json")
+    assert r.returncode == 0, r.stderr
+    rk = json.loads(r.stdout)["recovery_key"]
+    r = cli(
+        tmp_path,
+        "restore",
+        "-r",
+        new,
+        "latest",
+        "--target",
+        str(tmp_path / "out"),
+        E2EBACKUP_PASSWORD="",
+        E2EBACKUP_RECOVERY_KEY=rk,
+    )
+    assert r.returncode == 0, r.stderr
+    assert snapshot_of(tmp_path / "out" / "data") == snapshot_of(src)
+    assert cli(tmp_path, "rotate", "-r", repo).returncode == 2  # --to is required

@@ -354,3 +354,31 @@ def key_command(args: argparse.Namespace) -> int:
         with repo.lock(exclusive=True):
             repo.add_password(_new_password(args), label=args.label)
     return EXIT_OK
+
+
+def rotate_command(args: argparse.Namespace) -> int:
+    """``rotate -r OLD --to NEW``: every snapshot copied under a new data key."""
+    from e2ebackup.repo.rotate import rotate
+
+    if not args.to:
+        raise InvalidArgument("rotating a repository needs --to NEW_LOCATION")
+    old = open_repo(args)
+    recovery_key = read_recovery_key(args)
+    if args.new_recovery_key:
+        recovery_key = RecoveryKey.generate()
+    password = None if args.no_password else read_password(args)
+    new = rotate(
+        old, open_storage(args.to, create=True), password=password, recovery_key=recovery_key
+    )
+    if args.new_recovery_key and recovery_key is not None and not args.json:
+        show_recovery_key(recovery_key, args.qr)
+    value = {"old": old.id, "new": new.id, "location": args.to}
+    if args.new_recovery_key and recovery_key is not None:
+        value["recovery_key"] = recovery_key.reveal()
+    _out(
+        args,
+        value,
+        f"rotated {old.id[:8]} into {new.id[:8]} at {args.to}; verify it, then "
+        "delete the old repository",
+    )
+    return EXIT_OK

@@ -114,7 +114,13 @@ def _parser() -> argparse.ArgumentParser:
     rotate = commands.add_parser(
         "rotate", help="re-encrypt a sealed file under a new data key (streaming)"
     )
-    rotate.add_argument("file", metavar="FILE")
+    rotate.add_argument("file", metavar="FILE", nargs="?", help="a sealed file, or use -r REPO")
+    rotate.add_argument("-r", "--repo", help="with --to: the repository to rotate")
+    rotate.add_argument("--to", metavar="REPO", help="the new repository (a new location)")
+    rotate.add_argument("--new-recovery-key", action="store_true")
+    rotate.add_argument("--qr", metavar="PATH")
+    rotate.add_argument("--json", action="store_true")
+    rotate.add_argument("-q", "--quiet", action="store_true")
     rotate.add_argument(
         "--no-password", action="store_true", help="keep only the recovery-key slot"
     )
@@ -252,6 +258,8 @@ def _key(args: argparse.Namespace) -> int:
 
 
 def _rotate(args: argparse.Namespace) -> int:
+    if args.file is None:
+        return _cli_repo.rotate_command(args)
     # The new file gets a slot for each credential given here, and no others.
     recovery_key = read_recovery_key(args)
     password = None if args.no_password else read_password(args)
