@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import array
 import mmap
-import sys
-import threading
-import time
 
 import e2ebackup
 import numpy as np
 import pytest
 from e2ebackup import _core
 from e2ebackup.errors import E2EBackupError, InvalidArgument, InvalidTag
-from helpers import BOUNDARY_LENGTHS, CHUNK, random_bytes
+from helpers import BOUNDARY_LENGTHS, CHUNK, random_bytes, runs_without_the_gil
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -202,31 +199,9 @@ def test_tamper_matrix_raises_invalid_tag_everywhere(key: bytes, algorithm: str)
 
 def test_the_gil_is_released_during_large_operations(key: bytes) -> None:
     data = bytes(128 << 20)
-    count = 0
-    stop = threading.Event()
-
-    def counter() -> None:
-        nonlocal count
-        while not stop.is_set():
-            count += 1
-            time.sleep(0.0001)  # hands the GIL back at once
-
-    old = sys.getswitchinterval()
-    # With a huge switch interval the counter can only run while we do not hold the GIL.
-    sys.setswitchinterval(100.0)
-    t = threading.Thread(target=counter)
-    t.start()
-    try:
-        time.sleep(0.01)
-        before = count
-        ct = e2ebackup.encrypt(key, data, threads=1)
-        after = count
-    finally:
-        stop.set()
-        sys.setswitchinterval(old)
-        t.join()
-    assert after > before
-    assert len(ct) == e2ebackup.ciphertext_length(len(data))
+    results: list[bytes] = []
+    assert runs_without_the_gil(lambda: results.append(e2ebackup.encrypt(key, data, threads=1)))
+    assert len(results[0]) == e2ebackup.ciphertext_length(len(data))
 
 
 def test_secrets_stay_out_of_reprs_and_errors() -> None:

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
-import threading
-import time
 import unicodedata
 from pathlib import Path
 
@@ -15,6 +12,7 @@ from argon2.low_level import Type, hash_secret_raw
 from e2ebackup import _core
 from e2ebackup.errors import InvalidArgument, KdfLimitExceeded
 from e2ebackup.keys import Argon2idParams, RecoveryKey, ScryptParams, calibrate, normalize_password
+from helpers import runs_without_the_gil
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -87,29 +85,7 @@ def test_scrypt_limits() -> None:
 
 
 def test_two_derivations_run_in_parallel_without_the_gil() -> None:
-    count = 0
-    stop = threading.Event()
-
-    def counter() -> None:
-        nonlocal count
-        while not stop.is_set():
-            count += 1
-            time.sleep(0.0001)
-
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(100.0)
-    t = threading.Thread(target=counter)
-    t.start()
-    try:
-        time.sleep(0.01)
-        before = count
-        _core.argon2id(b"pw", b"s" * 16)
-        after = count
-    finally:
-        stop.set()
-        sys.setswitchinterval(old)
-        t.join()
-    assert after > before
+    assert runs_without_the_gil(lambda: _core.argon2id(b"pw", b"s" * 16))
 
 
 def test_recovery_keys_look_like_whatsapps_and_stay_hidden(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 //! opener behind the seekable reader.
 
 use e2ebackup_core::chunked::{
-    self, Algorithm, Decryptor as CoreDecryptor, Encryptor as CoreEncryptor, MessageKeys,
+    self, Algorithm, Decryptor as CoreDecryptor, Encryptor as CoreEncryptor, MessageKeys, Stream,
     HEADER_SIZE, KEY_SIZE, SALT_SIZE,
 };
 use e2ebackup_core::parallel::resolve_threads;
@@ -248,6 +248,45 @@ fn _encrypt_with_salt<'py>(
     })
 }
 
+// The four stream methods, shared by Encryptor and Decryptor.
+
+fn stream_update<'py, S: Stream + Send>(
+    inner: &mut S,
+    py: Python<'py>,
+    data: &Bound<'py, PyAny>,
+) -> BindingResult<Bound<'py, PyBytes>> {
+    let data = ReadBuf::get(data, "data")?;
+    let len = inner.update_len(data.len());
+    new_bytes(py, len, |out| inner.update_into(data.as_slice(), out))
+}
+
+fn stream_update_into<S: Stream + Send>(
+    inner: &mut S,
+    py: Python<'_>,
+    data: &Bound<'_, PyAny>,
+    buf: &Bound<'_, PyAny>,
+) -> BindingResult<usize> {
+    let data = ReadBuf::get(data, "data")?;
+    let mut buf = WriteBuf::get(buf, "buf")?;
+    buf.check_disjoint(&data)?;
+    Ok(maybe_detach(py, data.len(), || {
+        inner.update_into(data.as_slice(), buf.as_mut_slice())
+    })?)
+}
+
+fn stream_update_length<S: Stream>(inner: &S, length: i64) -> BindingResult<usize> {
+    let length = non_negative(length, "length")?;
+    Ok(inner.update_len(usize::try_from(length).map_err(|_| too_large("length"))?))
+}
+
+fn stream_finalize<'py, S: Stream + Send>(
+    inner: &mut S,
+    py: Python<'py>,
+) -> BindingResult<Bound<'py, PyBytes>> {
+    let len = inner.finalize_len();
+    new_bytes(py, len, |out| inner.finalize_into(out))
+}
+
 /// Streaming encryption of one message; a drop-in for `Cobblestone256Encryptor`.
 #[pyclass(module = "e2ebackup._core")]
 pub struct Encryptor {
@@ -294,10 +333,7 @@ impl Encryptor {
         py: Python<'py>,
         data: &Bound<'py, PyAny>,
     ) -> BindingResult<Bound<'py, PyBytes>> {
-        let data = ReadBuf::get(data, "data")?;
-        let inner = &mut self.inner;
-        let len = inner.update_len(data.len());
-        new_bytes(py, len, |out| inner.update_into(data.as_slice(), out))
+        stream_update(&mut self.inner, py, data)
     }
 
     fn update_into(
@@ -306,27 +342,16 @@ impl Encryptor {
         data: &Bound<'_, PyAny>,
         buf: &Bound<'_, PyAny>,
     ) -> BindingResult<usize> {
-        let data = ReadBuf::get(data, "data")?;
-        let mut buf = WriteBuf::get(buf, "buf")?;
-        buf.check_disjoint(&data)?;
-        let inner = &mut self.inner;
-        Ok(maybe_detach(py, data.len(), || {
-            inner.update_into(data.as_slice(), buf.as_mut_slice())
-        })?)
+        stream_update_into(&mut self.inner, py, data, buf)
     }
 
     /// Bytes that `update` with `length` more bytes returns (what `update_into` needs).
     fn update_length(&self, length: i64) -> BindingResult<usize> {
-        let length = non_negative(length, "length")?;
-        Ok(self
-            .inner
-            .update_len(usize::try_from(length).map_err(|_| too_large("length"))?))
+        stream_update_length(&self.inner, length)
     }
 
     fn finalize<'py>(&mut self, py: Python<'py>) -> BindingResult<Bound<'py, PyBytes>> {
-        let inner = &mut self.inner;
-        let len = inner.finalize_len();
-        new_bytes(py, len, |out| inner.finalize_into(out))
+        stream_finalize(&mut self.inner, py)
     }
 }
 
@@ -356,10 +381,7 @@ impl Decryptor {
         py: Python<'py>,
         data: &Bound<'py, PyAny>,
     ) -> BindingResult<Bound<'py, PyBytes>> {
-        let data = ReadBuf::get(data, "data")?;
-        let inner = &mut self.inner;
-        let len = inner.update_len(data.len());
-        new_bytes(py, len, |out| inner.update_into(data.as_slice(), out))
+        stream_update(&mut self.inner, py, data)
     }
 
     fn update_into(
@@ -368,27 +390,16 @@ impl Decryptor {
         data: &Bound<'_, PyAny>,
         buf: &Bound<'_, PyAny>,
     ) -> BindingResult<usize> {
-        let data = ReadBuf::get(data, "data")?;
-        let mut buf = WriteBuf::get(buf, "buf")?;
-        buf.check_disjoint(&data)?;
-        let inner = &mut self.inner;
-        Ok(maybe_detach(py, data.len(), || {
-            inner.update_into(data.as_slice(), buf.as_mut_slice())
-        })?)
+        stream_update_into(&mut self.inner, py, data, buf)
     }
 
     /// Bytes that `update` with `length` more bytes returns (what `update_into` needs).
     fn update_length(&self, length: i64) -> BindingResult<usize> {
-        let length = non_negative(length, "length")?;
-        Ok(self
-            .inner
-            .update_len(usize::try_from(length).map_err(|_| too_large("length"))?))
+        stream_update_length(&self.inner, length)
     }
 
     fn finalize<'py>(&mut self, py: Python<'py>) -> BindingResult<Bound<'py, PyBytes>> {
-        let inner = &mut self.inner;
-        let len = inner.finalize_len();
-        new_bytes(py, len, |out| inner.finalize_into(out))
+        stream_finalize(&mut self.inner, py)
     }
 }
 

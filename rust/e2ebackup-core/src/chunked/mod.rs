@@ -12,7 +12,7 @@ mod stream;
 
 pub use keys::{Algorithm, MessageKeys};
 pub use layout::{ciphertext_len, plaintext_len, run_plaintext_len};
-pub use stream::{Decryptor, Encryptor};
+pub use stream::{Decryptor, Encryptor, Stream};
 
 use crate::error::{Error, Result};
 use crate::rand;

@@ -40,6 +40,16 @@ fn check_room(needed: usize, out: &[u8]) -> Result<()> {
     }
 }
 
+/// What the two streaming contexts share: exact output sizes, then the work into a buffer.
+pub trait Stream {
+    /// Exactly how many bytes `update_into` with `len` more input bytes produces.
+    fn update_len(&self, len: usize) -> usize;
+    fn update_into(&mut self, data: &[u8], out: &mut [u8]) -> Result<usize>;
+    /// How many bytes `finalize_into` needs (exact for valid input).
+    fn finalize_len(&self) -> usize;
+    fn finalize_into(&mut self, out: &mut [u8]) -> Result<usize>;
+}
+
 /// Encrypts one message given in pieces. Whole chunks are sealed as soon as they are complete,
 /// so at most one partial chunk of plaintext is ever buffered.
 pub struct Encryptor {
@@ -301,3 +311,25 @@ impl Decryptor {
         result
     }
 }
+
+macro_rules! impl_stream {
+    ($ty:ty) => {
+        impl Stream for $ty {
+            fn update_len(&self, len: usize) -> usize {
+                <$ty>::update_len(self, len)
+            }
+            fn update_into(&mut self, data: &[u8], out: &mut [u8]) -> Result<usize> {
+                <$ty>::update_into(self, data, out)
+            }
+            fn finalize_len(&self) -> usize {
+                <$ty>::finalize_len(self)
+            }
+            fn finalize_into(&mut self, out: &mut [u8]) -> Result<usize> {
+                <$ty>::finalize_into(self, out)
+            }
+        }
+    };
+}
+
+impl_stream!(Encryptor);
+impl_stream!(Decryptor);
