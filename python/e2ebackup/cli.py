@@ -28,6 +28,7 @@ from e2ebackup._hexkey import read_key_file
 from e2ebackup._paths import atomic_output
 from e2ebackup.errors import E2EBackupError, InvalidArgument
 from e2ebackup.keys import Argon2idParams, RecoveryKey, ScryptParams
+from e2ebackup.vault import cli as vault_cli
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_IO, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -83,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
             )
             cmd.add_argument("--qr", metavar="PATH", help="QR code of the new recovery key")
             cmd.add_argument("--kdf", choices=["argon2id", "scrypt"], default="argon2id")
+            vault_cli.add_encrypt_options(cmd)
 
     key = commands.add_parser("key", help="list, add, remove or change the key slots of a file")
     key_commands = key.add_subparsers(dest="key_command", required=True, metavar="ACTION")
@@ -126,6 +128,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_password_options(rotate)
     add_recovery_key_options(rotate)
+    vault_cli.add_vault_parser(commands)
     from e2ebackup import _cli_whatsapp
 
     _cli_whatsapp.add_parser(commands)
@@ -196,6 +199,7 @@ def _transform(args: argparse.Namespace) -> int:
             password=password,
             recovery_key=recovery_key,
             kdf=ScryptParams() if args.kdf == "scrypt" else Argon2idParams(),
+            vault=vault_cli.vault_from_args(args, has_recovery_key=recovery_key is not None),
             algorithm=args.algorithm,
             **common,
         )
@@ -236,6 +240,8 @@ def _key(args: argparse.Namespace) -> int:
         else:
             for i, slot in enumerate(slots):
                 kdf = f"  {slot['kdf']}" if slot["kdf"] else ""
+                if isinstance(vault := slot.get("vault"), dict):
+                    kdf = f"  {vault['url']}  key {vault['public_key'][:16]}"
                 label = f"  {slot['label']!r}" if slot["label"] else ""
                 print(f"{i}  {slot['kind']:<13} {slot['created']}{kdf}{label}")
         return EXIT_OK
@@ -276,6 +282,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from e2ebackup import _cli_whatsapp
 
             return _cli_whatsapp.run(args)
+        if args.command == "vault":
+            return vault_cli.run_vault(args)
         if args.command == "keygen":
             return _keygen(args)
         if args.command == "key":

@@ -22,16 +22,23 @@ from e2ebackup.errors import (
     KdfLimitExceeded,
     KeyMismatch,
     NoMatchingKeySlot,
+    VaultRecordGone,
+    VaultUnavailable,
     WrongPassword,
     WrongRecoveryKey,
 )
 from e2ebackup.keys import Argon2idParams, KdfParams, RecoveryKey, ScryptParams, normalize_password
+from e2ebackup.vault.slot import VaultSlot
 
-__all__ = ["KIND_PASSWORD", "KIND_RECOVERY_KEY", "KeySlot", "KeySlots"]
+__all__ = ["KIND_PASSWORD", "KIND_RECOVERY_KEY", "KIND_VAULT", "KeySlot", "KeySlots"]
 
 KIND_RECOVERY_KEY = 1
 KIND_PASSWORD = 2
-KIND_NAMES = {KIND_RECOVERY_KEY: "recovery-key", KIND_PASSWORD: "password"}
+# A key vault (e2ebackup.vault, docs/VAULT.md): the data key is held by an OPAQUE vault with a
+# guess limit. Never next to a password slot, which would allow offline guessing again.
+KIND_VAULT = 3
+KIND_NAMES = {KIND_RECOVERY_KEY: "recovery-key", KIND_PASSWORD: "password", KIND_VAULT: "vault"}
+_VAULT_CHECK_INFO = b"e2ebackup/v1/key-slot/vault-check"
 _KDF_ARGON2ID, _KDF_SCRYPT = 1, 2
 _WRAPPED = _core.WRAPPED_KEY_SIZE
 _CHECK = 16
@@ -57,6 +64,7 @@ class KeySlot:
     kdf: KdfParams | None
     salt: bytes
     wrapped: bytes = field(repr=False)
+    vault: VaultSlot | None = None
 
     def public(self) -> bytes:
         label = self.label.encode("utf-8")
@@ -73,6 +81,8 @@ class KeySlot:
             elif isinstance(self.kdf, ScryptParams):
                 out += struct.pack(">BBII", _KDF_SCRYPT, self.kdf.log2_n, self.kdf.r, self.kdf.p)
             out += bytes([len(self.salt)]) + self.salt
+        if self.kind == KIND_VAULT and self.vault is not None:
+            out += self.vault.encode()
         return out
 
     def encode(self) -> bytes:
@@ -84,12 +94,15 @@ class KeySlot:
 
     def describe(self) -> dict[str, object]:
         """What ``key list`` shows: nothing secret."""
-        return {
+        info: dict[str, object] = {
             "kind": KIND_NAMES.get(self.kind, f"unknown-{self.kind}"),
             "label": self.label,
             "created": _timestamp(self.created),
             "kdf": self.kdf.describe() if self.kdf else None,
         }
+        if self.vault is not None:
+            info["vault"] = self.vault.describe()
+        return info
 
 
 def _take(data: memoryview, n: int) -> tuple[bytes, memoryview]:
@@ -125,10 +138,13 @@ def _decode_body(kind: int, body: bytes) -> KeySlot:
         if not MIN_SALT <= salt_len[0] <= MAX_SALT:
             raise CorruptKeySlot(f"password salt must be {MIN_SALT} to {MAX_SALT} bytes")
         salt, rest = _take(rest, salt_len[0])
+    vault: VaultSlot | None = None
+    if kind == KIND_VAULT:
+        vault, rest = VaultSlot.decode(rest)
     wrapped, rest = _take(rest, _WRAPPED)
     if len(rest):
         raise CorruptKeySlot("key slot has trailing bytes")
-    return KeySlot(kind, label, created, kdf, salt, wrapped)
+    return KeySlot(kind, label, created, kdf, salt, wrapped, vault)
 
 
 class KeySlots:
@@ -154,6 +170,7 @@ class KeySlots:
     # -- encoding ---------------------------------------------------------------------------
 
     def encode(self) -> bytes:
+        self._vault_alone()
         parts = [s.encode() for s in self.slots] + self.unknown
         if not 1 <= len(parts) <= MAX_SLOTS:
             raise InvalidArgument(f"a container holds 1 to {MAX_SLOTS} key slots")
@@ -228,6 +245,40 @@ class KeySlots:
         secret = normalize_password(password)
         return self._try(KIND_PASSWORD, lambda slot: _password_kek(slot, secret))
 
+    def vault_slots(self) -> list[VaultSlot]:
+        return [s.vault for s in self.slots if s.kind == KIND_VAULT and s.vault is not None]
+
+    def unlock_vault(self, fetch: Callable[[VaultSlot], bytes]) -> bytes:
+        """The data key through a key vault: ``fetch(vault_slot)`` logs in and returns the key
+        the vault released (``VaultClient.unlock``), one attempt per call. The slot's check
+        then proves that key is this container's, and that the slot's URL, record and pinned
+        key are as a holder of the data key wrote them."""
+        damaged = self.damaged_kinds.count(KIND_VAULT)
+        candidates = [s for s in self.slots if s.kind == KIND_VAULT and s.vault is not None]
+        if not candidates:
+            if damaged:
+                raise CorruptKeySlot(f"{damaged} vault key slot(s) are damaged")
+            raise NoMatchingKeySlot("this container has no vault slot")
+        for slot in candidates[:-1]:
+            try:
+                return self._open_vault(slot, fetch)
+            except (VaultRecordGone, VaultUnavailable):
+                continue  # another vault may still hold the key
+        return self._open_vault(candidates[-1], fetch)
+
+    def _open_vault(self, slot: KeySlot, fetch: Callable[[VaultSlot], bytes]) -> bytes:
+        assert slot.vault is not None
+        data_key = fetch(slot.vault)
+        check = _core.hkdf_sha256(data_key, info=_VAULT_CHECK_INFO)
+        try:
+            _core.unwrap_key(check, slot.wrapped, slot.context(self.container_id))
+        except KeyMismatch:
+            raise CorruptKeySlot(
+                "the vault released a key that is not this container's, or the vault slot was "
+                "altered"
+            ) from None
+        return data_key
+
     # -- editing ----------------------------------------------------------------------------
 
     def add_password(
@@ -238,6 +289,11 @@ class KeySlots:
         kdf: KdfParams | None = None,
         label: str = "",
     ) -> KeySlot:
+        if self.vault_slots():
+            raise InvalidArgument(
+                "this container's password is held by a key vault: a password slot next to it "
+                "would allow offline guessing again"
+            )
         kdf = kdf or Argon2idParams()
         salt = _core.generate_key()[:16]
         slot = KeySlot(KIND_PASSWORD, _label(label), int(time.time()), kdf, salt, b"")
@@ -250,11 +306,41 @@ class KeySlots:
         slot = KeySlot(KIND_RECOVERY_KEY, _label(label), int(time.time()), None, b"", b"")
         return self._add(slot, recovery_key.key, data_key)
 
+    def add_vault(self, data_key: bytes, vault: VaultSlot, *, label: str = "") -> KeySlot:
+        """Records a key vault that holds ``data_key`` (from ``VaultClient.register``). Its
+        ``wrapped`` field seals 32 zero bytes under a key derived from the data key: a check,
+        since the data key itself is in the vault."""
+        if any(s.kind == KIND_PASSWORD for s in self.slots):
+            raise InvalidArgument(
+                "a vault slot cannot join a password slot (offline guessing would remain): "
+                "remove the password slot first"
+            )
+        slot = KeySlot(KIND_VAULT, _label(label), int(time.time()), None, b"", b"", vault)
+        check = _core.hkdf_sha256(data_key, info=_VAULT_CHECK_INFO)
+        return self._add(slot, check, bytes(32))
+
+    def replace_vault(self, data_key: bytes, old: VaultSlot, new: VaultSlot) -> KeySlot:
+        """Swaps the slot of vault record ``old`` for ``new`` (a re-registration), in place."""
+        index = next(i for i, s in enumerate(self.slots) if s.vault == old)
+        label = self.slots.pop(index).label
+        added = self.add_vault(data_key, new, label=label)
+        self.slots.insert(index, self.slots.pop())
+        return added
+
+    def _vault_alone(self) -> None:
+        kinds = {s.kind for s in self.slots}
+        if KIND_VAULT in kinds and KIND_PASSWORD in kinds:
+            raise InvalidArgument(
+                "a container with a vault slot must not hold a password slot: remove it"
+            )
+
     def _add(self, slot: KeySlot, kek: bytes, data_key: bytes) -> KeySlot:
         if len(self.slots) + len(self.unknown) >= MAX_SLOTS:
             raise InvalidArgument(f"a container holds at most {MAX_SLOTS} key slots")
         wrapped = _core.wrap_key(kek, data_key, slot.context(self.container_id))
-        sealed = KeySlot(slot.kind, slot.label, slot.created, slot.kdf, slot.salt, wrapped)
+        sealed = KeySlot(
+            slot.kind, slot.label, slot.created, slot.kdf, slot.salt, wrapped, slot.vault
+        )
         self.slots.append(sealed)
         return sealed
 

@@ -19,7 +19,7 @@ import shutil
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from e2ebackup import _core
 from e2ebackup._files import Progress, _destination, _pump, _source
@@ -27,6 +27,10 @@ from e2ebackup._paths import StrPath, atomic_output
 from e2ebackup.errors import E2EBackupError, InvalidArgument
 from e2ebackup.keys import KdfParams, RecoveryKey
 from e2ebackup.keyslots import CONTAINER_ID_SIZE, KeySlots
+from e2ebackup.vault.slot import VaultSlot
+
+if TYPE_CHECKING:
+    from e2ebackup.vault.client import VaultClient
 
 __all__ = [
     "MAGIC",
@@ -129,7 +133,22 @@ def _unlock(
     a full KDF."""
     if recovery_key is not None:
         return header.slots.unlock(recovery_key=recovery_key)
+    if password is not None and header.slots.vault_slots():
+        # The password is held by a key vault: one online attempt, no offline check.
+        secret = password
+        return header.slots.unlock_vault(lambda vault: _vault_unlock(vault, secret))
     return header.slots.unlock(password=password)
+
+
+def _vault_client(vault: VaultSlot) -> VaultClient:
+    from e2ebackup.vault.client import VaultClient
+
+    return VaultClient(vault.url, vault.server_public_key, ksf=vault.ksf)
+
+
+def _vault_unlock(vault: VaultSlot, password: str | bytes) -> bytes:
+    with _vault_client(vault) as client:
+        return client.unlock(vault, password)
 
 
 def seal_file(
@@ -143,8 +162,11 @@ def seal_file(
     threads: int | None = None,
     progress: Progress | None = None,
     overwrite: bool = True,
+    vault: VaultClient | None = None,
 ) -> int:
-    """Encrypts ``src`` into a sealed file that ``password`` and/or ``recovery_key`` opens."""
+    """Encrypts ``src`` into a sealed file that ``password`` and/or ``recovery_key`` opens.
+    With ``vault``, the password is registered with that key vault instead of getting a
+    password slot, so it cannot be guessed offline (docs/VAULT.md)."""
     password, rk = _credentials(password, recovery_key)
     if algorithm not in _ALGORITHM_IDS:
         raise InvalidArgument("algorithm must be 'aes-256-gcm' or 'chacha20-poly1305'")
@@ -153,7 +175,11 @@ def seal_file(
         VERSION, algorithm, _core.generate_key()[:CONTAINER_ID_SIZE], KeySlots(bytes(16)), 0
     )
     header.slots = KeySlots(header.container_id)
-    if password is not None:
+    if vault is not None:
+        if password is None:
+            raise InvalidArgument("a key vault needs a password")
+        header.slots.add_vault(data_key, vault.register(password, data_key))
+    elif password is not None:
         header.slots.add_password(data_key, password, kdf=kdf)
     if rk is not None:
         header.slots.add_recovery_key(data_key, rk)
@@ -270,9 +296,20 @@ def remove_slot(
 def change_password(
     file: StrPath, old: str | bytes, new: str | bytes, *, kdf: KdfParams | None = None
 ) -> None:
-    """Rewrites only the slot that ``old`` opens."""
-    with _edit_header(file, old, None) as (header, _):
-        header.slots.change_password(old, new, kdf=kdf)
+    """Rewrites only the slot that ``old`` opens. A password held by a key vault is registered
+    anew (a new record); the old record is deleted once the file holds the new slot."""
+    retired: list[VaultSlot] = []
+    with _edit_header(file, old, None) as (header, data_key):
+        if header.slots.vault_slots():
+            for vault in header.slots.vault_slots():
+                with _vault_client(vault) as client:
+                    header.slots.replace_vault(data_key, vault, client.register(new, data_key))
+                retired.append(vault)
+        else:
+            header.slots.change_password(old, new, kdf=kdf)
+    for vault in retired:
+        with _vault_client(vault) as client:
+            client.delete(vault, old)
 
 
 def rotate(
@@ -295,6 +332,7 @@ def rotate(
     with builtins.open(file, "rb") as f:
         header = read_header(f)
         old_key = _unlock(header, password, rk)
+        vaults = header.slots.vault_slots()
         decryptor = _core.Decryptor(
             header.payload_key(old_key),
             header.payload_context(),
@@ -306,7 +344,12 @@ def rotate(
             VERSION, header.algorithm, _core.generate_key()[:16], KeySlots(bytes(16)), 0
         )
         new.slots = KeySlots(new.container_id)
-        if keep_password is not None:
+        if keep_password is not None and vaults:
+            # The new data key goes to the same vaults, under new records.
+            for vault in vaults:
+                with _vault_client(vault) as client:
+                    new.slots.add_vault(new_key, client.register(keep_password, new_key))
+        elif keep_password is not None:
             new.slots.add_password(new_key, keep_password, kdf=kdf)
         if keep_rk is not None:
             new.slots.add_recovery_key(new_key, keep_rk)

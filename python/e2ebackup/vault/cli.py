@@ -1,0 +1,92 @@
+"""The vault's part of the command line: ``e2ebackup vault serve`` and ``encrypt --vault``.
+
+Imported by e2ebackup.cli; the server's and client's dependencies (the ``vault`` extra) load
+only when a vault command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from e2ebackup.vault.client import VaultClient
+
+__all__ = ["add_encrypt_options", "add_vault_parser", "run_vault", "vault_from_args"]
+
+
+def add_vault_parser(commands: Any) -> None:
+    vault = commands.add_parser(
+        "vault", help="run a key vault: passwords with a guess limit (docs/VAULT.md)"
+    )
+    actions = vault.add_subparsers(dest="vault_command", required=True, metavar="ACTION")
+    serve = actions.add_parser("serve", help="serve the vault's HTTP API")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8731, help="port (8731)")
+    serve.add_argument(
+        "--data-dir",
+        required=True,
+        metavar="DIR",
+        help="the server key file (vault-server.key, 0600) and, without --database-url, the "
+        "SQLite database",
+    )
+    serve.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="postgresql://... : several vault processes share one database",
+    )
+    serve.add_argument(
+        "--max-attempts", type=int, default=10, help="wrong passwords before a key is deleted"
+    )
+    serve.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate")
+    serve.add_argument("--tls-key", metavar="FILE", help="the certificate's private key")
+    serve.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
+
+
+def add_encrypt_options(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument(
+        "--vault",
+        metavar="URL",
+        help="hold the password in this key vault: a guess limit instead of offline guessing",
+    )
+    cmd.add_argument(
+        "--vault-public-key",
+        metavar="HEX",
+        help="the vault's public key to pin (else the key the vault shows is trusted once)",
+    )
+
+
+def run_vault(args: argparse.Namespace) -> int:
+    from e2ebackup.vault.server import serve
+
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise SystemExit("e2ebackup: --tls-cert and --tls-key go together")
+    serve(
+        host=args.host,
+        port=args.port,
+        data_dir=args.data_dir,
+        database_url=args.database_url,
+        max_attempts=args.max_attempts,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        log_level=args.log_level,
+    )
+    return 0
+
+
+def vault_from_args(args: argparse.Namespace, *, has_recovery_key: bool) -> VaultClient | None:
+    """The client for ``encrypt --vault URL``, or None without it."""
+    url = getattr(args, "vault", None)
+    if not url:
+        return None
+    from e2ebackup.vault.client import VaultClient
+
+    if not has_recovery_key:
+        sys.stderr.write(
+            "e2ebackup: warning: no recovery key; if the vault is lost or deletes the key after "
+            "too many wrong passwords, the data is lost too (add --new-recovery-key)\n"
+        )
+    return VaultClient(url, args.vault_public_key)

@@ -1,0 +1,257 @@
+"""The vault's client: register a data key under a password, get it back, change or delete.
+
+    client = VaultClient("https://vault.example", pinned_public_key)
+    slot = client.register(password, data_key)      # a VaultSlot, to record in the container
+    data_key = client.unlock(slot, password)        # one attempt; VaultLoginFailed says how
+                                                    # many are left
+
+The password never leaves this process, nor does anything that allows guessing it offline:
+OPAQUE sends a blinded value, and the Argon2id KSF runs here. The data key is wrapped under a
+key derived from OPAQUE's export key, which the vault never sees; the vault stores that blob and
+releases it, encrypted under the login's session key, only after the login verified.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import urllib.parse
+from typing import Any
+
+from e2ebackup import _core
+from e2ebackup.errors import (
+    InvalidArgument,
+    KeyMismatch,
+    VaultError,
+    VaultKeyMismatch,
+    VaultLocked,
+    VaultLoginFailed,
+    VaultProtocolError,
+    VaultRecordGone,
+    VaultUnavailable,
+)
+from e2ebackup.keys import Argon2idParams, normalize_password
+from e2ebackup.vault import protocol as p
+from e2ebackup.vault.slot import PUBLIC_KEY_SIZE, RECORD_ID_SIZE, VaultSlot
+
+__all__ = ["DEFAULT_KSF", "VaultClient"]
+
+# The KSF's cost at registration (recorded in the slot): RFC 9106's second recommendation, as
+# for password slots. Logins pay it on the client; the vault pays nothing for it.
+DEFAULT_KSF = Argon2idParams()
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_url(url: str, allow_insecure_http: bool) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidArgument(f"a vault URL is https://HOST[:PORT][/PATH], not {url!r}")
+    if parts.scheme == "http" and not (allow_insecure_http or _is_loopback(parts.hostname)):
+        raise InvalidArgument(
+            "the vault must be reached over https (plain http only on 127.0.0.1 or localhost): "
+            "an eavesdropper would learn record ids and could spend their attempts"
+        )
+    return url.rstrip("/")
+
+
+class VaultClient:
+    """One vault, reached at ``url``; ``pinned_public_key`` is the vault's OPAQUE key (32
+    bytes, or 64 hex digits). Without a pin, :meth:`register` trusts the key the vault shows
+    on first use and records it in the slot; :meth:`unlock` always uses the slot's pin."""
+
+    def __init__(
+        self,
+        url: str,
+        pinned_public_key: bytes | str | None = None,
+        *,
+        ksf: Argon2idParams = DEFAULT_KSF,
+        timeout: float = 60.0,
+        allow_insecure_http: bool = False,
+        verify: Any = True,
+    ) -> None:
+        import httpx
+
+        self.url = _check_url(url, allow_insecure_http)
+        if isinstance(pinned_public_key, str):
+            try:
+                pinned_public_key = bytes.fromhex(pinned_public_key)
+            except ValueError:
+                raise InvalidArgument("the vault public key must be 64 hex digits") from None
+        if pinned_public_key is not None and len(pinned_public_key) != PUBLIC_KEY_SIZE:
+            raise InvalidArgument(f"the vault public key is {PUBLIC_KEY_SIZE} bytes")
+        self.pinned_public_key = pinned_public_key
+        self.ksf = ksf
+        self._httpx = httpx
+        self._http = httpx.Client(base_url=self.url, timeout=timeout, verify=verify)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> VaultClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- transport ------------------------------------------------------------------------------
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        try:
+            response = self._http.request(method, path, json=body)
+        except self._httpx.HTTPError as e:
+            raise VaultUnavailable(f"cannot reach the vault at {self.url}: {e}") from None
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if response.status_code >= 500 or not isinstance(data, dict):
+            raise VaultUnavailable(f"the vault at {self.url} answered {response.status_code}")
+        if response.status_code < 300:
+            return data
+        message = str(data.get("message", "refused"))
+        code = data.get("error")
+        if code == "record_gone":
+            raise VaultRecordGone(message)
+        if code == "locked":
+            raise VaultLocked(message)
+        if code == "login_failed":
+            raise VaultLoginFailed(message, _attempts(data))
+        raise VaultProtocolError(f"the vault refused the request: {message}")
+
+    def server_info(self) -> dict[str, Any]:
+        """``GET /v1/status``: service, protocol, suite, public key, attempt limit."""
+        info: dict[str, Any] = self._call("GET", "/v1/status")
+        if info.get("service") != p.SERVICE or info.get("protocol") != p.PROTOCOL:
+            raise VaultProtocolError(f"{self.url} is not an e2ebackup vault (protocol 1)")
+        return info
+
+    # -- the protocol ---------------------------------------------------------------------------
+
+    def register(self, password: str | bytes, data_key: bytes) -> VaultSlot:
+        """Registers ``password`` with the vault and stores ``data_key`` there, wrapped under
+        the export key. Returns what the container records."""
+        if len(data_key) != 32:
+            raise InvalidArgument("a data key is 32 bytes")
+        secret = normalize_password(password)
+        pinned = self.pinned_public_key
+        if pinned is None:
+            pinned = bytes.fromhex(str(self.server_info()["public_key"]))
+        registration = _core.OpaqueClientRegistration(secret)
+        started = self._call("POST", "/v1/register/start", {"request": p.b64(registration.request)})
+        record_id = p.unhex(started.get("record_id"), "record_id", RECORD_ID_SIZE)
+        response = p.unb64(started.get("response"), "response")
+        k = self.ksf
+        upload, export_key, server_key = registration.finish(
+            secret,
+            response,
+            memory_kib=k.memory_kib,
+            iterations=k.iterations,
+            parallelism=k.parallelism,
+        )
+        if server_key != pinned:
+            raise VaultKeyMismatch(
+                f"the server at {self.url} is not the pinned vault (its key is {server_key.hex()})"
+            )
+        blob = _core.wrap_key(p.blob_key(export_key), data_key, p.blob_context(record_id, pinned))
+        self._call(
+            "POST",
+            "/v1/register/finish",
+            {"record_id": record_id.hex(), "upload": p.b64(upload), "blob": p.b64(blob)},
+        )
+        return VaultSlot(self.url, record_id, pinned, k)
+
+    def _login(
+        self, slot: VaultSlot, password: str | bytes, action: str
+    ) -> tuple[bytes, bytes, bytes | None]:
+        """One login: ``(export_key, login_id, sealed_blob)``; one attempt spent, and given back
+        if it verifies."""
+        secret = normalize_password(password)
+        login = _core.OpaqueClientLogin(secret)
+        started = self._call(
+            "POST",
+            "/v1/login/start",
+            {"record_id": slot.record_id.hex(), "request": p.b64(login.request)},
+        )
+        login_id = p.unhex(started.get("login_id"), "login_id", p.LOGIN_ID_SIZE)
+        response = p.unb64(started.get("response"), "response")
+        attempts_left = _attempts(started)
+        k = slot.ksf
+        try:
+            finalization, session_key, export_key, server_key = login.finish(
+                secret,
+                response,
+                memory_kib=k.memory_kib,
+                iterations=k.iterations,
+                parallelism=k.parallelism,
+            )
+        except VaultLoginFailed:
+            self._abort(login_id)
+            raise VaultLoginFailed(_wrong(attempts_left), attempts_left) from None
+        if server_key != slot.server_public_key:  # OPAQUE already binds it; belt and braces
+            self._abort(login_id)
+            raise VaultKeyMismatch(f"the server at {slot.url} is not the pinned vault")
+        finished = self._call(
+            "POST",
+            "/v1/login/finish",
+            {"login_id": login_id.hex(), "finalization": p.b64(finalization), "action": action},
+        )
+        sealed = finished.get("sealed_blob")
+        if sealed is None:
+            return export_key, login_id, None
+        blob = p.open_release(session_key, login_id, p.unb64(sealed, "sealed_blob"))
+        return export_key, login_id, blob
+
+    def _abort(self, login_id: bytes) -> None:
+        # Ends the pending login at once (the vault would expire it anyway).
+        with contextlib.suppress(VaultError):
+            self._call("POST", "/v1/login/abort", {"login_id": login_id.hex()})
+
+    def unlock(self, slot: VaultSlot, password: str | bytes) -> bytes:
+        """The data key. Each call spends one attempt, given back when the password is right.
+        :class:`VaultLoginFailed` (with ``attempts_left``) for a wrong password,
+        :class:`VaultRecordGone` once the vault deleted the key."""
+        export_key, _, blob = self._login(slot, password, "release")
+        if blob is None:
+            raise VaultProtocolError("the vault verified the login but sent no key")
+        try:
+            return _core.unwrap_key(
+                p.blob_key(export_key),
+                blob,
+                p.blob_context(slot.record_id, slot.server_public_key),
+            )
+        except KeyMismatch:
+            raise VaultProtocolError("the key the vault released does not open") from None
+
+    def delete(self, slot: VaultSlot, password: str | bytes) -> None:
+        """Deletes the record (a login with the password proves the right to)."""
+        self._login(slot, password, "delete")
+
+    def change_password(self, slot: VaultSlot, old: str | bytes, new: str | bytes) -> VaultSlot:
+        """Registers the data key under ``new`` (a new record) and returns its slot; the caller
+        records it, then calls :meth:`delete` on the old slot with ``old``."""
+        data_key = self.unlock(slot, old)
+        return self.register(new, data_key)
+
+
+def _attempts(data: dict[str, Any]) -> int | None:
+    value = data.get("attempts_left")
+    return value if isinstance(value, int) else None
+
+
+def _wrong(attempts_left: int | None) -> str:
+    if attempts_left is None:
+        return "wrong password"
+    if attempts_left == 0:
+        return "wrong password: that was the last attempt; the vault deletes the key"
+    return (
+        f"wrong password: {attempts_left} attempt{'s' if attempts_left != 1 else ''} left "
+        "before the vault deletes the key"
+    )
