@@ -1,5 +1,5 @@
 # Type stubs for the compiled module e2ebackup._core (checked by mypy.stubtest).
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol, final
 
 from typing_extensions import Buffer
@@ -180,8 +180,14 @@ class Chunker:
 class BlobCodec:
     def __new__(cls, id_key: Buffer, enc_key: Buffer, repo_id: Buffer) -> BlobCodec: ...
     def id(self, data: Buffer) -> bytes: ...
+    def ids(self, blobs: Sequence[Buffer], *, threads: int | None = None) -> list[bytes]: ...
     def seal_many(
-        self, kind: int, blobs: list[Buffer], *, threads: int | None = None
+        self,
+        kind: int,
+        blobs: Sequence[Buffer],
+        *,
+        ids: Sequence[bytes] | None = None,
+        threads: int | None = None,
     ) -> list[tuple[bytes, bytes]]: ...
     def open(self, kind: int, id: Buffer, sealed: Buffer) -> bytes: ...
 

@@ -76,6 +76,7 @@ class Archiver:
         self.stats = BackupStats()
         self._queued: set[bytes] = set()
         self._batch: list[bytes] = []
+        self._batch_ids: list[bytes] = []
         self._batch_bytes = 0
         self.writer = PackWriter(repo.storage, repo.keys, self._stored)
 
@@ -87,21 +88,31 @@ class Archiver:
     def _want(self, blob_id: bytes) -> bool:
         return blob_id not in self.index and blob_id not in self._queued
 
-    def _add_data(self, chunk: bytes) -> str:
-        blob_id = self.codec.id(chunk)
-        if self._want(blob_id):
-            self._queued.add(blob_id)
-            self._batch.append(chunk)
-            self._batch_bytes += len(chunk)
-            if self._batch_bytes >= SEAL_BATCH or len(self._batch) >= 4096:
-                self._seal_batch()
-        return blob_id.hex()
+    def _add_chunks(self, chunks: list[bytes]) -> list[str]:
+        """Names the chunks (ids in parallel) and queues the ones the repository lacks."""
+        ids = (
+            self.codec.ids(chunks, threads=self.threads)
+            if len(chunks) > 1
+            else [self.codec.id(chunks[0])]
+        )
+        for chunk, blob_id in zip(chunks, ids, strict=True):
+            if self._want(blob_id):
+                self._queued.add(blob_id)
+                self._batch.append(chunk)
+                self._batch_ids.append(blob_id)
+                self._batch_bytes += len(chunk)
+        if self._batch_bytes >= SEAL_BATCH or len(self._batch) >= 4096:
+            self._seal_batch()
+        return [i.hex() for i in ids]
 
     def _seal_batch(self) -> None:
         if not self._batch:
             return
-        sealed = self.codec.seal_many(KIND_DATA, list(self._batch), threads=self.threads)
-        self._batch.clear()
+        sealed = self.codec.seal_many(
+            KIND_DATA, self._batch, ids=self._batch_ids, threads=self.threads
+        )
+        self._batch = []
+        self._batch_ids = []
         self._batch_bytes = 0
         for blob_id, blob in sealed:
             self.writer.add(KIND_DATA, blob_id, blob)
@@ -130,17 +141,23 @@ class Archiver:
         with open(path, "rb") as f:
             while n := f.readinto(block):
                 data = view[:n]
+                chunks = []
                 prev = 0
                 for cut in self.chunker.feed(data):
-                    carry += data[prev:cut]
-                    ids.append(self._add_data(bytes(carry)))
-                    carry.clear()
+                    if carry:
+                        carry += data[prev:cut]
+                        chunks.append(bytes(carry))
+                        carry.clear()
+                    else:
+                        chunks.append(bytes(data[prev:cut]))  # the one copy out of the block
                     prev = cut
                 carry += data[prev:]
+                if chunks:
+                    ids.extend(self._add_chunks(chunks))
                 self.stats.bytes_read += n
                 self._report(path)
         if carry or not ids:
-            ids.append(self._add_data(bytes(carry)))
+            ids.extend(self._add_chunks([bytes(carry)]))
         return ids
 
     def _file(self, path: str, st: os.stat_result, entry: Entry, old: Entry | None) -> None:

@@ -81,6 +81,44 @@ def read_pack_header(
     return parse_pack_header(keys, pack_id, tail, pack_size)
 
 
+class _PartsReader(io.RawIOBase):
+    """A seekable binary stream over a list of byte strings, without joining them."""
+
+    def __init__(self, parts: list[bytes]) -> None:
+        super().__init__()
+        self._parts = parts
+        self._size = sum(len(p) for p in parts)
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        out = memoryview(buffer).cast("B")
+        done, start = 0, 0
+        for part in self._parts:
+            end = start + len(part)
+            if end > self._pos and done < len(out):
+                lo = self._pos - start
+                n = min(len(part) - lo, len(out) - done)
+                out[done : done + n] = part[lo : lo + n]
+                done += n
+                self._pos += n
+            start = end
+        return done
+
+
 @dataclass
 class _OpenPack:
     pack_id: str = field(default_factory=new_id)
@@ -143,20 +181,20 @@ class PackWriter:
         )
         pack.parts.append(sealed_header)
         pack.parts.append(_TRAILER.pack(len(sealed_header)))
-        blob = b"".join(pack.parts)
+        digest = hashlib.sha256()
+        for part in pack.parts:
+            digest.update(part)
+        size = sum(len(p) for p in pack.parts)
+        # Streamed from the parts: no second 16 MiB copy of the pack.
+        reader = _PartsReader(pack.parts)
+        self._storage.put(pack_name(pack.pack_id), reader, size=size, sha256=digest.digest())  # type: ignore[arg-type]
         pack.parts.clear()
-        self._storage.put(
-            pack_name(pack.pack_id),
-            io.BytesIO(blob),
-            size=len(blob),
-            sha256=hashlib.sha256(blob).digest(),
-        )
-        self.bytes_uploaded += len(blob)
+        self.bytes_uploaded += size
         entries, offset = [], 0
         for kind, blob_id, length in pack.entries:
             entries.append((blob_id, BlobLocation(kind, pack.pack_id, offset, length)))
             offset += length
-        self._on_stored(pack.pack_id, len(blob), entries)
+        self._on_stored(pack.pack_id, size, entries)
 
     def _raise_failed(self) -> None:
         for f in [f for f in self._futures if f.done()]:

@@ -92,14 +92,27 @@ impl BlobKeys {
         c
     }
 
+    /// Ids of many blobs, across `threads` cores.
+    pub fn ids(&self, blobs: &[&[u8]], threads: usize) -> Result<Vec<[u8; 32]>> {
+        if threads <= 1 || blobs.len() < 2 {
+            return Ok(blobs.iter().map(|b| self.id(b)).collect());
+        }
+        Ok(parallel::pool(threads)?.install(|| blobs.par_iter().map(|b| self.id(b)).collect()))
+    }
+
     /// Compresses (unless the data looks compressed or does not shrink) and encrypts one blob.
     pub fn seal(&self, kind: u8, data: &[u8]) -> Result<([u8; 32], Vec<u8>)> {
+        self.seal_with_id(kind, self.id(data), data)
+    }
+
+    /// As [`BlobKeys::seal`], with the id already computed by [`BlobKeys::id`]. A wrong id
+    /// gives a blob that never opens.
+    pub fn seal_with_id(&self, kind: u8, id: [u8; 32], data: &[u8]) -> Result<([u8; 32], Vec<u8>)> {
         if data.len() > MAX_BLOB {
             return Err(Error::InvalidArgument(format!(
                 "a blob is at most {MAX_BLOB} bytes"
             )));
         }
-        let id = self.id(data);
         let mut plain = Vec::with_capacity(data.len() + 5);
         let compressed = if looks_compressed(data) || data.len() < 64 {
             None
@@ -133,17 +146,26 @@ impl BlobKeys {
         Ok((id, out))
     }
 
-    /// Seals many blobs across `threads` cores; results are in input order.
+    /// Seals many blobs across `threads` cores; results are in input order. `ids`, when
+    /// given, are the blobs' ids (so they are not computed twice).
     pub fn seal_many(
         &self,
         kind: u8,
         blobs: &[&[u8]],
+        ids: Option<&[[u8; 32]]>,
         threads: usize,
     ) -> Result<Vec<([u8; 32], Vec<u8>)>> {
-        if threads <= 1 || blobs.len() < 2 {
-            return blobs.iter().map(|b| self.seal(kind, b)).collect();
+        if ids.is_some_and(|ids| ids.len() != blobs.len()) {
+            return Err(Error::InvalidArgument("one id per blob".into()));
         }
-        parallel::pool(threads)?.install(|| blobs.par_iter().map(|b| self.seal(kind, b)).collect())
+        let one = |i: usize| match ids {
+            Some(ids) => self.seal_with_id(kind, ids[i], blobs[i]),
+            None => self.seal(kind, blobs[i]),
+        };
+        if threads <= 1 || blobs.len() < 2 {
+            return (0..blobs.len()).map(one).collect();
+        }
+        parallel::pool(threads)?.install(|| (0..blobs.len()).into_par_iter().map(one).collect())
     }
 
     /// Decrypts, decompresses and checks one blob against its id. Any mismatch is
@@ -223,7 +245,15 @@ mod tests {
             "media is stored, not compressed"
         );
         assert_eq!(keys.open(0, &jid, &jsealed).unwrap(), jpeg);
-        let many = keys.seal_many(0, &[&text[..], &jpeg[..], b"x"], 2).unwrap();
+        let many = keys
+            .seal_many(0, &[&text[..], &jpeg[..], b"x"], None, 2)
+            .unwrap();
+        let ids = keys.ids(&[&text[..], &jpeg[..], b"x"], 2).unwrap();
+        let with_ids = keys
+            .seal_many(0, &[&text[..], &jpeg[..], b"x"], Some(&ids), 2)
+            .unwrap();
+        assert_eq!(with_ids[2].0, many[2].0);
+        assert_eq!(keys.open(0, &ids[0], &with_ids[0].1).unwrap(), text);
         assert_eq!(many[0].0, id);
         assert_eq!(many[1].0, jid);
     }

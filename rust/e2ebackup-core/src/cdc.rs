@@ -81,32 +81,79 @@ impl Chunker {
     /// Feeds `data`; returns the offsets within `data` just past each chunk that ended in it.
     pub fn feed(&mut self, data: &[u8]) -> Vec<usize> {
         let mut cuts = Vec::new();
-        let mut i = 0;
         let p = self.params;
+        let skip_to = p.min.saturating_sub(64);
+        let gear = &self.gear;
+        let (mut hash, mut n) = (self.hash, self.in_chunk);
+        let mut i = 0;
+        // Phases of one chunk, each a tight loop: skip unhashed (bytes before min - 64 cannot
+        // reach the hash at min), hash only, test with the harder mask, test with the easier.
         while i < data.len() {
-            // Bytes before min - 64 cannot influence the hash at min: skip them unhashed.
-            let skip_to = p.min.saturating_sub(64);
-            if self.in_chunk < skip_to {
-                let n = (skip_to - self.in_chunk).min(data.len() - i);
-                self.in_chunk += n;
-                i += n;
+            if n < skip_to {
+                let take = (skip_to - n).min(data.len() - i);
+                n += take;
+                i += take;
                 continue;
             }
-            let b = data[i];
-            self.hash = (self.hash << 1).wrapping_add(self.gear[b as usize]);
-            self.in_chunk += 1;
-            i += 1;
-            let mask = if self.in_chunk < p.avg {
-                self.mask_small
-            } else {
-                self.mask_large
-            };
-            if (self.in_chunk >= p.min && self.hash & mask == 0) || self.in_chunk >= p.max {
-                cuts.push(i);
-                self.hash = 0;
-                self.in_chunk = 0;
+            let mut cut = None;
+            if n < p.min {
+                let end = i + (p.min - n).min(data.len() - i);
+                for &b in &data[i..end] {
+                    hash = (hash << 1).wrapping_add(gear[b as usize]);
+                }
+                n += end - i;
+                i = end;
+                if n < p.min {
+                    continue;
+                }
+                if hash & self.mask_small == 0 {
+                    cut = Some(i);
+                }
+            }
+            // The harder mask applies while the chunk, with the byte just hashed, is shorter
+            // than avg.
+            if cut.is_none() && n + 1 < p.avg {
+                let end = i + (p.avg - 1 - n).min(data.len() - i);
+                let mut j = i;
+                while j < end {
+                    hash = (hash << 1).wrapping_add(gear[data[j] as usize]);
+                    j += 1;
+                    if hash & self.mask_small == 0 {
+                        cut = Some(j);
+                        break;
+                    }
+                }
+                n += j - i;
+                i = j;
+                if cut.is_none() && n + 1 < p.avg {
+                    continue;
+                }
+            }
+            if cut.is_none() {
+                let end = i + (p.max - n).min(data.len() - i);
+                let mut j = i;
+                while j < end {
+                    hash = (hash << 1).wrapping_add(gear[data[j] as usize]);
+                    j += 1;
+                    if hash & self.mask_large == 0 {
+                        cut = Some(j);
+                        break;
+                    }
+                }
+                n += j - i;
+                i = j;
+                if cut.is_none() && n >= p.max {
+                    cut = Some(i);
+                }
+            }
+            if let Some(at) = cut {
+                cuts.push(at);
+                hash = 0;
+                n = 0;
             }
         }
+        self.hash = hash;
+        self.in_chunk = n;
         cuts
     }
 
@@ -120,6 +167,54 @@ impl Chunker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The specification's per-byte loop (docs/FORMAT.md, Chunking), as plainly as possible.
+    fn reference(
+        gear: &[u64; 256],
+        p: CdcParams,
+        mask_s: u64,
+        mask_l: u64,
+        data: &[u8],
+    ) -> Vec<usize> {
+        let (mut cuts, mut h, mut n) = (Vec::new(), 0u64, 0usize);
+        for (i, &b) in data.iter().enumerate() {
+            n += 1;
+            if n > p.min.saturating_sub(64) {
+                h = (h << 1).wrapping_add(gear[b as usize]);
+            }
+            let mask = if n < p.avg { mask_s } else { mask_l };
+            if (n >= p.min && h & mask == 0) || n >= p.max {
+                cuts.push(i + 1);
+                h = 0;
+                n = 0;
+            }
+        }
+        cuts
+    }
+
+    #[test]
+    fn the_fast_loop_equals_the_specification() {
+        let sizes = [
+            (64, 128, 1024),
+            (256, 1024, 4096),
+            (100, 256, 300),
+            (4096, 8192, 65536),
+        ];
+        for (k, &(min, avg, max)) in sizes.iter().enumerate() {
+            let p = CdcParams { min, avg, max };
+            let d = data(1 << 20, k as u8);
+            let c = Chunker::new(&[k as u8; 32], p).unwrap();
+            let expected = reference(&c.gear, p, c.mask_small, c.mask_large, &d);
+            for step in [1, 7, 1000, 1 << 20] {
+                let mut fast = Chunker::new(&[k as u8; 32], p).unwrap();
+                let mut cuts = Vec::new();
+                for (j, piece) in d.chunks(step).enumerate() {
+                    cuts.extend(fast.feed(piece).into_iter().map(|x| x + j * step));
+                }
+                assert_eq!(cuts, expected, "params {min}/{avg}/{max}, step {step}");
+            }
+        }
+    }
 
     fn data(n: usize, seed: u8) -> Vec<u8> {
         let mut out = vec![0u8; n];

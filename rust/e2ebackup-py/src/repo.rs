@@ -6,7 +6,7 @@ use e2ebackup_core::cdc::{CdcParams, Chunker as CoreChunker};
 use e2ebackup_core::parallel::resolve_threads;
 use e2ebackup_core::Error;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList};
+use pyo3::types::PyBytes;
 
 use crate::buffers::{maybe_detach, ReadBuf};
 use crate::errors::BindingResult;
@@ -99,23 +99,46 @@ impl BlobCodec {
         Ok(PyBytes::new(py, &id))
     }
 
+    /// Ids of many blobs, computed in parallel.
+    #[pyo3(signature = (blobs, *, threads=None))]
+    fn ids<'py>(
+        &self,
+        py: Python<'py>,
+        blobs: &Bound<'py, PyAny>,
+        threads: Option<usize>,
+    ) -> BindingResult<Vec<Bound<'py, PyBytes>>> {
+        let threads = resolve_threads(threads)?;
+        let bufs = buffers(blobs)?;
+        let ids = py.detach(|| {
+            let slices: Vec<&[u8]> = bufs.iter().map(ReadBuf::as_slice).collect();
+            self.keys.ids(&slices, threads)
+        })?;
+        Ok(ids.iter().map(|id| PyBytes::new(py, id)).collect())
+    }
+
     /// Seals many blobs of one type in parallel: a list of `(id, sealed)` in input order.
-    #[pyo3(signature = (kind, blobs, *, threads=None))]
+    /// `ids`, from `ids()`, saves computing them again.
+    #[pyo3(signature = (kind, blobs, *, ids=None, threads=None))]
     fn seal_many<'py>(
         &self,
         py: Python<'py>,
         kind: u8,
-        blobs: &Bound<'py, PyList>,
+        blobs: &Bound<'py, PyAny>,
+        ids: Option<&Bound<'py, PyAny>>,
         threads: Option<usize>,
     ) -> BindingResult<Vec<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)>> {
         let threads = resolve_threads(threads)?;
-        let bufs = blobs
-            .iter()
-            .map(|b| ReadBuf::get(&b, "blob"))
-            .collect::<PyResult<Vec<_>>>()?;
+        let bufs = buffers(blobs)?;
+        let ids = ids
+            .map(|l| {
+                l.try_iter()?
+                    .map(|i| array::<32>(&i?, "id"))
+                    .collect::<BindingResult<Vec<_>>>()
+            })
+            .transpose()?;
         let sealed = py.detach(|| {
             let slices: Vec<&[u8]> = bufs.iter().map(ReadBuf::as_slice).collect();
-            self.keys.seal_many(kind, &slices, threads)
+            self.keys.seal_many(kind, &slices, ids.as_deref(), threads)
         })?;
         Ok(sealed
             .into_iter()
@@ -138,6 +161,10 @@ impl BlobCodec {
         })?;
         Ok(PyBytes::new(py, &data))
     }
+}
+
+fn buffers(seq: &Bound<'_, PyAny>) -> PyResult<Vec<ReadBuf>> {
+    seq.try_iter()?.map(|b| ReadBuf::get(&b?, "blob")).collect()
 }
 
 /// Whether `data` starts like an already-compressed format (JPEG, PNG, MP4, ZIP...).
