@@ -1,0 +1,941 @@
+"""Reference reader (and minimal writer) of the e2ebackup repository format (format version 1).
+
+Written from docs/FORMAT.md (sections "Key hierarchy", "Key slots" and "Repository") alone,
+deliberately small and slow. It shares no code with e2ebackup: chunked encryption comes from
+tests/c2sp_reference.py, key slots from tests/sealed_reference.py, HKDF from pyca
+``cryptography``, keyed BLAKE3 from the ``blake3`` package and zstd from ``zstandard``.
+
+A repository is a local folder; object ``a/b/c`` is the file ``a/b/c`` under it.
+
+    config      = "E2EBREPO" || 0x01 || repo_id (16)
+                  || chunked-encrypt(CK, AES-256-GCM, "e2ebackup/v1/repo/config" || 0x00
+                                     || config[0:25], JSON)
+    keys/<hex>  = 0x01 || slot                        (a slot area of count 1)
+    metadata N  = chunked-encrypt(MK, AES-256-GCM, "e2ebackup/v1/repo/metadata" || 0x00
+                                  || repo_id || N, JSON)
+    blob id     = BLAKE3-keyed(IK, plaintext)
+    blob body   = flags (0x00 stored, 0x01 zstd) || length (u32) || plaintext or zstd frame
+    sealed blob = chunked-encrypt(BK, AES-256-GCM, "e2ebackup/v1/repo/blob" || 0x00 || repo_id
+                                  || kind || id, body)
+    pack        = sealed_1 || ... || sealed_n || sealed_header || header_length (u32)
+    header      = n x (kind (1) || id (32) || length of sealed_i (u32))
+
+Choices where the spec leaves room (each is this reference's reading, listed so that a
+disagreement can be traced to it):
+
+- Integers without a stated byte order (the blob length, the pack header's lengths and
+  ``header_length``) are big-endian, like every other integer in the format.
+- ``header_length`` is the length of ``sealed_header`` (what a reader needs to find it).
+- A metadata object's name ``N`` in its context is the full object name (``"snapshots/<hex>"``)
+  as ASCII; the pack name in a pack header's context is the 64 hex digits alone.
+- A pack ``<64 hex>`` is stored as ``data/<its first 2 hex>/<64 hex>``.
+- The head's ``snapshots`` list holds the 64 hex digits of the snapshot ids, its ``indexes``
+  list the full object names (``"index/<64 hex>"``), as e2ebackup writes them; the index's pack
+  ``id`` is the pack's 64 hex digits; a snapshot's ``tree`` and ``parent`` and a tree's
+  ``content`` and ``subtree`` hold blob ids (or snapshot ids) in hex.
+- Trees are sorted by name in code point order of the (surrogate-escaped) Python string.
+- Multiple key objects are tried in name order, as one list of slots. A key object that is not
+  exactly a slot area of count 1 is a damaged slot of the kind its slot's kind byte names.
+- The newest head is the one with the highest ``seq`` in its name; if it does not open, or its
+  ``seq`` differs from its name, the repository is refused (no fallback to an older head, which
+  would be a rollback).
+- ``"latest"`` is the listed snapshot with the greatest ``time``, the later one in the head's
+  list on a tie.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import re
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeAlias
+
+import blake3
+import c2sp_reference as c2sp
+import sealed_reference as sref
+import zstandard
+
+MAGIC = b"E2EBREPO"
+VERSION = 1
+REPO_ID_SIZE = 16
+CONFIG_FIXED_SIZE = len(MAGIC) + 1 + REPO_ID_SIZE  # 25
+
+LABEL_CONFIG = b"e2ebackup/v1/repo/config"
+LABEL_METADATA = b"e2ebackup/v1/repo/metadata"
+LABEL_BLOB = b"e2ebackup/v1/repo/blob"
+LABEL_BLOB_ID = b"e2ebackup/v1/repo/blob-id"
+LABEL_CHUNKER = b"e2ebackup/v1/repo/chunker"
+LABEL_PACK_HEADER = b"e2ebackup/v1/repo/pack-header"
+
+CONFIG_CONTEXT = b"e2ebackup/v1/repo/config\x00"
+METADATA_CONTEXT = b"e2ebackup/v1/repo/metadata\x00"
+BLOB_CONTEXT = b"e2ebackup/v1/repo/blob\x00"
+PACK_HEADER_CONTEXT = b"e2ebackup/v1/repo/pack-header\x00"
+GEAR_INPUT = b"e2ebackup/v1/repo/chunker-gear"
+
+AES = c2sp.AES_256_GCM
+KIND_DATA = 0x00
+KIND_TREE = 0x01
+FLAG_STORED = 0x00
+FLAG_ZSTD = 0x01
+ID_SIZE = 32
+MAX_BLOB = 64 * 1024 * 1024
+HEADER_ENTRY_SIZE = 1 + ID_SIZE + 4
+DEFAULT_CHUNKER = (512 * 1024, 1024 * 1024, 8 * 1024 * 1024)
+
+HEX64 = re.compile(r"[0-9a-f]{64}")
+INDEX_NAME = re.compile(r"index/[0-9a-f]{64}")
+HEAD_NAME = re.compile(r"heads/([0-9a-f]{16})-([0-9a-f]{64})")
+
+M64 = (1 << 64) - 1
+
+# What restore produces: file contents, a symlink and its target, or a directory.
+Node: TypeAlias = bytes | tuple[Literal["symlink"], str] | Literal["dir"]
+Tree: TypeAlias = dict[str, Node]
+
+
+# ---- errors ----------------------------------------------------------------------------------
+
+
+class RepoError(Exception):
+    """Base class of this reference's repository errors."""
+
+
+class NotARepository(RepoError):
+    """No config, or a config with a bad magic or version."""
+
+
+class Corrupt(RepoError):
+    """An object, blob or pack that does not authenticate or does not parse."""
+
+
+class Rollback(RepoError):
+    """The newest head is older than the highest seq this device has seen."""
+
+
+class SnapshotNotFound(RepoError):
+    """No such snapshot among those the head lists (unlisted objects are never offered)."""
+
+
+class SnapshotDeleted(RepoError):
+    """The head lists the snapshot but its object is missing."""
+
+
+# The key-slot errors are those of tests/sealed_reference.py.
+WrongPassword = sref.WrongPassword
+WrongRecoveryKey = sref.WrongRecoveryKey
+NoMatchingKeySlot = sref.NoMatchingKeySlot
+CorruptKeySlot = sref.CorruptKeySlot
+
+
+# ---- keys ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Keys:
+    data_key: bytes
+    config: bytes  # CK
+    metadata: bytes  # MK
+    blob: bytes  # BK
+    blob_id: bytes  # IK
+    chunker: bytes  # GK
+    pack_header: bytes  # HK
+
+    @classmethod
+    def derive(cls, data_key: bytes) -> Keys:
+        d = sref.derive
+        return cls(
+            data_key,
+            d(data_key, LABEL_CONFIG),
+            d(data_key, LABEL_METADATA),
+            d(data_key, LABEL_BLOB),
+            d(data_key, LABEL_BLOB_ID),
+            d(data_key, LABEL_CHUNKER),
+            d(data_key, LABEL_PACK_HEADER),
+        )
+
+
+def blob_id(id_key: bytes, plaintext: bytes) -> bytes:
+    return blake3.blake3(plaintext, key=id_key).digest()
+
+
+# ---- chunking --------------------------------------------------------------------------------
+
+
+def gear_table(gear_key: bytes) -> list[int]:
+    """gear[i] = LE u64 of bytes 8i..8i+8 of BLAKE3-XOF(key = GK, "...chunker-gear")."""
+    stream = blake3.blake3(GEAR_INPUT, key=gear_key).digest(length=256 * 8)
+    return [int.from_bytes(stream[8 * i : 8 * i + 8], "little") for i in range(256)]
+
+
+def masks(avg: int) -> tuple[int, int]:
+    """(mask while n < avg, mask after): the top log2(avg)+2 and log2(avg)-2 bits of 64."""
+    bits = avg.bit_length() - 1
+    if avg <= 0 or 1 << bits != avg or not 2 <= bits <= 62:
+        raise ValueError("avg must be a power of two between 4 and 2^62")
+    small = ((1 << (bits + 2)) - 1) << (64 - bits - 2)
+    large = ((1 << (bits - 2)) - 1) << (64 - bits + 2)
+    return small, large
+
+
+def check_chunker_params(min_size: int, avg_size: int, max_size: int) -> None:
+    masks(avg_size)
+    if not 1 <= min_size <= avg_size <= max_size:
+        raise ValueError("chunker parameters must satisfy 1 <= min <= avg <= max")
+
+
+def _next_cut(
+    gear: list[int], data: bytes, start: int, min_size: int, avg_size: int, max_size: int
+) -> tuple[int, bool]:
+    """The end of the chunk that starts at ``start``, and whether the rule (not the end of the
+    data) put it there."""
+    mask_s, mask_l = masks(avg_size)
+    h = 0
+    end = len(data)
+    # Bytes at positions n <= min - 64 do not enter the hash: start at n = max(1, min - 63).
+    n = max(1, min_size - 63)
+    pos = start + n - 1
+    while pos < end:
+        h = ((h << 1) + gear[data[pos]]) & M64
+        mask = mask_s if n < avg_size else mask_l
+        if (n >= min_size and h & mask == 0) or n >= max_size:
+            return pos + 1, True
+        n += 1
+        pos += 1
+    return end, False
+
+
+def chunk_boundaries(
+    gear_key: bytes, data: bytes, min_size: int, avg_size: int, max_size: int
+) -> list[int]:
+    """The end offset of every chunk of ``data``: the last is len(data); [0] for empty data."""
+    check_chunker_params(min_size, avg_size, max_size)
+    gear = gear_table(gear_key)
+    ends: list[int] = []
+    start = 0
+    while start < len(data):
+        start, _ = _next_cut(gear, data, start, min_size, avg_size, max_size)
+        ends.append(start)
+    return ends or [0]
+
+
+def cut_points(
+    gear_key: bytes, data: bytes, min_size: int, avg_size: int, max_size: int
+) -> list[int]:
+    """Only the cuts the rule makes (a last chunk that ends with the data is not one)."""
+    check_chunker_params(min_size, avg_size, max_size)
+    gear = gear_table(gear_key)
+    cuts: list[int] = []
+    start = 0
+    while start < len(data):
+        start, by_rule = _next_cut(gear, data, start, min_size, avg_size, max_size)
+        if by_rule:
+            cuts.append(start)
+    return cuts
+
+
+def split(gear_key: bytes, data: bytes, min_size: int, avg_size: int, max_size: int) -> list[bytes]:
+    ends = chunk_boundaries(gear_key, data, min_size, avg_size, max_size)
+    return [data[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
+
+
+# ---- blobs -----------------------------------------------------------------------------------
+
+
+def blob_context(repo_id: bytes, kind: int, id_: bytes) -> bytes:
+    return BLOB_CONTEXT + repo_id + bytes([kind]) + id_
+
+
+def decode_body(body: bytes) -> bytes:
+    """flags || length (u32) || plaintext or zstd frame -> plaintext."""
+    if len(body) < 5:
+        raise Corrupt("blob body too short")
+    flags, length = body[0], struct.unpack(">I", body[1:5])[0]
+    if length > MAX_BLOB:
+        raise Corrupt("blob longer than 64 MiB")
+    rest = body[5:]
+    if flags == FLAG_STORED:
+        if len(rest) != length:
+            raise Corrupt("stored blob length mismatch")
+        return rest
+    if flags != FLAG_ZSTD:
+        raise Corrupt(f"unknown blob flags {flags:#x}")
+    d = zstandard.ZstdDecompressor().decompressobj()
+    try:
+        # A frame that states its content size must state the blob's (no bombs).
+        if zstandard.frame_content_size(rest) not in (-1, length):
+            raise Corrupt("zstd frame content size differs from the stated length")
+        out = d.decompress(rest)
+    except zstandard.ZstdError as e:
+        raise Corrupt(f"bad zstd frame: {e}") from None
+    if not d.eof or d.unused_data or len(out) != length:
+        raise Corrupt("zstd frame does not decompress to exactly the stated length")
+    return out
+
+
+def open_body(keys: Keys, repo_id: bytes, kind: int, id_: bytes, sealed: bytes) -> bytes:
+    """Decrypt a sealed blob to its body (flags || length || data)."""
+    try:
+        return c2sp.decrypt(keys.blob, blob_context(repo_id, kind, id_), AES, sealed)
+    except c2sp.DecryptionError:
+        raise Corrupt(f"blob {id_.hex()} does not authenticate") from None
+
+
+def open_blob(keys: Keys, repo_id: bytes, kind: int, id_: bytes, sealed: bytes) -> bytes:
+    """Decrypt, decompress, recompute the id and compare it in constant time."""
+    plaintext = decode_body(open_body(keys, repo_id, kind, id_, sealed))
+    if not hmac.compare_digest(blob_id(keys.blob_id, plaintext), id_):
+        raise Corrupt(f"blob {id_.hex()}: id MAC mismatch")
+    return plaintext
+
+
+def encode_body(plaintext: bytes, compress: bool) -> bytes:
+    if len(plaintext) > MAX_BLOB:
+        raise ValueError("blob longer than 64 MiB")
+    head = struct.pack(">I", len(plaintext))
+    if compress:
+        frame = zstandard.ZstdCompressor(level=3).compress(plaintext)
+        return bytes([FLAG_ZSTD]) + head + frame
+    return bytes([FLAG_STORED]) + head + plaintext
+
+
+# ---- packs -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PackEntry:
+    kind: int
+    id: bytes
+    offset: int
+    length: int
+
+
+def pack_object_name(name: str) -> str:
+    return f"data/{name[:2]}/{name}"
+
+
+def parse_pack(keys: Keys, repo_id: bytes, name: str, pack: bytes) -> list[PackEntry]:
+    """The authenticated header of pack ``name`` (64 hex), with offsets; checks the sizes."""
+    if len(pack) < 4:
+        raise Corrupt("pack too short")
+    (header_length,) = struct.unpack(">I", pack[-4:])
+    if header_length > len(pack) - 4:
+        raise Corrupt("pack header length beyond the pack")
+    sealed_header = pack[len(pack) - 4 - header_length : -4]
+    context = PACK_HEADER_CONTEXT + repo_id + name.encode("ascii")
+    try:
+        header = c2sp.decrypt(keys.pack_header, context, AES, sealed_header)
+    except c2sp.DecryptionError:
+        raise Corrupt(f"pack {name}: header does not authenticate") from None
+    if len(header) % HEADER_ENTRY_SIZE:
+        raise Corrupt(f"pack {name}: header is not a whole number of entries")
+    entries, offset = [], 0
+    for i in range(0, len(header), HEADER_ENTRY_SIZE):
+        kind, id_, length = struct.unpack(">B32sI", header[i : i + HEADER_ENTRY_SIZE])
+        entries.append(PackEntry(kind, id_, offset, length))
+        offset += length
+    if offset + header_length + 4 != len(pack):
+        raise Corrupt(f"pack {name}: header lengths do not add up to the pack size")
+    return entries
+
+
+# ---- metadata objects ---------------------------------------------------------------------------
+
+
+def metadata_context(repo_id: bytes, name: str) -> bytes:
+    return METADATA_CONTEXT + repo_id + name.encode("ascii")
+
+
+def seal_metadata(metadata_key: bytes, repo_id: bytes, name: str, doc: Any, salt: bytes) -> bytes:
+    """The metadata object ``name`` holding the JSON of ``doc``."""
+    context = metadata_context(repo_id, name)
+    return c2sp.encrypt_with_salt(metadata_key, salt, context, AES, _dumps(doc))
+
+
+def _dumps(doc: Any) -> bytes:
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
+# ---- key objects -----------------------------------------------------------------------------
+
+
+def parse_key_object(blob: bytes) -> sref.Slot:
+    """A slot area of count 1; anything else is a damaged slot (of the kind byte it shows)."""
+    kind = blob[1] if len(blob) > 1 else 0
+    bad = sref.Slot(kind, b"", b"")  # its check never matches: damaged
+    if len(blob) < 1 + 3 + sref.CHECK_SIZE or blob[0] != 1:
+        return bad
+    body_len = struct.unpack(">H", blob[2:4])[0]
+    if len(blob) != 1 + 3 + body_len + sref.CHECK_SIZE:
+        return bad
+    return sref.Slot(kind, blob[4 : 4 + body_len], blob[4 + body_len :])
+
+
+def encode_key_object(slot: bytes) -> bytes:
+    return b"\x01" + slot
+
+
+# ---- reading --------------------------------------------------------------------------------
+
+
+def object_names(root: Path, prefix: str) -> list[str]:
+    """Names of the objects under ``prefix`` (a folder name ending in '/'), sorted."""
+    base = root / prefix
+    if not base.is_dir():
+        return []
+    out = []
+    for folder, _dirs, files in os.walk(base):
+        for f in files:
+            out.append((Path(folder) / f).relative_to(root).as_posix())
+    return sorted(out)
+
+
+@dataclass(frozen=True)
+class Head:
+    seq: int
+    name: str | None
+    snapshots: list[str]
+    indexes: list[str]
+
+
+@dataclass
+class Repository:
+    root: Path
+    repo_id: bytes
+    keys: Keys
+    config: dict[str, Any]
+    head: Head
+    _index: dict[bytes, tuple[str, PackEntry]] | None = field(default=None, repr=False)
+    _packs: dict[str, bytes] = field(default_factory=dict, repr=False)
+
+    # -- opening --
+
+    @classmethod
+    def open(
+        cls,
+        root: Path | str,
+        *,
+        password: str | bytes | None = None,
+        recovery_key: bytes | str | None = None,
+        known_seq: int | None = None,
+    ) -> Repository:
+        """Open with a password or recovery key. ``known_seq``, the highest head seq this device
+        has seen, turns an older newest head into a Rollback error."""
+        root = Path(root)
+        try:
+            config = (root / "config").read_bytes()
+        except FileNotFoundError:
+            raise NotARepository("no config") from None
+        if len(config) < CONFIG_FIXED_SIZE or config[:8] != MAGIC or config[8] != VERSION:
+            raise NotARepository("bad config magic or version")
+        repo_id = config[9:CONFIG_FIXED_SIZE]
+        slots = [parse_key_object((root / n).read_bytes()) for n in object_names(root, "keys/")]
+        if isinstance(recovery_key, str):
+            recovery_key = sref.parse_recovery_key(recovery_key)
+        data_key = sref.open_slots(repo_id, slots, password=password, recovery_key=recovery_key)
+        keys = Keys.derive(data_key)
+        context = CONFIG_CONTEXT + config[:CONFIG_FIXED_SIZE]
+        try:
+            body = c2sp.decrypt(keys.config, context, AES, config[CONFIG_FIXED_SIZE:])
+        except c2sp.DecryptionError:
+            raise Corrupt("config does not authenticate") from None
+        settings = json.loads(body)
+        if settings.get("version") != VERSION:
+            raise NotARepository("config JSON version is not 1")
+        ch = settings["chunker"]
+        check_chunker_params(ch["min"], ch["avg"], ch["max"])
+        repo = cls(root, repo_id, keys, settings, Head(0, None, [], []))
+        repo.head = repo._read_head()
+        if known_seq is not None and repo.head.seq < known_seq:
+            raise Rollback(f"newest head seq {repo.head.seq} < {known_seq} already seen")
+        return repo
+
+    @property
+    def chunker(self) -> tuple[int, int, int]:
+        ch = self.config["chunker"]
+        return ch["min"], ch["avg"], ch["max"]
+
+    def read(self, name: str) -> bytes:
+        return (self.root / name).read_bytes()
+
+    def metadata(self, name: str) -> Any:
+        context = metadata_context(self.repo_id, name)
+        try:
+            plain = c2sp.decrypt(self.keys.metadata, context, AES, self.read(name))
+        except c2sp.DecryptionError:
+            raise Corrupt(f"{name} does not authenticate") from None
+        return json.loads(plain)
+
+    def _read_head(self) -> Head:
+        heads = []
+        for name in object_names(self.root, "heads/"):
+            m = HEAD_NAME.fullmatch(name)
+            if m:  # other names under heads/ are not heads
+                heads.append((int(m.group(1), 16), name))
+        if not heads:
+            return Head(0, None, [], [])
+        seq, name = max(heads)
+        if sum(1 for s, _ in heads if s == seq) != 1:
+            raise Corrupt(f"two heads with seq {seq}")
+        doc = self.metadata(name)
+        if doc.get("seq") != seq:
+            raise Corrupt(f"{name}: seq {doc.get('seq')!r} does not match the name")
+        snaps, idx = doc["snapshots"], doc["indexes"]
+        for s in snaps:
+            if not isinstance(s, str) or not HEX64.fullmatch(s):
+                raise Corrupt(f"{name}: bad snapshot id {s!r}")
+        for s in idx:
+            if not isinstance(s, str) or not INDEX_NAME.fullmatch(s):
+                raise Corrupt(f"{name}: bad index name {s!r}")
+        return Head(seq, name, list(snaps), list(idx))
+
+    # -- snapshots --
+
+    def snapshot_ids(self) -> list[str]:
+        """The snapshots the head lists (the only ones that may be offered)."""
+        return list(self.head.snapshots)
+
+    def snapshot(self, snapshot_id: str) -> dict[str, Any]:
+        if snapshot_id not in self.head.snapshots:
+            raise SnapshotNotFound(snapshot_id)
+        name = f"snapshots/{snapshot_id}"
+        if not (self.root / name).is_file():
+            raise SnapshotDeleted(snapshot_id)
+        doc: dict[str, Any] = self.metadata(name)
+        if doc.get("id") != snapshot_id:
+            raise Corrupt(f"{name}: id {doc.get('id')!r} does not match the name")
+        return doc
+
+    def latest(self) -> str:
+        if not self.head.snapshots:
+            raise SnapshotNotFound("the repository has no snapshots")
+        order = {s: i for i, s in enumerate(self.head.snapshots)}
+        docs = [self.snapshot(s) for s in self.head.snapshots]
+        best = max(docs, key=lambda d: (d["time"], order[d["id"]]))
+        return str(best["id"])
+
+    def resolve(self, snapshot: str) -> str:
+        if snapshot == "latest":
+            return self.latest()
+        matches = [s for s in self.head.snapshots if s.startswith(snapshot)]
+        if len(matches) != 1:
+            raise SnapshotNotFound(snapshot)
+        return matches[0]
+
+    # -- index and blobs --
+
+    def index(self) -> dict[bytes, tuple[str, PackEntry]]:
+        """blob id -> (pack name, where it is), from every index object the head lists."""
+        if self._index is None:
+            out: dict[bytes, tuple[str, PackEntry]] = {}
+            for index_name in self.head.indexes:
+                doc = self.metadata(index_name)
+                for pack in doc["packs"]:
+                    name = pack["id"]
+                    if not isinstance(name, str) or not HEX64.fullmatch(name):
+                        raise Corrupt(f"{index_name}: bad pack id {name!r}")
+                    for kind, id_hex, offset, length in pack["blobs"]:
+                        entry = PackEntry(kind, bytes.fromhex(id_hex), offset, length)
+                        out.setdefault(entry.id, (name, entry))
+            self._index = out
+        return self._index
+
+    def pack(self, name: str) -> bytes:
+        if name not in self._packs:
+            self._packs[name] = self.read(pack_object_name(name))
+        return self._packs[name]
+
+    def sealed_blob(self, kind: int, id_: bytes) -> bytes:
+        try:
+            name, entry = self.index()[id_]
+        except KeyError:
+            raise Corrupt(f"blob {id_.hex()} is in no listed index") from None
+        if entry.kind != kind:
+            raise Corrupt(f"blob {id_.hex()} is indexed as kind {entry.kind}, not {kind}")
+        return self.pack(name)[entry.offset : entry.offset + entry.length]
+
+    def blob(self, kind: int, id_: bytes) -> bytes:
+        return open_blob(self.keys, self.repo_id, kind, id_, self.sealed_blob(kind, id_))
+
+    def blob_body(self, kind: int, id_: bytes) -> bytes:
+        """The decrypted body (flags || length || data) of a blob, to see how it was stored."""
+        return open_body(self.keys, self.repo_id, kind, id_, self.sealed_blob(kind, id_))
+
+    def tree(self, tree_id: str) -> list[dict[str, Any]]:
+        doc = json.loads(self.blob(KIND_TREE, bytes.fromhex(tree_id)))
+        entries: list[dict[str, Any]] = doc["entries"]
+        names = [e["name"] for e in entries]
+        for n in names:
+            if not isinstance(n, str) or n in ("", ".", "..") or "/" in n:
+                raise Corrupt(f"bad name {n!r} in tree {tree_id}")
+        if names != sorted(set(names)):
+            raise Corrupt(f"tree {tree_id} is not sorted by name or has duplicate names")
+        return entries
+
+    # -- restore --
+
+    def restore(self, snapshot: str = "latest") -> Tree:
+        """{path: bytes | ("symlink", target) | "dir"}, paths relative to the snapshot root."""
+        doc = self.snapshot(self.resolve(snapshot))
+        out: Tree = {}
+        self._walk(doc["tree"], "", out)
+        return out
+
+    def walk(self, snapshot: str = "latest") -> Iterator[tuple[str, dict[str, Any]]]:
+        """Every (path, tree entry) of a snapshot, depth first in tree order."""
+        doc = self.snapshot(self.resolve(snapshot))
+        yield from self._entries(doc["tree"], "")
+
+    def _entries(self, tree_id: str, prefix: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        for e in self.tree(tree_id):
+            path = prefix + e["name"]
+            yield path, e
+            if e["type"] == "dir":
+                yield from self._entries(e["subtree"], path + "/")
+
+    def _walk(self, tree_id: str, prefix: str, out: Tree) -> None:
+        for path, e in self._entries(tree_id, prefix):
+            kind = e["type"]
+            if kind == "file":
+                data = b"".join(self.blob(KIND_DATA, bytes.fromhex(c)) for c in e["content"])
+                if len(data) != e["size"]:
+                    raise Corrupt(f"{path}: {len(data)} bytes, the tree says {e['size']}")
+                out[path] = data
+            elif kind == "dir":
+                out[path] = "dir"
+            elif kind == "symlink":
+                out[path] = ("symlink", e["target"])
+            else:
+                raise Corrupt(f"{path}: unknown entry type {kind!r}")
+
+    # -- check --
+
+    def check(self, read_data: bool = True) -> list[str]:
+        """Problems found (empty if none): every listed snapshot and its trees, every indexed
+        pack's header against the index, and with ``read_data`` every blob."""
+        problems: list[str] = []
+        try:
+            index = self.index()
+        except (RepoError, OSError) as e:
+            return [f"index: {e}"]
+        by_pack: dict[str, list[PackEntry]] = {}
+        for name, entry in index.values():
+            by_pack.setdefault(name, []).append(entry)
+        for name, entries in sorted(by_pack.items()):
+            try:
+                header = parse_pack(self.keys, self.repo_id, name, self.pack(name))
+            except (RepoError, OSError) as e:
+                problems.append(f"pack {name}: {e}")
+                continue
+            missing = set(entries) - set(header)
+            if missing:
+                problems.append(f"pack {name}: {len(missing)} indexed blobs not in its header")
+            if read_data:
+                p = self.pack(name)
+                for en in header:
+                    try:
+                        sealed = p[en.offset : en.offset + en.length]
+                        open_blob(self.keys, self.repo_id, en.kind, en.id, sealed)
+                    except RepoError as e:
+                        problems.append(f"pack {name}: {e}")
+        for sid in self.head.snapshots:
+            try:
+                for path, te in self.walk(sid):
+                    for c in te.get("content", []) if te["type"] == "file" else []:
+                        if bytes.fromhex(c) not in index:
+                            problems.append(f"{sid[:8]}:{path}: blob {c} not indexed")
+            except (RepoError, OSError, KeyError, ValueError) as e:
+                problems.append(f"snapshot {sid}: {type(e).__name__}: {e}")
+        return problems
+
+
+# ---- writing ---------------------------------------------------------------------------------
+
+Random: TypeAlias = Callable[[str, int], bytes]
+"""rand(purpose, n): n 'random' bytes for a purpose; the writer asks for each one by name."""
+
+
+@dataclass(frozen=True)
+class Meta:
+    mode: int = 0o644
+    mtime_ns: int = 1_764_115_200_000_000_000
+    ctime_ns: int = 1_764_115_200_000_000_000
+    ino: int = 0
+    uid: int = 1000
+    gid: int = 1000
+
+
+@dataclass(frozen=True)
+class File:
+    data: bytes
+    meta: Meta = Meta()
+
+
+@dataclass(frozen=True)
+class Symlink:
+    target: str
+    meta: Meta = Meta(mode=0o777)
+
+
+@dataclass(frozen=True)
+class Dir:
+    entries: dict[str, Node_]
+    meta: Meta = Meta(mode=0o755)
+
+
+Node_: TypeAlias = File | Symlink | Dir
+
+# Leading bytes of formats the writer stores without zstd (a subset of the spec's list).
+COMPRESSED_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"PK\x03\x04", b"\x1f\x8b", b"%PDF")
+
+
+def expected_tree(entries: dict[str, Node_], prefix: str = "") -> Tree:
+    """What a restore of a root holding ``entries`` gives."""
+    out: Tree = {}
+    for name in sorted(entries):
+        node, path = entries[name], prefix + name
+        if isinstance(node, File):
+            out[path] = node.data
+        elif isinstance(node, Symlink):
+            out[path] = ("symlink", node.target)
+        else:
+            out[path] = "dir"
+            out.update(expected_tree(node.entries, path + "/"))
+    return out
+
+
+class Writer:
+    """A minimal writer: init, then backups of explicit in-memory trees, and forget. Every
+    random input (names, salts) comes from ``rand``; the output is a function of the inputs."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        data_key: bytes,
+        repo_id: bytes,
+        rand: Random,
+        chunker: tuple[int, int, int] = DEFAULT_CHUNKER,
+        pack_size: int = 16 * 1024 * 1024,
+    ) -> None:
+        assert len(data_key) == 32
+        assert len(repo_id) == REPO_ID_SIZE
+        check_chunker_params(*chunker)
+        self.root = root
+        self.data_key = data_key
+        self.repo_id = repo_id
+        self.keys = Keys.derive(data_key)
+        self.rand = rand
+        self.chunker = chunker
+        self.pack_size = pack_size
+        self.counter = 0
+        self.known: set[bytes] = set()
+        self.seq = 0
+        self.snapshots: list[str] = []
+        self.indexes: list[str] = []
+        self.head_name: str | None = None
+
+    # -- plumbing --
+
+    def _salt(self, what: str) -> bytes:
+        self.counter += 1
+        return self.rand(f"salt/{self.counter}/{what}", c2sp.SALT_SIZE)
+
+    def _name(self, what: str) -> str:
+        self.counter += 1
+        return self.rand(f"name/{self.counter}/{what}", 32).hex()
+
+    def put(self, name: str, data: bytes) -> None:
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            raise FileExistsError(name)  # objects are written once
+        path.write_bytes(data)
+
+    def delete(self, name: str) -> None:
+        (self.root / name).unlink()
+
+    def seal_metadata(self, name: str, doc: Any) -> bytes:
+        return seal_metadata(self.keys.metadata, self.repo_id, name, doc, self._salt(name))
+
+    def put_metadata(self, name: str, doc: Any) -> None:
+        self.put(name, self.seal_metadata(name, doc))
+
+    # -- init --
+
+    def config_bytes(self) -> bytes:
+        fixed = MAGIC + bytes([VERSION]) + self.repo_id
+        mn, avg, mx = self.chunker
+        body = _dumps({"version": VERSION, "chunker": {"min": mn, "avg": avg, "max": mx}})
+        salt = self._salt("config")
+        return fixed + c2sp.encrypt_with_salt(
+            self.keys.config, salt, CONFIG_CONTEXT + fixed, AES, body
+        )
+
+    def add_key(self, spec: sref.SlotSpec) -> str:
+        name = f"keys/{self._name('key')}"
+        self.put(name, encode_key_object(sref.make_slot(spec, self.repo_id, self.data_key)))
+        return name
+
+    def init(self, slots: list[sref.SlotSpec]) -> None:
+        """Key objects first, the config last: the repository exists once it can be opened."""
+        assert slots
+        for spec in slots:
+            self.add_key(spec)
+        self.put("config", self.config_bytes())
+
+    # -- backup --
+
+    def _seal_blob(self, kind: int, plaintext: bytes) -> tuple[bytes, bytes]:
+        id_ = blob_id(self.keys.blob_id, plaintext)
+        compress = kind == KIND_TREE or not plaintext.startswith(COMPRESSED_MAGIC)
+        if compress:
+            body = encode_body(plaintext, True)
+            if len(body) > (len(plaintext) + 5) * 97 // 100:  # zstd did not shrink it by 3 %
+                body = encode_body(plaintext, False)
+        else:
+            body = encode_body(plaintext, False)
+        context = blob_context(self.repo_id, kind, id_)
+        sealed = c2sp.encrypt_with_salt(self.keys.blob, self._salt("blob"), context, AES, body)
+        return id_, sealed
+
+    def _write_packs(self, kind: int, blobs: list[tuple[bytes, bytes]]) -> list[dict[str, Any]]:
+        """Pack sealed blobs (id, sealed) of one kind; return the index entries of the packs."""
+        groups: list[list[tuple[bytes, bytes]]] = []
+        size = self.pack_size
+        for b in blobs:
+            if size >= self.pack_size:
+                groups.append([])
+                size = 0
+            groups[-1].append(b)
+            size += len(b[1])
+        out = []
+        for group in groups:
+            name = self._name("pack")
+            header = b"".join(struct.pack(">B32sI", kind, i, len(s)) for i, s in group)
+            context = PACK_HEADER_CONTEXT + self.repo_id + name.encode("ascii")
+            sealed_header = c2sp.encrypt_with_salt(
+                self.keys.pack_header, self._salt("pack-header"), context, AES, header
+            )
+            body = b"".join(s for _, s in group)
+            pack = body + sealed_header + struct.pack(">I", len(sealed_header))
+            self.put(pack_object_name(name), pack)
+            entries, offset = [], 0
+            for i, s in group:
+                entries.append([kind, i.hex(), offset, len(s)])
+                offset += len(s)
+            out.append({"id": name, "size": len(pack), "blobs": entries})
+        return out
+
+    def backup(
+        self,
+        roots: dict[str, Node_],
+        *,
+        time: float,
+        started: float,
+        paths: list[str],
+        hostname: str = "host",
+        username: str = "user",
+        tags: list[str] | None = None,
+        commit: bool = True,
+        delete_old_head: bool = True,
+    ) -> str:
+        """Store a snapshot of a root directory holding ``roots`` (one entry per backed-up path)
+        and return its id: packs, then one index, then the snapshot, then the next head (the old
+        head deleted after, unless ``delete_old_head`` is false). ``commit=False`` stops before
+        the head, as an interrupted backup does: the snapshot is stored but not listed."""
+        new: dict[int, list[tuple[bytes, bytes]]] = {KIND_DATA: [], KIND_TREE: []}
+        stats = {"files": 0, "dirs": 0, "bytes": 0, "blobs_added": 0}
+        known_before = set(self.known)
+
+        def store(kind: int, plaintext: bytes) -> bytes:
+            id_ = blob_id(self.keys.blob_id, plaintext)
+            if id_ not in self.known:
+                self.known.add(id_)
+                new[kind].append(self._seal_blob(kind, plaintext))
+                stats["blobs_added"] += 1
+            return id_
+
+        def tree_of(entries: dict[str, Node_]) -> bytes:
+            out = []
+            for name in sorted(entries):
+                node = entries[name]
+                m = node.meta
+                e: dict[str, Any] = {"name": name}
+                if isinstance(node, File):
+                    e["type"] = "file"
+                elif isinstance(node, Dir):
+                    e["type"] = "dir"
+                else:
+                    e["type"] = "symlink"
+                e.update(
+                    mode=m.mode,
+                    mtime_ns=m.mtime_ns,
+                    ctime_ns=m.ctime_ns,
+                    ino=m.ino,
+                    uid=m.uid,
+                    gid=m.gid,
+                )
+                if isinstance(node, File):
+                    chunks = split(self.keys.chunker, node.data, *self.chunker)
+                    e["size"] = len(node.data)
+                    e["content"] = [store(KIND_DATA, c).hex() for c in chunks]
+                    stats["files"] += 1
+                    stats["bytes"] += len(node.data)
+                elif isinstance(node, Dir):
+                    e["subtree"] = tree_of(node.entries).hex()
+                    stats["dirs"] += 1
+                else:
+                    e["target"] = node.target
+                out.append(e)
+            return store(KIND_TREE, _dumps({"entries": out}))
+
+        tree = tree_of(roots).hex()
+        packs = self._write_packs(KIND_DATA, new[KIND_DATA])
+        packs += self._write_packs(KIND_TREE, new[KIND_TREE])
+        index_name = f"index/{self._name('index')}" if packs else None
+        if index_name is not None:
+            self.put_metadata(index_name, {"packs": packs})
+        snapshot_id = self._name("snapshot")
+        doc = {
+            "id": snapshot_id,
+            "time": time,
+            "started": started,
+            "hostname": hostname,
+            "username": username,
+            "paths": paths,
+            "tree": tree,
+            "parent": self.snapshots[-1] if self.snapshots else None,
+            "tags": tags or [],
+            "stats": stats,
+        }
+        self.put_metadata(f"snapshots/{snapshot_id}", doc)
+        if not commit:
+            self.known = known_before  # its blobs are in packs no listed index names
+            return snapshot_id
+        if index_name is not None:
+            self.indexes.append(index_name)
+        self.snapshots.append(snapshot_id)
+        self.write_head(delete_old=delete_old_head)
+        return snapshot_id
+
+    def write_head(self, *, delete_old: bool = True) -> str:
+        self.seq += 1
+        name = f"heads/{self.seq:016x}-{self._name('head')}"
+        doc = {"seq": self.seq, "snapshots": self.snapshots, "indexes": self.indexes}
+        self.put_metadata(name, doc)
+        if self.head_name is not None and delete_old:
+            self.delete(self.head_name)
+        self.head_name = name
+        return name
+
+    def forget(self, snapshot_id: str) -> None:
+        """Drop a snapshot from the head, then delete its object (its blobs stay: no prune)."""
+        self.snapshots = [s for s in self.snapshots if s != snapshot_id]
+        self.write_head()
+        self.delete(f"snapshots/{snapshot_id}")
