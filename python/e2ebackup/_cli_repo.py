@@ -31,6 +31,7 @@ from e2ebackup.repo.repository import Repository
 from e2ebackup.repo.restore import RestoreStats, restore
 from e2ebackup.repo.tree import decode_tree
 from e2ebackup.storage import open_storage
+from e2ebackup.vault import cli as vault_cli
 
 REPOSITORY_ENV = "E2EBACKUP_REPOSITORY"
 EXIT_OK, EXIT_FAILED, EXIT_INCOMPLETE = 0, 1, 3
@@ -54,6 +55,7 @@ def add_parsers(commands: Any) -> None:
     init.add_argument("--no-password", action="store_true", help="recovery key only")
     init.add_argument("--qr", metavar="PATH", help="QR code of the recovery key (.png, .svg or -)")
     init.add_argument("--kdf", choices=["argon2id", "scrypt"], default="argon2id")
+    vault_cli.add_encrypt_options(init)
 
     b = commands.add_parser("backup", help="back up files and folders")
     add_repo_option(b)
@@ -152,7 +154,10 @@ def _init(args: argparse.Namespace) -> int:
         raise InvalidArgument("--no-password needs --recovery-key")
     password = None if args.no_password else read_password(args, confirm=True)
     kdf = ScryptParams() if args.kdf == "scrypt" else Argon2idParams()
-    repo = Repository.init(storage, password=password, recovery_key=recovery_key, kdf=kdf)
+    vault = vault_cli.vault_from_args(args, has_recovery_key=recovery_key is not None)
+    repo = Repository.init(
+        storage, password=password, recovery_key=recovery_key, kdf=kdf, vault=vault
+    )
     value: dict[str, Any] = {"repository": storage.location, "id": repo.id}
     if args.recovery_key and recovery_key is not None:
         value["recovery_key"] = recovery_key.reveal()

@@ -141,14 +141,15 @@ def _unlock(
 
 
 def _vault_client(vault: VaultSlot) -> VaultClient:
-    from e2ebackup.vault.client import VaultClient
+    from e2ebackup.vault.client import client_for
 
-    return VaultClient(vault.url, vault.server_public_key, ksf=vault.ksf)
+    return client_for(vault)
 
 
 def _vault_unlock(vault: VaultSlot, password: str | bytes) -> bytes:
-    with _vault_client(vault) as client:
-        return client.unlock(vault, password)
+    from e2ebackup.vault.client import unlock_slot
+
+    return unlock_slot(vault, password)
 
 
 def seal_file(

@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from e2ebackup import _core
 from e2ebackup.errors import InvalidArgument, InvalidTag, ObjectNotFound
@@ -32,6 +32,9 @@ from e2ebackup.repo.objects import (
 )
 from e2ebackup.repo.pack import read_pack_header
 from e2ebackup.storage.base import Storage
+
+if TYPE_CHECKING:
+    from e2ebackup.vault.client import VaultClient
 
 _HEAD = re.compile(r"^heads/([0-9a-f]{16})-[0-9a-f]{64}$")
 DEFAULT_CHUNKER = {"min": 512 << 10, "avg": 1 << 20, "max": 8 << 20}
@@ -82,9 +85,14 @@ class Repository:
         recovery_key: RecoveryKey | None = None,
         kdf: KdfParams | None = None,
         chunker: dict[str, int] | None = None,
+        vault: VaultClient | None = None,
     ) -> Repository:
+        """A new repository. With ``vault``, the password is registered with that key vault
+        (a guess limit, no offline guessing) instead of getting a password slot."""
         if password is None and recovery_key is None:
             raise InvalidArgument("a repository needs a password or a recovery key")
+        if vault is not None and password is None:
+            raise InvalidArgument("a key vault needs a password")
         if storage.exists("config"):
             raise InvalidArgument(f"there is already a repository at {storage.location}")
         data_key = _core.generate_key()
@@ -98,7 +106,10 @@ class Repository:
         config: dict[str, Any] = {"version": 1, "chunker": sizes}
         repo = cls(storage, keys, config, data_key)
         # Keys first, config last: a repository is only there once it can be opened.
-        if password is not None:
+        if vault is not None and password is not None:
+            vault_slot = vault.register(password, data_key)
+            repo._store_slot(lambda s: s.add_vault(data_key, vault_slot))
+        elif password is not None:
             repo.add_password(password, kdf=kdf)
         if recovery_key is not None:
             repo.add_recovery_key(recovery_key)
@@ -124,6 +135,12 @@ class Repository:
             raise RepositoryCorrupted("the repository has no key slots")
         if recovery_key is not None:
             data_key = slots.unlock(recovery_key=recovery_key)
+        elif password is not None and slots.vault_slots():
+            # The password is held by a key vault: one online attempt, nothing to guess offline.
+            from e2ebackup.vault.client import unlock_slot
+
+            secret = password
+            data_key = slots.unlock_vault(lambda vault: unlock_slot(vault, secret))
         else:
             data_key = slots.unlock(password=password)
         keys = RepoKeys.from_data_key(data_key, repo_id)
@@ -142,6 +159,17 @@ class Repository:
         return slot_id
 
     def add_password(
+        self, password: str | bytes, *, kdf: KdfParams | None = None, label: str = ""
+    ) -> str:
+        slots, _ = self.key_slots()
+        if slots.vault_slots():
+            raise InvalidArgument(
+                "this repository's password is held by a key vault: a password slot next to it "
+                "would allow offline guessing again"
+            )
+        return self._add_password_slot(password, kdf=kdf, label=label)
+
+    def _add_password_slot(
         self, password: str | bytes, *, kdf: KdfParams | None = None, label: str = ""
     ) -> str:
         return self._store_slot(
@@ -165,18 +193,39 @@ class Repository:
         self, old: str | bytes, new: str | bytes, *, kdf: KdfParams | None = None
     ) -> None:
         """Adds a slot for the new password, then removes the old password's slot: there is no
-        moment without a working key."""
+        moment without a working key. A password held by a key vault is registered anew, and
+        the old vault record deleted afterwards."""
         slots, names = self.key_slots()
+        if slots.vault_slots():
+            self._change_vault_password(slots, names, old, new)
+            return
         for i, slot in enumerate(slots.slots):
             one = KeySlots(self.keys.repo_id, [slot])
             try:
                 one.unlock(password=old)
             except Exception:  # noqa: S112 - only the slot that opens matters
                 continue
-            self.add_password(new, kdf=kdf or slot.kdf, label=slot.label)
+            self._add_password_slot(new, kdf=kdf or slot.kdf, label=slot.label)
             self.storage.delete(names[i])
             return
         slots.unlock(password=old)  # raises the precise error
+
+    def _change_vault_password(
+        self, slots: KeySlots, names: list[str], old: str | bytes, new: str | bytes
+    ) -> None:
+        from e2ebackup.vault.client import client_for
+
+        for slot, name in zip(slots.slots, names, strict=True):
+            if slot.vault is None:
+                continue
+            with client_for(slot.vault) as client:
+                client.unlock(slot.vault, old)  # the old password must be right
+                fresh = client.register(new, self._data_key)
+                one = KeySlots(self.keys.repo_id)
+                one.add_vault(self._data_key, fresh, label=slot.label)
+                self.storage.put_bytes(key_object_name(new_id()), one.encode())
+                self.storage.delete(name)
+                client.delete(slot.vault, old)
 
     # -- head
 

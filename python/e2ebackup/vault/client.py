@@ -255,3 +255,14 @@ def _wrong(attempts_left: int | None) -> str:
         f"wrong password: {attempts_left} attempt{'s' if attempts_left != 1 else ''} left "
         "before the vault deletes the key"
     )
+
+
+def client_for(slot: VaultSlot) -> VaultClient:
+    """A client for the vault a slot names, pinned to the slot's public key."""
+    return VaultClient(slot.url, slot.server_public_key, ksf=slot.ksf)
+
+
+def unlock_slot(slot: VaultSlot, password: str | bytes) -> bytes:
+    """One login at the slot's vault: the data key it holds."""
+    with client_for(slot) as client:
+        return client.unlock(slot, password)
