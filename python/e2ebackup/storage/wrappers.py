@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import threading
@@ -9,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import BinaryIO, TypeVar
 
-from e2ebackup.errors import StorageUnavailable
+from e2ebackup.errors import ObjectExists, StorageError, StorageUnavailable
 from e2ebackup.storage.base import ObjectInfo, Storage
 
 __all__ = ["LimitedStorage", "RetryingStorage"]
@@ -66,15 +67,41 @@ class RetryingStorage(Storage):
 
     def put(self, name: str, data: BinaryIO, *, size: int, sha256: bytes) -> None:
         start = data.tell() if data.seekable() else None
+        retried = False
 
         def rewind() -> None:
+            nonlocal retried
             if start is None:
                 raise StorageUnavailable(f"cannot retry the upload of {name}: source not seekable")
             data.seek(start)
+            retried = True
 
-        self._call(
-            f"put {name}", lambda: self.inner.put(name, data, size=size, sha256=sha256), rewind
-        )
+        def attempt() -> None:
+            try:
+                self.inner.put(name, data, size=size, sha256=sha256)
+            except ObjectExists:
+                # A failed attempt may have stored the object before its answer was lost (a
+                # dropped connection after the server committed): if what is there now is
+                # exactly these bytes, the upload succeeded.
+                if not (retried and self._holds(name, size, sha256)):
+                    raise
+
+        self._call(f"put {name}", attempt, rewind)
+
+    def _holds(self, name: str, size: int, sha256: bytes) -> bool:
+        def digest() -> bytes:
+            h = hashlib.sha256()
+            with self.inner.open(name) as f:
+                while block := f.read(1 << 20):
+                    h.update(block)
+            return h.digest()
+
+        try:
+            if self._call(f"stat {name}", lambda: self.inner.stat(name)).size != size:
+                return False
+            return self._call(f"check {name}", digest) == sha256
+        except StorageError:
+            return False
 
     def open(self, name: str, *, offset: int = 0, length: int | None = None) -> BinaryIO:
         return self._call(
