@@ -4,7 +4,8 @@
 Steps, all in one run so that every figure is compared with peers measured under the same load:
 
 1. ``openssl speed -evp aes-256-gcm`` / ``chacha20-poly1305`` at 16 KiB (one core);
-2. the pytest-benchmark suites ``test_bench_memory.py`` and ``test_bench_files.py`` with
+2. the pytest-benchmark suites ``test_bench_memory.py``, ``test_bench_files.py`` and
+   ``test_bench_repo.py`` (repository backup / restore, borg when installed) with
    ``--benchmark-json`` (one pytest run each);
 3. ``peak_rss.py`` (peak RSS growth and file-vs-memory throughput on a big file), unless
    ``--rss-gib 0``; ``--rss-json`` reuses an earlier result instead.
@@ -51,6 +52,9 @@ REFERENCE = {
     f"{CHACHA} decrypt": "e2ebackup decrypt_into all",
     "file encrypt": "e2ebackup encrypt_file",
     "file decrypt": "e2ebackup decrypt_file",
+    "repo backup": "e2ebackup backup (CLI)",
+    "repo backup unchanged": "e2ebackup backup (API)",
+    "repo restore": "e2ebackup restore (CLI)",
 }
 
 
@@ -508,6 +512,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results-dir", type=Path, default=ROOT / "bench-results")
     parser.add_argument("--mb", type=float, help="in-memory size in MiB (default 256, smoke 8)")
     parser.add_argument("--file-mb", type=float, help="file size in MiB (default 256, smoke 8)")
+    parser.add_argument(
+        "--repo-mb", type=float, help="repository suite tree in MiB (default 256, smoke 8)"
+    )
     parser.add_argument("--seconds", type=float, help="per-benchmark budget (default 2)")
     parser.add_argument(
         "--rss-gib", type=float, help="peak_rss.py file size in GiB; 0 skips (default 4)"
@@ -528,6 +535,8 @@ def main(argv: list[str] | None = None) -> int:
         args.mb = 8.0 if args.smoke else 256.0
     if args.file_mb is None:
         args.file_mb = 8.0 if args.smoke else 256.0
+    if args.repo_mb is None:
+        args.repo_mb = 8.0 if args.smoke else 256.0
     if args.seconds is None:
         args.seconds = 0.1 if args.smoke else 2.0
     if args.rss_gib is None:
@@ -548,6 +557,7 @@ def main(argv: list[str] | None = None) -> int:
     env.update(
         E2EBACKUP_BENCH_MB=f"{args.mb:g}",
         E2EBACKUP_BENCH_FILE_MB=f"{args.file_mb:g}",
+        E2EBACKUP_BENCH_REPO_MB=f"{args.repo_mb:g}",
         E2EBACKUP_BENCH_SECONDS=f"{args.seconds:g}",
     )
     status = 0
@@ -555,6 +565,7 @@ def main(argv: list[str] | None = None) -> int:
     for suite, phase in (
         ("test_bench_memory.py", "in-memory suite"),
         ("test_bench_files.py", "file suite (kernel writeback counts here)"),
+        ("test_bench_repo.py", "repository suite (file writes: kernel writeback counts here)"),
     ):
         watch = CpuWatch()
         bench_json = args.results_dir / f"{Path(suite).stem}-{stamp}.json"
