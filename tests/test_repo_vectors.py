@@ -1,0 +1,785 @@
+"""Known-answer tests for the repository format: tests/vectors/repo_v1/ and chunker_v1.json
+against e2ebackup and the independent reference (tests/repo_reference.py); repositories made by
+e2ebackup read by the reference; tampered copies rejected by both."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import json
+import os
+import random
+import shutil
+import stat
+import struct
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import e2ebackup.errors
+import pytest
+import repo_reference as ref
+import sealed_reference as sref
+import zstandard
+from e2ebackup._core import Chunker
+from e2ebackup.keys import Argon2idParams, RecoveryKey
+from e2ebackup.repo.backup import backup
+from e2ebackup.repo.check import verify
+from e2ebackup.repo.objects import NotARepository, RepositoryCorrupted
+from e2ebackup.repo.prune import forget
+from e2ebackup.repo.repository import Repository
+from e2ebackup.repo.restore import restore
+from e2ebackup.storage import LocalStorage
+
+ROOT = Path(__file__).resolve().parent.parent
+VECTORS = ROOT / "tests" / "vectors"
+REPO_VECTOR = VECTORS / "repo_v1"
+GENERATOR = ROOT / "tools" / "make_repo_vectors.py"
+
+MANIFEST: dict[str, Any] = json.loads((REPO_VECTOR / "manifest.json").read_text("utf-8"))
+CHUNKER_DOC: dict[str, Any] = json.loads((VECTORS / "chunker_v1.json").read_text("utf-8"))
+CASES: list[dict[str, Any]] = CHUNKER_DOC["cases"]
+PASSWORD: str = MANIFEST["password"]
+RECOVERY_KEY: str = MANIFEST["recovery_key"]
+LISTED = [s["id"] for s in MANIFEST["snapshots"]]
+UNLISTED: list[str] = MANIFEST["unlisted_snapshots"]
+LATEST: str = MANIFEST["latest"]
+
+FAST = Argon2idParams(memory_kib=256, iterations=1, parallelism=1)
+SMALL_CHUNKS = {"min": 256, "avg": 1024, "max": 4096}
+
+
+@pytest.fixture(autouse=True)
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh device: e2ebackup records the highest head seq it has seen here."""
+    path = tmp_path / "state"
+    monkeypatch.setenv("E2EBACKUP_STATE_DIR", str(path))
+    return path
+
+
+@functools.cache
+def load_generator() -> Any:
+    spec = importlib.util.spec_from_file_location("make_repo_vectors", GENERATOR)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def vector_copy(tmp_path: Path, name: str = "repo") -> Path:
+    """A private copy of the vector repository (e2ebackup may write locks into it)."""
+    dest = tmp_path / name
+    shutil.copytree(REPO_VECTOR / "repo", dest)
+    return dest
+
+
+def e2e_open(path: Path, **credentials: Any) -> Repository:
+    if not credentials:
+        credentials = {"password": PASSWORD}
+    return Repository.open(LocalStorage(path, create=False), **credentials)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def manifest_tree(snapshot_id: str) -> dict[str, Any]:
+    tree: dict[str, Any] = next(s for s in MANIFEST["snapshots"] if s["id"] == snapshot_id)["tree"]
+    return tree
+
+
+def hashed(tree: ref.Tree) -> dict[str, Any]:
+    """A reference restore in the manifest's form, without modes and times."""
+    out: dict[str, Any] = {}
+    for path, node in tree.items():
+        if isinstance(node, bytes):
+            out[path] = {"type": "file", "size": len(node), "sha256": sha256(node)}
+        elif node == "dir":
+            out[path] = {"type": "dir"}
+        else:
+            out[path] = {"type": "symlink", "target": node[1]}
+    return out
+
+
+def without_meta(tree: dict[str, Any]) -> dict[str, Any]:
+    return {
+        p: {k: v for k, v in e.items() if k not in ("mode", "mtime_ns")} for p, e in tree.items()
+    }
+
+
+def on_disk(root: Path) -> dict[str, Any]:
+    """A restored folder in the manifest's form (paths as surrogate-escaped strings)."""
+    out: dict[str, Any] = {}
+    base = os.fsencode(root)
+    for folder, dirs, files in os.walk(base):
+        for name in dirs + files:
+            full = os.path.join(folder, name)
+            path = os.fsdecode(os.path.relpath(full, base))
+            st = os.lstat(full)
+            if stat.S_ISLNK(st.st_mode):
+                out[path] = {"type": "symlink", "target": os.fsdecode(os.readlink(full))}
+            elif stat.S_ISDIR(st.st_mode):
+                out[path] = {"type": "dir"}
+            else:
+                with open(full, "rb") as f:
+                    data = f.read()
+                out[path] = {
+                    "type": "file",
+                    "size": len(data),
+                    "sha256": sha256(data),
+                    "mode": stat.S_IMODE(st.st_mode),
+                    "mtime_ns": st.st_mtime_ns,
+                }
+    return out
+
+
+# ---- the committed files ------------------------------------------------------------------------
+
+
+def test_files_match_the_generator() -> None:
+    module = load_generator()
+    rendered: dict[str, bytes] = module.render()
+    assert module.on_disk() == rendered, "run python tools/make_repo_vectors.py"
+
+
+def test_vectors_are_small_and_cover_the_cases() -> None:
+    repo_bytes = sum(p.stat().st_size for p in (REPO_VECTOR / "repo").rglob("*") if p.is_file())
+    assert repo_bytes < 200_000
+    assert len(LISTED) == 2
+    assert LISTED[-1] == LATEST
+    assert UNLISTED
+    assert MANIFEST["stale_heads"]
+    kinds = {e["type"] for s in MANIFEST["snapshots"] for e in s["tree"].values()}
+    assert kinds == {"file", "dir", "symlink"}
+    names = [p for s in MANIFEST["snapshots"] for p in s["tree"]]
+    assert any("\udce9" in p for p in names), "a name that is not UTF-8"
+    assert any(e.get("size") == 0 for s in MANIFEST["snapshots"] for e in s["tree"].values())
+    data_packs = [n for n in MANIFEST["objects"] if n.startswith("data/")]
+    assert len(data_packs) >= 4
+    ids = [c["id"] for c in CASES]
+    assert len(set(ids)) == len(ids)
+
+
+# ---- the vector repository, read by the reference -------------------------------------------
+
+
+@pytest.mark.parametrize("credential", ["password", "recovery_key"])
+def test_reference_restores_the_vector(credential: str) -> None:
+    if credential == "password":
+        r = ref.Repository.open(REPO_VECTOR / "repo", password=PASSWORD)
+    else:
+        r = ref.Repository.open(REPO_VECTOR / "repo", recovery_key=RECOVERY_KEY)
+    assert r.keys.data_key.hex() == MANIFEST["inputs"]["data_key"]
+    assert r.head.seq == MANIFEST["head"]["seq"]
+    assert r.head.name == MANIFEST["head"]["name"]
+    assert r.snapshot_ids() == LISTED
+    assert r.latest() == LATEST
+    for sid in LISTED:
+        assert hashed(r.restore(sid)) == without_meta(manifest_tree(sid))
+    for sid in UNLISTED:
+        assert (REPO_VECTOR / "repo" / "snapshots" / sid).is_file()
+        with pytest.raises(ref.SnapshotNotFound):
+            r.restore(sid)
+    assert r.check() == []
+
+
+def test_reference_intermediate_values() -> None:
+    r = ref.Repository.open(REPO_VECTOR / "repo", password=PASSWORD)
+    k = MANIFEST["keys"]
+    assert [r.keys.config, r.keys.metadata, r.keys.blob, r.keys.blob_id] == [
+        bytes.fromhex(k[n]) for n in ("config", "metadata", "blob", "blob-id")
+    ]
+    assert r.keys.chunker.hex() == k["chunker"]
+    assert r.keys.pack_header.hex() == k["pack-header"]
+    assert r.chunker == tuple(MANIFEST["inputs"]["chunker"][n] for n in ("min", "avg", "max"))
+    gear = b"".join(g.to_bytes(8, "little") for g in ref.gear_table(r.keys.chunker))
+    assert sha256(gear) == MANIFEST["gear_sha256"]
+    stored = {
+        n: {"size": (r.root / n).stat().st_size, "sha256": sha256((r.root / n).read_bytes())}
+        for n in ref.object_names(r.root, "")
+    }
+    assert stored == MANIFEST["objects"]
+
+
+def test_reference_rejects_wrong_credentials() -> None:
+    with pytest.raises(ref.WrongPassword):
+        ref.Repository.open(REPO_VECTOR / "repo", password=PASSWORD + "!")
+    with pytest.raises(ref.WrongRecoveryKey):
+        ref.Repository.open(REPO_VECTOR / "repo", recovery_key=bytes(32))
+
+
+# ---- the vector repository, read by e2ebackup -----------------------------------------------
+
+
+@pytest.mark.parametrize("credential", ["password", "recovery_key"])
+def test_e2ebackup_restores_the_vector(tmp_path: Path, credential: str) -> None:
+    path = vector_copy(tmp_path)
+    if credential == "password":
+        repo = e2e_open(path)
+    else:
+        key = RecoveryKey(bytes.fromhex(RECOVERY_KEY.replace(" ", "")))
+        repo = e2e_open(path, recovery_key=key)
+    assert [sid for sid, _ in repo.snapshots()] == LISTED
+    assert repo.find_snapshot("latest")[0] == LATEST
+    for n, sid in enumerate(LISTED):
+        target = tmp_path / f"restored-{n}"
+        restore(repo, "latest" if sid == LATEST else sid, str(target))
+        assert on_disk(target) == manifest_tree(sid), sid
+    for sid in UNLISTED:
+        with pytest.raises(e2ebackup.errors.E2EBackupError):
+            repo.find_snapshot(sid)
+    report = verify(repo, read_data=True)
+    assert report.ok, report.errors
+
+
+def test_e2ebackup_rejects_wrong_credentials(tmp_path: Path) -> None:
+    path = vector_copy(tmp_path)
+    with pytest.raises(e2ebackup.errors.WrongPassword):
+        e2e_open(path, password=PASSWORD + "!")
+    with pytest.raises(e2ebackup.errors.WrongRecoveryKey):
+        e2e_open(path, recovery_key=RecoveryKey(bytes(32)))
+
+
+# ---- the chunker -----------------------------------------------------------------------------
+
+
+def case_data(case: dict[str, Any]) -> bytes:
+    data_of: Callable[[dict[str, Any]], bytes] = load_generator().data_of
+    data = data_of(case["data"])
+    assert sha256(data) == case["data"]["sha256"]
+    return data
+
+
+@pytest.mark.parametrize("gear", CHUNKER_DOC["gear"], ids=lambda g: g["name"])
+def test_reference_gear_table(gear: dict[str, Any]) -> None:
+    key = bytes.fromhex(gear["gear_key"])
+    if "data_key" in gear:
+        assert ref.Keys.derive(bytes.fromhex(gear["data_key"])).chunker == key
+    table = ref.gear_table(key)
+    raw = b"".join(g.to_bytes(8, "little") for g in table)
+    assert raw[:64].hex() == gear["stream_head"]
+    assert sha256(raw) == gear["stream_sha256"]
+    for i, value in gear["entries"].items():
+        assert table[int(i)] == int(value)
+
+
+def e2e_cuts(case: dict[str, Any], data: bytes, pieces: list[int]) -> list[int]:
+    """e2ebackup's cut offsets (made absolute) when ``data`` is fed in pieces of these sizes."""
+    c = Chunker(
+        bytes.fromhex(case["gear_key"]),
+        min_size=case["min"],
+        avg_size=case["avg"],
+        max_size=case["max"],
+    )
+    cuts, pos = [], 0
+    for size in pieces:
+        piece = data[pos : pos + size]
+        cuts += [pos + off for off in c.feed(piece)]
+        pos += len(piece)
+    assert pos == len(data)
+    return cuts
+
+
+def piece_sizes(length: int, seed: str) -> Iterator[list[int]]:
+    yield [length]
+    rng = random.Random(seed)
+    for biggest in (7, 4096, 100_000):
+        if length // biggest > 10_000:
+            continue  # tiny pieces of the megabyte case: too slow through Python
+        sizes: list[int] = []
+        total = 0
+        while total < length:
+            sizes.append(rng.randint(1, biggest))
+            total += sizes[-1]
+        yield sizes
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c["id"])
+def test_e2ebackup_chunker_matches_the_vectors(case: dict[str, Any]) -> None:
+    data = case_data(case)
+    for sizes in piece_sizes(len(data), case["id"]):
+        assert e2e_cuts(case, data, sizes) == case["cuts"], len(sizes)
+
+
+@pytest.mark.parametrize(
+    "case", [c for c in CASES if c["data"]["length"] <= 70_000], ids=lambda c: c["id"]
+)
+def test_reference_chunker_matches_the_vectors(case: dict[str, Any]) -> None:
+    data, key = case_data(case), bytes.fromhex(case["gear_key"])
+    params = (case["min"], case["avg"], case["max"])
+    assert ref.cut_points(key, data, *params) == case["cuts"]
+    assert ref.chunk_boundaries(key, data, *params) == case["chunks"]
+    # The chunks are the cuts plus the end of the data, unless the rule cut there already.
+    cuts = case["cuts"]
+    assert case["chunks"] == (cuts if cuts and cuts[-1] == len(data) else [*cuts, len(data)])
+
+
+def test_chunkers_agree_on_random_inputs() -> None:
+    rng = random.Random(20261126)
+    for _ in range(25):
+        key = rng.randbytes(32)
+        avg = 1 << rng.randint(7, 11)
+        mn = rng.randint(64, avg - 1)
+        mx = rng.randint(avg + 1, 4 * avg)
+        length = rng.randint(0, 12_000)
+        data = rng.randbytes(length) if rng.random() < 0.8 else bytes([rng.randrange(256)]) * length
+        case = {"gear_key": key.hex(), "min": mn, "avg": avg, "max": mx}
+        expected = ref.cut_points(key, data, mn, avg, mx)
+        assert e2e_cuts(case, data, [length]) == expected, (mn, avg, mx, length)
+
+
+# ---- repositories made by e2ebackup, read by the reference ----------------------------------
+
+JPEG_HEAD = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+
+
+def make_source(root: Path) -> None:
+    """Files of various sizes around the chunker's limits, a symlink, an empty folder, a
+    JPEG-looking file that compresses well, names that are not ASCII or not UTF-8."""
+    rng = random.Random(7)
+    (root / "sub" / "deeper").mkdir(parents=True)
+    (root / "empty-dir").mkdir()
+    for size in (0, 1, 255, 256, 1023, 4096, 4097, 20_000):
+        (root / f"random-{size}.bin").write_bytes(rng.randbytes(size))
+    (root / "sub" / "text.txt").write_bytes(b"compressible text, said the writer\n" * 1500)
+    (root / "sub" / "deeper" / "zeros").write_bytes(bytes(9000))
+    (root / "photo.jpg").write_bytes(JPEG_HEAD + b"\x00" * 6000)
+    (root / "small.jpg").write_bytes(JPEG_HEAD + b"\x00" * 200)  # one chunk
+    (root / "ünïcödé 🎉.txt").write_bytes("ünïcödé".encode())
+    with open(os.fsencode(root) + b"/latin1-\xe9t\xe9", "wb") as f:
+        f.write(b"not utf-8")
+    os.symlink("sub/text.txt", root / "link")
+    os.chmod(root / "random-1.bin", 0o600)
+
+
+def expected_from_disk(root: Path) -> ref.Tree:
+    """What a restore of a snapshot of ``root`` gives, rooted at its base name."""
+    out: ref.Tree = {os.fsdecode(root.name): "dir"}
+    base = os.fsencode(root.parent)
+    for folder, dirs, files in os.walk(os.fsencode(root)):
+        for name in dirs + files:
+            full = os.path.join(folder, name)
+            path = os.fsdecode(os.path.relpath(full, base))
+            if os.path.islink(full):
+                out[path] = ("symlink", os.fsdecode(os.readlink(full)))
+            elif os.path.isdir(full):
+                out[path] = "dir"
+            else:
+                with open(full, "rb") as f:
+                    out[path] = f.read()
+    return out
+
+
+@pytest.fixture
+def e2e_repo(tmp_path: Path) -> tuple[Path, Path, RecoveryKey]:
+    """A repository made by e2ebackup with a password and a recovery key, one backup."""
+    src = tmp_path / "source"
+    src.mkdir()
+    make_source(src)
+    path = tmp_path / "e2e-repo"
+    key = RecoveryKey(os.urandom(32))
+    repo = Repository.init(
+        LocalStorage(path),
+        password=PASSWORD,
+        recovery_key=key,
+        kdf=FAST,
+        chunker=SMALL_CHUNKS,
+    )
+    backup(repo, [str(src)])
+    return path, src, key
+
+
+def test_reference_reads_e2ebackup_repository(e2e_repo: tuple[Path, Path, RecoveryKey]) -> None:
+    path, src, key = e2e_repo
+    r = ref.Repository.open(path, password=PASSWORD)
+    assert ref.Repository.open(path, recovery_key=key.key).keys == r.keys
+    assert r.chunker == (256, 1024, 4096)
+    assert r.restore() == expected_from_disk(src)
+    assert r.check() == []
+    # Object names: random 32-byte names in lowercase hex, packs under their first two digits.
+    for name in ref.object_names(path, ""):
+        parts = name.split("/")
+        if parts[0] in ("keys", "index", "snapshots"):
+            assert ref.HEX64.fullmatch(parts[1]), name
+        elif parts[0] == "data":
+            assert ref.HEX64.fullmatch(parts[2]), name
+            assert parts[1] == parts[2][:2], name
+        else:
+            assert name == "config" or ref.HEAD_NAME.fullmatch(name), name
+
+
+def test_e2ebackup_chunks_compresses_and_packs_as_specified(
+    e2e_repo: tuple[Path, Path, RecoveryKey],
+) -> None:
+    """Chunk boundaries and ids follow the spec; JPEG-looking data is stored without zstd,
+    compressible data with it, random data stored; data and tree blobs in separate packs."""
+    path, src, _ = e2e_repo
+    r = ref.Repository.open(path, password=PASSWORD)
+    flags: dict[str, list[int]] = {}
+    for p, entry in r.walk():
+        if entry["type"] != "file":
+            continue
+        data = (src.parent / os.fsencode(p).decode("utf-8", "surrogateescape")).read_bytes()
+        chunks = ref.split(r.keys.chunker, data, *r.chunker)
+        ids = [ref.blob_id(r.keys.blob_id, c).hex() for c in chunks]
+        assert entry["content"] == ids, p
+        flags[p] = [r.blob_body(ref.KIND_DATA, bytes.fromhex(i))[0] for i in ids]
+    # Sniffing is per blob: the chunk that starts with the JPEG magic is stored as it is (the
+    # zeros after it, in later chunks, are not JPEG-looking data and may be compressed).
+    assert flags["source/small.jpg"] == [ref.FLAG_STORED]
+    assert flags["source/photo.jpg"][0] == ref.FLAG_STORED
+    assert set(flags["source/sub/text.txt"]) == {ref.FLAG_ZSTD}
+    assert set(flags["source/random-20000.bin"]) == {ref.FLAG_STORED}
+    assert flags["source/random-0.bin"] == [ref.FLAG_STORED]  # one empty chunk
+    for blob, (pack, where) in r.index().items():
+        assert where.id == blob
+        header = ref.parse_pack(r.keys, r.repo_id, pack, r.pack(pack))
+        assert {e.kind for e in header} == {where.kind}, "data and tree blobs in separate packs"
+
+
+# ---- tampering ---------------------------------------------------------------------------------
+
+
+def flip(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def latest_data_pack(path: Path) -> tuple[str, ref.PackEntry]:
+    """A pack and a data blob in it that the latest snapshot of ``path`` uses."""
+    r = ref.Repository.open(path, password=PASSWORD)
+    for _, e in r.walk():
+        if e["type"] == "file" and e["content"]:
+            return r.index()[bytes.fromhex(e["content"][-1])]
+    raise AssertionError("no file content")
+
+
+def assert_both_refuse_restore(path: Path, tmp_path: Path) -> None:
+    with pytest.raises(ref.Corrupt):
+        ref.Repository.open(path, password=PASSWORD).restore()
+    assert ref.Repository.open(path, password=PASSWORD).check() != []
+    repo = e2e_open(path)
+    with pytest.raises(RepositoryCorrupted):
+        restore(repo, "latest", str(tmp_path / "out"))
+    assert not verify(repo, read_data=True).ok
+
+
+def test_flipped_blob_byte_is_rejected(tmp_path: Path) -> None:
+    path = vector_copy(tmp_path)
+    pack, entry = latest_data_pack(path)
+    flip(path / ref.pack_object_name(pack), entry.offset + entry.length // 2)
+    assert_both_refuse_restore(path, tmp_path)
+
+
+def test_flipped_pack_header_byte_is_rejected(tmp_path: Path) -> None:
+    path = vector_copy(tmp_path)
+    pack, _ = latest_data_pack(path)
+    p = path / ref.pack_object_name(pack)
+    flip(p, p.stat().st_size - 20)  # inside the sealed header
+    r = ref.Repository.open(path, password=PASSWORD)
+    assert any(pack in problem for problem in r.check())
+    assert not verify(e2e_open(path), read_data=True).ok
+
+
+def test_pack_header_lengths_must_add_up(tmp_path: Path) -> None:
+    """A pack with a byte appended: every blob and the header still authenticate (the header
+    is found from the end), but the lengths no longer add up to the pack's size."""
+    path = vector_copy(tmp_path)
+    pack, _ = latest_data_pack(path)
+    p = path / ref.pack_object_name(pack)
+    data = p.read_bytes()
+    header_length = struct.unpack(">I", data[-4:])[0]
+    sealed_header = data[-4 - header_length : -4]
+    p.write_bytes(data[: -4 - header_length] + b"\x00" + sealed_header + data[-4:])
+    r = ref.Repository.open(path, password=PASSWORD)
+    assert any("add up" in problem for problem in r.check())
+    assert not verify(e2e_open(path), read_data=True).ok
+
+
+def test_swapped_snapshot_is_rejected(tmp_path: Path) -> None:
+    """Snapshot 1's object stored under snapshot 2's name: its context names another object."""
+    path = vector_copy(tmp_path)
+    first, second = LISTED
+    (path / "snapshots" / second).write_bytes((path / "snapshots" / first).read_bytes())
+    r = ref.Repository.open(path, password=PASSWORD)
+    with pytest.raises(ref.Corrupt):
+        r.snapshot(second)
+    with pytest.raises(RepositoryCorrupted):
+        dict(e2e_open(path).snapshots())
+    with pytest.raises(RepositoryCorrupted):
+        restore(e2e_open(path), second, str(tmp_path / "out"))
+
+
+def test_deleted_listed_snapshot_is_reported(tmp_path: Path) -> None:
+    path = vector_copy(tmp_path)
+    first, second = LISTED
+    (path / "snapshots" / second).unlink()
+    r = ref.Repository.open(path, password=PASSWORD)
+    with pytest.raises(ref.SnapshotDeleted):
+        r.restore(second)
+    assert hashed(r.restore(first)) == without_meta(manifest_tree(first))
+    with pytest.raises(RepositoryCorrupted, match="missing"):
+        dict(e2e_open(path).snapshots())
+    with pytest.raises(RepositoryCorrupted, match="missing"):
+        restore(e2e_open(path), second, str(tmp_path / "out"))
+
+
+def test_replayed_forgotten_snapshot_is_not_offered(tmp_path: Path) -> None:
+    src = tmp_path / "source"
+    src.mkdir()
+    (src / "a.txt").write_bytes(b"first version\n" * 100)
+    path = tmp_path / "repo"
+    repo = Repository.init(LocalStorage(path), password=PASSWORD, kdf=FAST, chunker=SMALL_CHUNKS)
+    old, _ = backup(repo, [str(src)])
+    saved = (path / "snapshots" / old).read_bytes()
+    (src / "a.txt").write_bytes(b"second version\n" * 100)
+    new, _ = backup(repo, [str(src)])
+    forget(repo, keep_last=1, prune=True)
+    assert not (path / "snapshots" / old).exists(), "prune deletes forgotten snapshots"
+    (path / "snapshots" / old).write_bytes(saved)  # the storage replays it
+
+    r = ref.Repository.open(path, password=PASSWORD)
+    assert r.snapshot_ids() == [new]
+    with pytest.raises(ref.SnapshotNotFound):
+        r.restore(old)
+    assert r.restore()["source/a.txt"] == b"second version\n" * 100
+    repo = e2e_open(path)
+    assert [sid for sid, _ in repo.snapshots()] == [new]
+    assert repo.find_snapshot("latest")[0] == new
+    with pytest.raises(e2ebackup.errors.E2EBackupError):
+        restore(repo, old, str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_rolled_back_head_is_refused(
+    tmp_path: Path, state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The vector keeps its previous head: deleting the newest rolls the repository back."""
+    path = vector_copy(tmp_path)
+    e2e_open(path).head()  # this device sees seq 2
+    assert state_dir.exists()
+    (path / MANIFEST["head"]["name"]).unlink()
+
+    seen = MANIFEST["head"]["seq"]
+    with pytest.raises(ref.Rollback):
+        ref.Repository.open(path, password=PASSWORD, known_seq=seen)
+    older = ref.Repository.open(path, password=PASSWORD)
+    assert older.head.seq == seen - 1
+    assert older.snapshot_ids() == LISTED[:1]
+    with pytest.raises(RepositoryCorrupted, match="rolled back"):
+        e2e_open(path).head()
+    # Another device that never saw seq 2 cannot tell.
+    monkeypatch.setenv("E2EBACKUP_STATE_DIR", str(tmp_path / "other-device"))
+    assert [sid for sid, _ in e2e_open(path).snapshots()] == LISTED[:1]
+
+
+def test_head_seq_must_match_its_name(tmp_path: Path) -> None:
+    """A correctly sealed head whose JSON seq differs from the seq in its name."""
+    path = vector_copy(tmp_path)
+    data_key = bytes.fromhex(MANIFEST["inputs"]["data_key"])
+    repo_id = bytes.fromhex(MANIFEST["inputs"]["repo_id"])
+    seq = MANIFEST["head"]["seq"] + 1
+    name = f"heads/{seq:016x}-{'ab' * 32}"
+    doc = {"seq": seq + 1, "snapshots": LISTED, "indexes": []}
+    r = ref.Repository.open(path, password=PASSWORD)
+    doc["indexes"] = r.head.indexes
+    sealed = ref.seal_metadata(ref.Keys.derive(data_key).metadata, repo_id, name, doc, bytes(24))
+    (path / name).write_bytes(sealed)
+    with pytest.raises(ref.Corrupt, match="does not match"):
+        ref.Repository.open(path, password=PASSWORD)
+    with pytest.raises(RepositoryCorrupted):
+        e2e_open(path).head()
+    # The same head with a matching seq is accepted by both.
+    (path / name).unlink()
+    doc["seq"] = seq
+    sealed = ref.seal_metadata(ref.Keys.derive(data_key).metadata, repo_id, name, doc, bytes(24))
+    (path / name).write_bytes(sealed)
+    assert ref.Repository.open(path, password=PASSWORD).head.seq == seq
+    assert e2e_open(path).head().seq == seq
+
+
+def test_moved_metadata_object_is_rejected(tmp_path: Path) -> None:
+    """An index object copied under another index name does not open."""
+    path = vector_copy(tmp_path)
+    r = ref.Repository.open(path, password=PASSWORD)
+    a, b = r.head.indexes[:2]
+    (path / b).write_bytes((path / a).read_bytes())
+    with pytest.raises(ref.Corrupt):
+        ref.Repository.open(path, password=PASSWORD).index()
+    with pytest.raises(RepositoryCorrupted):
+        restore(e2e_open(path), "latest", str(tmp_path / "out"))
+
+
+# ---- malformed repositories made with the reference writer ----------------------------------
+
+CRAFT_SLOT = sref.PasswordSlot(PASSWORD, sref.Argon2id(256, 1, 1), b"s" * 16, b"w" * 24, 1764115200)
+PLAIN = b"hello, repository " * 40
+
+
+def craft(
+    path: Path,
+    roots: dict[str, ref.Node_],
+    writer: type[ref.Writer] = ref.Writer,
+) -> ref.Writer:
+    """A repository with one snapshot, made by (a subclass of) the reference writer."""
+    w = writer(
+        path,
+        data_key=os.urandom(32),
+        repo_id=os.urandom(16),
+        rand=lambda _purpose, n: os.urandom(n),
+        chunker=(256, 1024, 4096),
+    )
+    w.init([CRAFT_SLOT])
+    w.backup(roots, time=1764201600.0, started=1764201599.0, paths=["/src"])
+    return w
+
+
+def both_refuse(path: Path, tmp_path: Path, ref_error: type[Exception] = ref.Corrupt) -> None:
+    with pytest.raises(ref_error):
+        ref.Repository.open(path, password=PASSWORD).restore()
+    with pytest.raises(e2ebackup.errors.E2EBackupError):
+        restore(e2e_open(path), "latest", str(tmp_path / "out"))
+
+
+def test_crafted_repository_opens_in_both(tmp_path: Path) -> None:
+    """The control for the cases below: the same writer, nothing malformed."""
+    tree: dict[str, ref.Node_] = {"d": ref.Dir({"a": ref.File(PLAIN), "b": ref.File(b"")})}
+    craft(tmp_path / "repo", tree)
+    assert ref.Repository.open(tmp_path / "repo", password=PASSWORD).restore() == (
+        ref.expected_tree(tree)
+    )
+    restore(e2e_open(tmp_path / "repo"), "latest", str(tmp_path / "out"))
+    assert (tmp_path / "out" / "d" / "a").read_bytes() == PLAIN
+
+
+@pytest.mark.parametrize("name", ["..", ".", "", "a/b", "../escape"])
+def test_bad_entry_names_are_rejected(tmp_path: Path, name: str) -> None:
+    craft(tmp_path / "repo", {"d": ref.Dir({name: ref.File(b"pwned")})})
+    both_refuse(tmp_path / "repo", tmp_path)
+    assert not (tmp_path / "escape").exists()
+
+
+class DuplicateNames(ref.Writer):
+    def tree_bytes(self, entries: list[dict[str, Any]]) -> bytes:
+        if len(entries) == 2:
+            entries = [entries[0], {**entries[1], "name": entries[0]["name"]}]
+        return super().tree_bytes(entries)
+
+
+def test_duplicate_entry_names_are_rejected(tmp_path: Path) -> None:
+    craft(
+        tmp_path / "repo",
+        {"d": ref.Dir({"a": ref.File(b"1"), "b": ref.File(b"2")})},
+        DuplicateNames,
+    )
+    both_refuse(tmp_path / "repo", tmp_path)
+
+
+def _zstd(data: bytes, **kwargs: Any) -> bytes:
+    return zstandard.ZstdCompressor(**kwargs).compress(data)
+
+
+BAD_BODIES: dict[str, Callable[[bytes], bytes]] = {
+    "zstd-longer-than-stated": lambda p: (
+        b"\x01" + struct.pack(">I", len(p)) + _zstd(p + b"more", write_content_size=False)
+    ),
+    "zstd-content-size-longer": lambda p: b"\x01" + struct.pack(">I", len(p)) + _zstd(p + b"x"),
+    "zstd-then-garbage": lambda p: b"\x01" + struct.pack(">I", len(p)) + _zstd(p) + b"garbage",
+    "stored-then-garbage": lambda p: b"\x00" + struct.pack(">I", len(p)) + p + b"garbage",
+    "stored-shorter-than-stated": lambda p: b"\x00" + struct.pack(">I", len(p) + 1) + p,
+    "flags-0x02": lambda p: b"\x02" + struct.pack(">I", len(p)) + p,
+    "length-little-endian": lambda p: b"\x00" + struct.pack("<I", len(p)) + p,
+    "stated-over-64-MiB": lambda p: b"\x00" + struct.pack(">I", 64 * 1024 * 1024 + 1) + p,
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_BODIES))
+def test_malformed_blob_bodies_are_rejected(tmp_path: Path, case: str) -> None:
+    """Bodies that authenticate (the writer seals them) but do not decode exactly."""
+
+    class BadBody(ref.Writer):
+        def body(self, kind: int, plaintext: bytes) -> bytes:
+            if kind == ref.KIND_DATA and plaintext == PLAIN:
+                return BAD_BODIES[case](plaintext)
+            return super().body(kind, plaintext)
+
+    craft(tmp_path / "repo", {"f": ref.File(PLAIN)}, BadBody)
+    both_refuse(tmp_path / "repo", tmp_path)
+    assert not verify(e2e_open(tmp_path / "repo"), read_data=True).ok
+
+
+def test_snapshot_id_must_match_its_name(tmp_path: Path) -> None:
+    w = craft(tmp_path / "repo", {"f": ref.File(b"x")})
+    name = f"snapshots/{w.snapshots[0]}"
+    doc = ref.Repository.open(w.root, password=PASSWORD).metadata(name)
+    doc["id"] = "ab" * 32
+    (w.root / name).write_bytes(w.seal_metadata(name, doc))
+    both_refuse(w.root, tmp_path)
+
+
+def test_index_pack_size_must_match(tmp_path: Path) -> None:
+    w = craft(tmp_path / "repo", {"f": ref.File(b"x")})
+    name = w.indexes[0]
+    doc = ref.Repository.open(w.root, password=PASSWORD).metadata(name)
+    doc["packs"][0]["size"] += 1
+    (w.root / name).write_bytes(w.seal_metadata(name, doc))
+    assert any("index says" in p for p in ref.Repository.open(w.root, password=PASSWORD).check())
+    assert not verify(e2e_open(w.root), read_data=True).ok
+
+
+def test_undecryptable_newest_head_is_refused(tmp_path: Path) -> None:
+    """No fallback to an older head: that would be a rollback."""
+    w = craft(tmp_path / "repo", {"f": ref.File(b"x")})
+    (w.root / f"heads/{0xFF:016x}-{'cd' * 32}").write_bytes(os.urandom(200))
+    with pytest.raises(ref.Corrupt):
+        ref.Repository.open(w.root, password=PASSWORD)
+    with pytest.raises(RepositoryCorrupted):
+        e2e_open(w.root).head()
+
+
+def test_key_object_with_trailing_bytes_is_damaged(tmp_path: Path) -> None:
+    w = craft(tmp_path / "repo", {"f": ref.File(b"x")})
+    key = next((w.root / "keys").iterdir())
+    key.write_bytes(key.read_bytes() + b"\x00")
+    with pytest.raises(ref.CorruptKeySlot):
+        ref.Repository.open(w.root, password=PASSWORD)
+    with pytest.raises(e2ebackup.errors.CorruptKeySlot):
+        e2e_open(w.root)
+
+
+def test_unknown_config_version_is_refused(tmp_path: Path) -> None:
+    w = craft(tmp_path / "repo", {"f": ref.File(b"x")})
+    config = bytearray((w.root / "config").read_bytes())
+    config[8] = 2
+    (w.root / "config").write_bytes(bytes(config))
+    with pytest.raises(ref.NotARepository):
+        ref.Repository.open(w.root, password=PASSWORD)
+    with pytest.raises(NotARepository):
+        e2e_open(w.root)
+
+
+# ---- e2ebackup writes into the vector repository, the reference reads it --------------------
+
+
+def test_e2ebackup_backs_up_into_the_vector(tmp_path: Path) -> None:
+    """e2ebackup adopts the interrupted backup's packs, adds a snapshot and a head; the
+    reference reads all three snapshots."""
+    path = vector_copy(tmp_path)
+    src = tmp_path / "source"
+    src.mkdir()
+    make_source(src)
+    repo = e2e_open(path)
+    sid, stats = backup(repo, [str(src)])
+    assert stats.packs_recovered == 2
+    r = ref.Repository.open(path, password=PASSWORD, known_seq=MANIFEST["head"]["seq"] + 1)
+    assert r.snapshot_ids()[: len(LISTED)] == LISTED
+    assert sid in r.snapshot_ids()
+    assert UNLISTED[0] not in r.snapshot_ids()
+    assert r.latest() == sid
+    assert r.restore() == expected_from_disk(src)
+    for old in LISTED:
+        assert hashed(r.restore(old)) == without_meta(manifest_tree(old))
+    assert r.check() == []
