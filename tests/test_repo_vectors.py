@@ -398,6 +398,31 @@ def test_reference_reads_e2ebackup_repository(e2e_repo: tuple[Path, Path, Recove
     assert r.chunker == (256, 1024, 4096)
     assert r.restore() == expected_from_disk(src)
     assert r.check() == []
+    # Exactly the fields the spec lists.
+    assert set(r.config) == {"version", "chunker"}
+    assert set(r.config["chunker"]) == {"min", "avg", "max"}
+    assert r.head.name is not None
+    assert set(r.metadata(r.head.name)) == {"seq", "snapshots", "indexes"}
+    [sid] = r.snapshot_ids()
+    assert set(r.snapshot(sid)) == {
+        "id",
+        "time",
+        "started",
+        "hostname",
+        "username",
+        "paths",
+        "tree",
+        "parent",
+        "tags",
+        "stats",
+    }
+    for index in r.head.indexes:
+        packs = r.metadata(index)["packs"]
+        assert all(set(pack) == {"id", "size", "blobs"} for pack in packs)
+    common = {"name", "type", "mode", "mtime_ns", "ctime_ns", "ino", "uid", "gid"}
+    extra = {"file": {"size", "content"}, "dir": {"subtree"}, "symlink": {"target"}}
+    for p, entry in r.walk():
+        assert set(entry) == common | extra[entry["type"]], p
     # Object names: random 32-byte names in lowercase hex, packs under their first two digits.
     for name in ref.object_names(path, ""):
         parts = name.split("/")
@@ -408,6 +433,35 @@ def test_reference_reads_e2ebackup_repository(e2e_repo: tuple[Path, Path, Recove
             assert parts[1] == parts[2][:2], name
         else:
             assert name == "config" or ref.HEAD_NAME.fullmatch(name), name
+
+
+def test_reference_reads_e2ebackup_lock(e2e_repo: tuple[Path, Path, RecoveryKey]) -> None:
+    path, _, _ = e2e_repo
+    lock = e2e_open(path).lock(exclusive=True)
+    lock.acquire()
+    try:
+        r = ref.Repository.open(path, password=PASSWORD)
+        [name] = ref.object_names(path, "locks/")
+        assert ref.HEX64.fullmatch(name.removeprefix("locks/"))
+        doc = r.metadata(name)
+        assert set(doc) == {"host", "pid", "time", "exclusive"}
+        assert doc["pid"] == os.getpid()
+        assert doc["exclusive"] is True
+    finally:
+        lock.release()
+    assert ref.object_names(path, "locks/") == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="FORMAT.md: 'older heads are deleted afterwards'; e2ebackup keeps the previous head",
+)
+def test_older_heads_are_deleted(e2e_repo: tuple[Path, Path, RecoveryKey]) -> None:
+    path, src, _ = e2e_repo
+    (src / "random-1.bin").write_bytes(b"changed")
+    backup(e2e_open(path), [str(src)])
+    heads = ref.object_names(path, "heads/")
+    assert heads == [ref.Repository.open(path, password=PASSWORD).head.name]
 
 
 def test_e2ebackup_chunks_compresses_and_packs_as_specified(
