@@ -40,7 +40,15 @@ disagreement can be traced to it):
   ``seq`` differs from its name, the repository is refused (no fallback to an older head, which
   would be a rollback).
 - ``"latest"`` is the listed snapshot with the greatest ``time``, the later one in the head's
-  list on a tie.
+  list on a tie. ``time`` and ``started`` are Unix seconds as JSON numbers (e2ebackup's form).
+- A repository without any head object has no snapshots (seq 0). (e2ebackup writes a head with
+  seq 0 at init and refuses a repository without one.)
+- A zstd body is exactly one frame; a frame that states its content size must state the blob's
+  length. Trees must be sorted and free of duplicates; names must not be empty, ``.``, ``..``
+  or contain ``/``; a file's ``size`` must equal the length of its restored content.
+- Symlink targets that are not UTF-8 are surrogate-escaped like names (e2ebackup's form).
+- The writer's chunker parameters need only ``1 <= min <= avg <= max``, ``avg`` a power of two
+  (the spec states no other limit; e2ebackup requires 64 <= min < avg < max <= 64 MiB).
 """
 
 from __future__ import annotations
