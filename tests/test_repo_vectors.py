@@ -732,6 +732,18 @@ def test_duplicate_entry_names_are_rejected(tmp_path: Path) -> None:
     both_refuse(tmp_path / "repo", tmp_path)
 
 
+class WrongSize(ref.Writer):
+    def tree_bytes(self, entries: list[dict[str, Any]]) -> bytes:
+        return super().tree_bytes(
+            [{**e, "size": e["size"] + 1} if e["type"] == "file" else e for e in entries]
+        )
+
+
+def test_file_size_must_match_its_content(tmp_path: Path) -> None:
+    craft(tmp_path / "repo", {"f": ref.File(b"hello")}, WrongSize)
+    both_refuse(tmp_path / "repo", tmp_path)
+
+
 def _zstd(data: bytes, **kwargs: Any) -> bytes:
     return zstandard.ZstdCompressor(**kwargs).compress(data)
 
