@@ -129,7 +129,8 @@ class _OpenPack:
 
 class PackWriter:
     """Collects sealed blobs into packs and uploads full packs in the background, with at most
-    ``uploads`` packs in flight (memory: about PACK_TARGET x (uploads + 1)). ``on_stored`` is
+    ``uploads`` packs in flight (the storage's ``upload_concurrency`` by default; memory: about
+    PACK_TARGET x (uploads + 1)), so encryption and upload overlap. ``on_stored`` is
     called with each stored pack's blob locations, after the upload succeeded."""
 
     def __init__(
@@ -138,9 +139,10 @@ class PackWriter:
         keys: RepoKeys,
         on_stored: Callable[[str, int, list[tuple[bytes, BlobLocation]]], None],
         *,
-        uploads: int = 2,
+        uploads: int | None = None,
         target: int = PACK_TARGET,
     ) -> None:
+        uploads = uploads or storage.upload_concurrency
         self._storage = storage
         self._keys = keys
         self._on_stored = on_stored

@@ -45,6 +45,9 @@ class Storage(abc.ABC):
 
     #: Human-readable location, for messages (never contains credentials).
     location: str = ""
+    #: Uploads worth running at once: a local disk gains little from more than two; a remote
+    #: store hides its latency behind more.
+    upload_concurrency: int = 2
 
     @abc.abstractmethod
     def put(self, name: str, data: BinaryIO, *, size: int, sha256: bytes) -> None:

@@ -268,6 +268,9 @@ class RcloneStorage(Storage):
     (``--drive-chunk-size 64M``, ``--bwlimit 10M``, ...).
     """
 
+    # Remote stores hide their latency behind more uploads at once.
+    upload_concurrency = 4
+
     def __init__(
         self,
         remote: str,

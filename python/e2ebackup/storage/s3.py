@@ -250,6 +250,9 @@ class S3Storage(Storage):
     not MD5s). ``page_size``: keys per listing request.
     """
 
+    # Remote stores hide their latency behind more uploads at once.
+    upload_concurrency = 4
+
     def __init__(
         self,
         bucket: str,

@@ -35,6 +35,7 @@ class RetryingStorage(Storage):
     ) -> None:
         self.inner = inner
         self.location = inner.location
+        self.upload_concurrency = inner.upload_concurrency
         self.attempts = max(1, attempts)
         self.base_delay = base_delay
         self.max_delay = max_delay
@@ -133,6 +134,7 @@ class LimitedStorage(Storage):
     def __init__(self, inner: Storage, limit: int) -> None:
         self.inner = inner
         self.location = inner.location
+        self.upload_concurrency = inner.upload_concurrency
         self._slots = threading.BoundedSemaphore(max(1, limit))
 
     def put(self, name: str, data: BinaryIO, *, size: int, sha256: bytes) -> None:
