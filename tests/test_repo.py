@@ -284,3 +284,18 @@ def test_rotate_copies_everything_under_a_new_key(tmp_path: Path) -> None:
         old.codec.open(loc.kind, loc_id, sealed)
     with pytest.raises(WrongPassword):
         Repository.open(LocalStorage(tmp_path / "new"), password=PASSWORD)
+
+
+def test_a_missing_snapshot_does_not_block_restoring_another(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_tree(src, small_files=3)
+    repo_path = tmp_path / "repo"
+    repo = new_repo(repo_path)
+    s1, _ = backup(repo, [str(src)])
+    (src / "more.txt").write_text("x")
+    s2, _ = backup(repo, [str(src)])
+    (repo_path / "snapshots" / s2).unlink()
+    restore(open_repo(repo_path), s1[:8], str(tmp_path / "out"))
+    assert (tmp_path / "out" / "src" / "script.sh").exists()
+    with pytest.raises(RepositoryCorrupted, match="missing"):
+        restore(open_repo(repo_path), "latest", str(tmp_path / "out2"))

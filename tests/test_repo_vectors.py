@@ -452,10 +452,6 @@ def test_reference_reads_e2ebackup_lock(e2e_repo: tuple[Path, Path, RecoveryKey]
     assert ref.object_names(path, "locks/") == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FORMAT.md: 'older heads are deleted afterwards'; e2ebackup keeps the previous head",
-)
 def test_older_heads_are_deleted(e2e_repo: tuple[Path, Path, RecoveryKey]) -> None:
     path, src, _ = e2e_repo
     (src / "random-1.bin").write_bytes(b"changed")

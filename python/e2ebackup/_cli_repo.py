@@ -39,7 +39,14 @@ COMMANDS = ("init", "backup", "snapshots", "ls", "restore", "verify", "forget")
 
 
 def add_repo_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-r", "--repo", help=f"repository location (or ${REPOSITORY_ENV})")
+    parser.add_argument(
+        "-r",
+        "--repo",
+        help=f"a folder, s3://bucket/prefix or rclone:remote:path (or ${REPOSITORY_ENV})",
+    )
+    parser.add_argument(
+        "--s3-endpoint", metavar="URL", help="S3-compatible endpoint (or $AWS_ENDPOINT_URL)"
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     add_password_options(parser)
@@ -96,8 +103,16 @@ def _storage_location(args: argparse.Namespace) -> str:
     return str(location)
 
 
+def _storage(args: argparse.Namespace, location: str | None = None, *, create: bool = False) -> Any:
+    return open_storage(
+        location or _storage_location(args),
+        create=create,
+        s3_endpoint=getattr(args, "s3_endpoint", None),
+    )
+
+
 def open_repo(args: argparse.Namespace) -> Repository:
-    storage = open_storage(_storage_location(args))
+    storage = _storage(args)
     recovery_key = read_recovery_key(args)
     if recovery_key is not None:
         return Repository.open(storage, recovery_key=recovery_key)
@@ -146,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _init(args: argparse.Namespace) -> int:
-    storage = open_storage(_storage_location(args), create=True)
+    storage = _storage(args, create=True)
     recovery_key = read_recovery_key(args)
     if args.recovery_key:
         recovery_key = RecoveryKey.generate()
@@ -373,7 +388,7 @@ def rotate_command(args: argparse.Namespace) -> int:
         recovery_key = RecoveryKey.generate()
     password = None if args.no_password else read_password(args)
     new = rotate(
-        old, open_storage(args.to, create=True), password=password, recovery_key=recovery_key
+        old, _storage(args, args.to, create=True), password=password, recovery_key=recovery_key
     )
     if args.new_recovery_key and recovery_key is not None and not args.json:
         show_recovery_key(recovery_key, args.qr)

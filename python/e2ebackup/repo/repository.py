@@ -144,7 +144,19 @@ class Repository:
         else:
             data_key = slots.unlock(password=password)
         keys = RepoKeys.from_data_key(data_key, repo_id)
-        return cls(storage, keys, decode_config(keys, blob), data_key)
+        config = decode_config(keys, blob)
+        sizes = config.get("chunker")
+        try:
+            if config.get("version") != 1 or not isinstance(sizes, dict):
+                raise TypeError
+            _core.Chunker(
+                keys.chunker, min_size=sizes["min"], avg_size=sizes["avg"], max_size=sizes["max"]
+            )
+        except (TypeError, KeyError, ValueError, OverflowError):
+            raise RepositoryCorrupted(
+                "the repository config has an unknown version or bad chunker sizes"
+            ) from None
+        return cls(storage, keys, config, data_key)
 
     # -- key slots
 
@@ -284,7 +296,7 @@ class Repository:
         add_indexes: Sequence[str] = (),
         remove_indexes: Sequence[str] = (),
     ) -> Head:
-        """Writes the next head; then drops heads older than the previous one."""
+        """Writes the next head; then deletes the older ones."""
         old = self.head(refresh=True)
         head = Head(
             old.seq + 1,
@@ -294,7 +306,7 @@ class Repository:
         self._write_head(head)
         for info in self.storage.list("heads/"):
             m = _HEAD.match(info.name)
-            if m and int(m.group(1), 16) < old.seq:
+            if m and int(m.group(1), 16) < head.seq:
                 self.storage.delete(info.name)
         return head
 
@@ -352,18 +364,19 @@ class Repository:
         return value
 
     def find_snapshot(self, ref: str) -> tuple[str, dict[str, Any]]:
-        """A snapshot by id, unique id prefix, or ``latest``."""
-        snaps = list(self.snapshots())
-        if not snaps:
+        """A snapshot by id, unique id prefix, or ``latest``. An id loads only that snapshot,
+        so a damaged or deleted other snapshot does not stand in the way of restoring it."""
+        ids = self.head().snapshots
+        if not ids:
             raise InvalidArgument("the repository has no snapshots yet")
         if ref == "latest":
-            return snaps[-1]
-        matches = [s for s in snaps if s[0].startswith(ref.lower())]
+            return list(self.snapshots())[-1]
+        matches = [sid for sid in ids if sid.startswith(ref.lower())]
         if len(matches) != 1:
             raise InvalidArgument(
                 f"no snapshot {ref!r}" if not matches else f"snapshot prefix {ref!r} is ambiguous"
             )
-        return matches[0]
+        return matches[0], self.load_snapshot(matches[0])
 
     def write_snapshot(self, value: dict[str, Any]) -> str:
         sid = new_id()
