@@ -460,6 +460,15 @@ def test_bad_data_never_completes_a_multipart_upload(s3_server: S3Server) -> Non
     assert s._find_upload(s.prefix + "data/bad") is None  # aborted, not left to resume
 
 
+def test_signed_payloads(s3_server: S3Server) -> None:
+    """Bodies go unsigned by default (Content-MD5 protects them); signing them works too."""
+    s = make(s3_server, sign_payload=True)
+    data = data_of(PART + 3, seed=8)
+    put_data(s, "data/signed", data)
+    put(s, "data/small", b"small")
+    assert s.read("data/signed") == data
+
+
 def test_write_once(s3_server: S3Server) -> None:
     s = make(s3_server)
     data = data_of(PART + 1)
