@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -23,7 +24,7 @@ from e2ebackup._credentials import (
 )
 from e2ebackup.errors import InvalidArgument
 from e2ebackup.keys import Argon2idParams, RecoveryKey, ScryptParams
-from e2ebackup.repo.backup import BackupStats, backup
+from e2ebackup.repo.backup import BackupStats, backup, scan_size
 from e2ebackup.repo.check import VerifyReport, verify
 from e2ebackup.repo.objects import KIND_TREE
 from e2ebackup.repo.prune import forget
@@ -193,11 +194,23 @@ def _backup(args: argparse.Namespace) -> int:
 
     start = time.monotonic()
     with _bar(args, "backup") as bar:
+        # The total (for the ETA) is counted while the backup already runs.
+        total: list[tuple[int, int]] = []
+        if bar is not None:
+            threading.Thread(
+                target=lambda: total.append(scan_size(args.paths)), daemon=True
+            ).start()
 
         def progress(stats: BackupStats, path: str) -> None:
             if bar is not None:
                 files = stats.files_new + stats.files_changed + stats.files_unmodified
-                bar(stats.bytes_read, None, f"backup: {files} files")
+                all_files, all_bytes = total[0] if total else (None, None)
+                of = f"/{all_files}" if all_files is not None else ""
+                bar(
+                    stats.bytes_read + stats.bytes_unmodified,
+                    all_bytes,
+                    f"backup: {files}{of} files",
+                )
 
         sid, stats = backup(
             repo,

@@ -39,6 +39,7 @@ class BackupStats:
     files_unmodified: int = 0
     dirs: int = 0
     bytes_read: int = 0
+    bytes_unmodified: int = 0
     bytes_total: int = 0
     blobs_added: int = 0
     bytes_added: int = 0
@@ -174,6 +175,8 @@ class Archiver:
         ):
             entry["content"] = list(old.get("content", []))
             self.stats.files_unmodified += 1
+            self.stats.bytes_unmodified += st.st_size
+            self._report(path)
             return
         if is_sqlite(path):
             with consistent_copy(path) as copy:
@@ -339,3 +342,25 @@ def backup(
         archiver.stats.packs_recovered = recovered
         sid = archiver.run(paths, parent=parent, tags=tags)
         return sid, archiver.stats
+
+
+def scan_size(paths: list[str]) -> tuple[int, int]:
+    """Files and bytes under ``paths`` (regular files, no symlinks followed): the progress
+    bar's total, computed while the backup runs."""
+    files = size = 0
+    stack = [os.path.abspath(p) for p in paths]
+    while stack:
+        path = stack.pop()
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            try:
+                stack.extend(os.path.join(path, n) for n in os.listdir(path))
+            except OSError:
+                continue
+        elif stat.S_ISREG(st.st_mode):
+            files += 1
+            size += st.st_size
+    return files, size
