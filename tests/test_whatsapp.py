@@ -145,6 +145,13 @@ def test_decrypts_what_wa_crypt_tools_writes(tool_dir: Path, tmp_path: Path) -> 
     con.close()
 
 
+def test_raw_payload_is_the_zlib_stream(tool_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "payload.zlib"
+    result = whatsapp.decrypt_crypt15(tool_dir / "msgstore.db.crypt15", out, ROOT, decompress=False)
+    assert result.payload == "raw"
+    assert zlib.decompress(out.read_bytes()) == (tool_dir / "msgstore.db").read_bytes()
+
+
 def test_wa_crypt_tools_decrypts_what_we_write(tool_dir: Path, tmp_path: Path) -> None:
     db = make_database(tmp_path / "msgstore.db", rows=5000, seed=2)
     ours = tmp_path / "ours.crypt15"

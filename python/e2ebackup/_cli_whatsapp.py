@@ -69,7 +69,7 @@ def add_parser(commands: Any) -> None:
     enc.add_argument("--reference", metavar="FILE", help="copy the prefix info of this backup")
     enc.add_argument("--app-version", help=f"default {whatsapp.DEFAULT_APP_VERSION}")
     enc.add_argument("--jid-suffix", help="last two digits of the phone number (default 00)")
-    enc.add_argument("--level", type=int, default=1, help="zlib level 0-9 (default 1)")
+    enc.add_argument("--level", type=int, default=2, help="zlib level 0-9 (default 2)")
     enc.add_argument(
         "--multi-file", action="store_true", help="IN is a ZIP (stickers, wallpapers): no MD5"
     )

@@ -270,7 +270,7 @@ def whatsapp_encrypt(
     *,
     info_raw: Buffer | None = None,
     info_fields: tuple[str | None, str | None, int | None, list[tuple[int, bool]]] | None = None,
-    level: int = 1,
+    level: int = 2,
     multi_file: bool = False,
     iv: Buffer | None = None,
     progress: Callable[[int], object] | None = None,

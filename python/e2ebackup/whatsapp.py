@@ -409,7 +409,7 @@ def encrypt_crypt15(
     jid_suffix: str | None = None,
     backup_version: int | None = None,
     features: tuple[int, ...] | list[int] | None = None,
-    level: int = 1,
+    level: int = 2,
     multi_file: bool = False,
     overwrite: bool = True,
     progress: Progress | None = None,
@@ -419,7 +419,8 @@ def encrypt_crypt15(
     The prefix's info (app version, the last two digits of the phone number, feature flags) is
     copied from ``reference`` (an existing backup of the same phone: the safest choice for a
     restore), or built from the arguments (defaults: wa-crypt-tools' 2023 values). The IV is 16
-    fresh bytes from the OS CSPRNG; the payload is zlib at ``level`` (WhatsApp itself uses 1).
+    fresh bytes from the OS CSPRNG; the payload is zlib at ``level`` (default 2: with zlib-rs,
+    about the size WhatsApp's own level 1 gives, and faster).
     ``multi_file`` stores ``src`` (a ZIP archive, for stickers/wallpapers) uncompressed, with
     no MD5 trailer. A ``dst`` path is written atomically. Returns the new backup's prefix.
     """

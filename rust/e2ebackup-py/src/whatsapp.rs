@@ -275,7 +275,7 @@ type InfoFields = (
 /// left out. `iv` is for tests only.
 #[pyfunction]
 #[pyo3(signature = (
-    key, src, dst, *, info_raw=None, info_fields=None, level=1, multi_file=false, iv=None,
+    key, src, dst, *, info_raw=None, info_fields=None, level=2, multi_file=false, iv=None,
     progress=None
 ))]
 #[allow(clippy::too_many_arguments)]

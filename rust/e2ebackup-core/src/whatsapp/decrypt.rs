@@ -1,10 +1,10 @@
-//! Reading a crypt15/crypt14 backup: three threads, bounded memory, fail closed.
+//! Reading a crypt15/crypt14 backup: two threads, bounded memory, fail closed.
 //!
 //! * this thread reads the file, feeds MD5 and GHASH, decrypts in place and hands the plaintext
 //!   on; it always holds back the last 32 bytes, which are the tag and the MD5 of a single-file
 //!   backup, or the last 16 ciphertext bytes and the tag of a multi-file one;
-//! * the inflater turns the zlib stream into the database (ZIP and unknown payloads pass through);
-//! * the writer writes it to the caller's sink.
+//! * the other inflates the zlib stream into the database (ZIP and unknown payloads pass
+//!   through) and writes it to the caller's sink.
 //!
 //! At the end both readings of the trailer are checked in constant time, and the outcome is
 //! `Ok` only if one of them authenticates. The inflater's view of the stream (complete, cut
@@ -18,7 +18,7 @@ use flate2::{Decompress, FlushDecompress, Status};
 use md5::{Digest, Md5};
 
 use super::gcm::{tags_equal, Opener, TAG_SIZE};
-use super::pipe::{self, link, read_full, Link, LinkEnd, BLOCK};
+use super::pipe::{link, read_full, Link, LinkEnd, BLOCK};
 use super::prefix::{parse_header, Header, HeaderParse, Version, MAX_HEADER_LEN};
 use super::{BackupKey, CHECKSUM_SIZE};
 use crate::error::{Error, Result};
@@ -149,134 +149,141 @@ fn classify(head: &[u8]) -> Payload {
     }
 }
 
-/// The inflater thread: receives plaintext blocks, sends output blocks on.
-fn inflate(input: LinkEnd, output: Link, decompress: bool) -> Inflated {
-    let mut inflater = Inflater {
+/// The inflater thread: receives plaintext blocks, inflates them and writes the result. Writing
+/// here rather than in a third thread keeps one hand-over per block: on a busy machine every
+/// hand-over waits for a time slice, and the write itself is a cheap copy into the page cache.
+/// On a write error it stops (dropping its end of the queue stops the reader) and reports it.
+fn inflate_and_write<W: Write + ?Sized>(
+    input: LinkEnd,
+    output: &mut W,
+    decompress: bool,
+) -> (Inflated, Result<u64>) {
+    let mut sink = Sink {
         z: Decompress::new(true),
-        out: output.buffer(BLOCK),
+        out: vec![0u8; OUT_BLOCK],
         output,
         stream: Stream::Passed,
-        downstream_ok: true,
+        written: 0,
     };
     // The payload's kind is known from its first two bytes, which may span blocks.
     let mut head: Vec<u8> = Vec::new();
     let mut waiting: Vec<Vec<u8>> = Vec::new();
     let mut payload = None;
-    for block in input.rx.iter() {
-        let Some(kind) = payload else {
-            let need = 2 - head.len();
-            head.extend_from_slice(&block[..block.len().min(need)]);
-            waiting.push(block);
-            if head.len() == 2 {
-                let kind = if decompress {
-                    classify(&head)
-                } else {
-                    Payload::Raw
-                };
-                payload = Some(kind);
-                for b in waiting.drain(..) {
-                    inflater.take(kind, b, &input);
+    let result = (|| {
+        for block in input.rx.iter() {
+            let Some(kind) = payload else {
+                let need = 2 - head.len();
+                head.extend_from_slice(&block[..block.len().min(need)]);
+                waiting.push(block);
+                if head.len() == 2 {
+                    let kind = if decompress {
+                        classify(&head)
+                    } else {
+                        Payload::Raw
+                    };
+                    payload = Some(kind);
+                    for b in waiting.drain(..) {
+                        sink.take(kind, &b)?;
+                        input.recycle(b);
+                    }
                 }
-            }
-            continue;
-        };
-        inflater.take(kind, block, &input);
-    }
-    let kind = payload.unwrap_or(Payload::Raw);
-    for b in waiting.drain(..) {
-        inflater.take(kind, b, &input);
-    }
-    inflater.finish(kind)
+                continue;
+            };
+            sink.take(kind, &block)?;
+            input.recycle(block);
+        }
+        let kind = *payload.get_or_insert(Payload::Raw);
+        for b in waiting.drain(..) {
+            sink.take(kind, &b)?;
+        }
+        sink.output.flush()?;
+        Ok(sink.written)
+    })();
+    let inflated = Inflated {
+        payload: payload.unwrap_or(Payload::Raw),
+        stream: sink.stream,
+    };
+    (inflated, result)
 }
 
-struct Inflater {
+/// Output bytes inflated per write.
+const OUT_BLOCK: usize = 2 * BLOCK;
+
+struct Sink<'a, W: Write + ?Sized> {
     z: Decompress,
     out: Vec<u8>,
-    output: Link,
+    output: &'a mut W,
     stream: Stream,
-    downstream_ok: bool,
+    written: u64,
 }
 
-impl Inflater {
-    fn take(&mut self, kind: Payload, block: Vec<u8>, input: &LinkEnd) {
-        if !self.downstream_ok {
-            input.recycle(block);
-        } else if kind != Payload::Zlib {
-            self.downstream_ok = self.output.send(block);
-        } else {
-            if self.stream == Stream::Passed {
-                self.stream = Stream::CutShort;
-            }
-            self.downstream_ok = inflate_block(
-                &mut self.z,
-                &block,
-                &mut self.out,
-                &self.output,
-                &mut self.stream,
-            );
-            input.recycle(block);
+impl<W: Write + ?Sized> Sink<'_, W> {
+    fn take(&mut self, kind: Payload, block: &[u8]) -> Result<()> {
+        if kind != Payload::Zlib {
+            self.output.write_all(block)?;
+            self.written += block.len() as u64;
+            return Ok(());
         }
+        if self.stream == Stream::Passed {
+            self.stream = Stream::CutShort;
+        }
+        self.inflate_block(block)
     }
 
-    fn finish(self, kind: Payload) -> Inflated {
-        if self.downstream_ok && !self.out.is_empty() {
-            self.output.send(self.out);
+    /// Inflates one block, writing every full output buffer.
+    fn inflate_block(&mut self, mut data: &[u8]) -> Result<()> {
+        match &mut self.stream {
+            Stream::Ended { trailing } => {
+                *trailing += data.len() as u64;
+                return Ok(());
+            }
+            Stream::Invalid { .. } => return Ok(()),
+            _ => {}
         }
-        Inflated {
-            payload: kind,
-            stream: self.stream,
-        }
-    }
-}
-
-/// Inflates one block into `out`, sending full output buffers on. Returns `false` once the
-/// writer has stopped.
-fn inflate_block(
-    z: &mut Decompress,
-    mut data: &[u8],
-    out: &mut Vec<u8>,
-    output: &Link,
-    stream: &mut Stream,
-) -> bool {
-    match stream {
-        Stream::Ended { trailing } => {
-            *trailing += data.len() as u64;
-            return true;
-        }
-        Stream::Invalid { .. } => return true,
-        _ => {}
-    }
-    while !data.is_empty() || out.len() == out.capacity() {
-        if out.len() == out.capacity() {
-            let full = std::mem::replace(out, output.buffer(BLOCK));
-            if !output.send(full) {
-                return false;
+        let mut filled = 0;
+        while !data.is_empty() {
+            let before_in = self.z.total_in();
+            let before_out = self.z.total_out();
+            let result = self
+                .z
+                .decompress(data, &mut self.out[filled..], FlushDecompress::None);
+            let used = (self.z.total_in() - before_in) as usize;
+            filled += (self.z.total_out() - before_out) as usize;
+            data = &data[used..];
+            if filled == self.out.len() {
+                self.output.write_all(&self.out)?;
+                self.written += filled as u64;
+                filled = 0;
+            }
+            match result {
+                Ok(Status::StreamEnd) => {
+                    self.stream = Stream::Ended {
+                        trailing: data.len() as u64,
+                    };
+                    break;
+                }
+                Ok(_) if used == 0 && filled < self.out.len() && !data.is_empty() => {
+                    // No progress with room to spare: cannot happen with a sane decoder.
+                    self.stream = Stream::Invalid {
+                        at: self.z.total_in(),
+                    };
+                    break;
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    self.stream = Stream::Invalid {
+                        at: self.z.total_in(),
+                    };
+                    break;
+                }
             }
         }
-        let before = z.total_in();
-        let result = z.decompress_vec(data, out, FlushDecompress::None);
-        let used = (z.total_in() - before) as usize;
-        data = &data[used..];
-        match result {
-            Ok(Status::StreamEnd) => {
-                *stream = Stream::Ended {
-                    trailing: data.len() as u64,
-                };
-                return true;
-            }
-            Ok(_) => {}
-            Err(_) => {
-                *stream = Stream::Invalid { at: z.total_in() };
-                return true;
-            }
+        if filled > 0 {
+            self.output.write_all(&self.out[..filled])?;
+            self.written += filled as u64;
         }
-        if used == 0 && out.len() < out.capacity() && !data.is_empty() {
-            // No progress with room to spare: cannot happen with a sane decoder; stop safely.
-            *stream = Stream::Invalid { at: z.total_in() };
-            return true;
-        }
+        Ok(())
     }
-    true
 }
 
 /// What the trailer says.
@@ -315,11 +322,9 @@ pub fn decrypt<R: Read + ?Sized, W: Write + Send + ?Sized>(
     let carry_start = header.len;
 
     let (to_inflater, inflater_in) = link();
-    let (to_writer, writer_in) = link();
     let decompress = options.decompress;
     thread::scope(|s| {
-        let inflater = s.spawn(move || inflate(inflater_in, to_writer, decompress));
-        let writer = s.spawn(move || pipe::write_all(output, writer_in));
+        let inflater = s.spawn(move || inflate_and_write(inflater_in, output, decompress));
 
         let read = read_and_open(
             input,
@@ -335,8 +340,7 @@ pub fn decrypt<R: Read + ?Sized, W: Write + Send + ?Sized>(
             Err(_) => None,
         };
         drop(to_inflater);
-        let inflated = inflater.join().expect("the inflater thread does not panic");
-        let written = writer.join().expect("the writer thread does not panic");
+        let (inflated, written) = inflater.join().expect("the inflater thread does not panic");
         let (_, input_len) = read?;
         let output_len = written?;
         let layout = match verdict.expect("set when reading succeeded") {

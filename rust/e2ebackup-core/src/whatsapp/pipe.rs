@@ -1,12 +1,8 @@
-//! Plumbing shared by both directions: full reads, bounded hand-over between threads with buffer
-//! reuse, and the writer thread.
+//! Plumbing shared by both directions: full reads, and a bounded hand-over between two threads
+//! with buffer reuse.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-
-use zeroize::Zeroize;
-
-use crate::error::Result;
 
 /// Bytes read (and handed between threads) per step.
 pub const BLOCK: usize = 1 << 20;
@@ -67,22 +63,10 @@ impl Link {
 }
 
 impl LinkEnd {
-    /// Gives an emptied buffer back (wiped: it may have held plaintext).
-    pub fn recycle(&self, mut buf: Vec<u8>) {
-        buf.zeroize();
+    /// Gives an emptied buffer back for reuse. Not wiped: the same few buffers carry every
+    /// block (so freed memory holds at most a few MiB of old data), and the plaintext goes to
+    /// the output anyway; wiping would cost a memset of every byte, twice.
+    pub fn recycle(&self, buf: Vec<u8>) {
         let _ = self.back.try_send(buf);
     }
-}
-
-/// The writer thread's loop: writes every buffer it receives, in order. Returns the bytes
-/// written; on an error it stops receiving, which stops the threads feeding it.
-pub fn write_all<W: Write + ?Sized>(output: &mut W, from: LinkEnd) -> Result<u64> {
-    let mut written = 0u64;
-    for buf in from.rx.iter() {
-        output.write_all(&buf)?;
-        written += buf.len() as u64;
-        from.recycle(buf);
-    }
-    output.flush()?;
-    Ok(written)
 }
