@@ -103,5 +103,5 @@ class StorageConformance:
             t.start()
         for t in threads:
             t.join()
-        assert not errors
+        assert not errors, errors
         assert len(list(storage.list("data/"))) == 8
