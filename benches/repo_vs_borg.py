@@ -590,6 +590,7 @@ class Report:
     memory: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     borg_skipped: str = ""
+    commit: str = ""
 
     def pick(self, case: str) -> Run | None:
         """The run of median wall time (lower median) among those of ``case``."""
@@ -898,14 +899,40 @@ def machine_info() -> dict[str, Any]:
 
 
 def git_commit() -> str:
-    proc = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
-        cwd=BENCHES,
+    """The checkout's commit, with "+changes" if python/ or rust/ differ from it."""
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=BENCHES, text=True, capture_output=True
+    )
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", "python", "rust"],
+        cwd=BENCHES.parent,
         text=True,
         capture_output=True,
-        check=False,
     )
-    return proc.stdout.strip() or "unknown"
+    commit = head.stdout.strip() or "unknown"
+    return commit + (" +changes" if dirty.stdout.strip() else "")
+
+
+def freeze_package(scratch: Path) -> dict[str, str]:
+    """Copies the e2ebackup package in use (Python modules and the built extension) into the
+    scratch directory and puts it first on ``PYTHONPATH`` for every child process: on a shared
+    checkout with an editable install, a rebuild or an edit during the run cannot change the
+    code under test half-way."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("e2ebackup")
+    if spec is None or spec.origin is None:
+        raise SystemExit("e2ebackup is not installed")
+    src = Path(spec.origin).parent
+    dst = scratch / "pkg" / "e2ebackup"
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+    paths = [str(dst.parent), os.environ.get("PYTHONPATH", "")]
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    extension = next(iter(sorted(dst.glob("_core*.so"))), None)
+    return {
+        "e2ebackup package": str(src),
+        "extension sha256": sha256_file(extension)[:16] if extension else "none",
+    }
 
 
 # --- rendering -----------------------------------------------------------------------------------
@@ -921,7 +948,7 @@ def fmt_bytes(n: int | None) -> str:
 
 def run_table(runs: list[Run]) -> list[str]:
     lines = [
-        "| Case | Wall s | GB/s | +sync s | GB/s incl. sync | CPU s (user+sys) | CPU cores "
+        "| Case | Wall s | GB/s | +sync s | GB/s incl. sync | CPU s user / sys | CPU cores "
         "| Peak RSS MiB | Others (cores) | Load 1 min | Added (tool) | Repo growth | Note |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
@@ -931,7 +958,8 @@ def run_table(runs: list[Run]) -> list[str]:
         others = "?" if r.others_cores is None else f"{r.others_cores:.2f}"
         lines.append(
             f"| {r.case} | {r.seconds:.2f} | {rate} | {r.sync_seconds:.2f} | {rate_sync} "
-            f"| {r.cpu:.1f} | {r.cpu / r.seconds:.2f} | {r.maxrss_kib / KIB:.0f} | {others} "
+            f"| {r.user:.1f} / {r.system:.1f} | {r.cpu / r.seconds:.2f} "
+            f"| {r.maxrss_kib / KIB:.0f} | {others} "
             f"| {r.load1:.2f} | {fmt_bytes(r.added_bytes)} | {fmt_bytes(r.repo_growth)} "
             f"| {r.note} |"
         )
@@ -1040,7 +1068,7 @@ def render(report: Report) -> str:
     load = ", ".join(f"{x:.2f}" for x in m["load_at_start"])
     versions = ", ".join(f"{k} {v}" for k, v in report.versions.items())
     lines = [
-        f"# e2ebackup repository vs borg ({report.started}, commit {git_commit()})",
+        f"# e2ebackup repository vs borg ({report.started}, commit {report.commit})",
         "",
         f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux {m['kernel']}; "
         f"{versions}. Load average (1, 5, 15 min) at the start: {load}.",
@@ -1136,9 +1164,18 @@ def main(argv: list[str] | None = None) -> int:
         wait_for_idle(args.wait_idle)
     scratch = Path(tempfile.mkdtemp(prefix="repo_vs_borg-", dir=parent))
     try:
+        frozen = freeze_package(scratch)
+        commit = git_commit()
         bench = Bench(args, scratch, borg)
+        bench.report.commit = commit
+        bench.report.versions.update(frozen)
         bench.report.borg_skipped = why
         report = bench.run()
+        if (end := git_commit()) != commit:
+            report.notes.append(
+                f"The checkout moved from {commit} to {end} during the run; every e2ebackup "
+                f"figure is of the copy of the package frozen at the start ({commit})."
+            )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     text = render(report)
