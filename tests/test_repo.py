@@ -79,6 +79,7 @@ def test_live_sqlite_database_is_captured_consistently(tmp_path: Path) -> None:
     db = tmp_path / "src" / "msgstore.db"
     db.parent.mkdir()
     con = sqlite3.connect(db)
+    con.execute("pragma journal_mode=wal")  # chat apps use WAL; the -wal file holds new rows
     con.execute("create table messages (id integer primary key, body text, mirror text)")
     con.commit()
     stop = threading.Event()
@@ -106,6 +107,8 @@ def test_live_sqlite_database_is_captured_consistently(tmp_path: Path) -> None:
         t.join()
     assert stats.sqlite_captured == 1
     restore(repo, "latest", str(tmp_path / "out"))
+    # A journal or WAL caught mid-transaction must not come back beside the consistent copy.
+    assert sorted(os.listdir(tmp_path / "out" / "src")) == ["msgstore.db"]
     restored = sqlite3.connect(tmp_path / "out" / "src" / "msgstore.db")
     assert restored.execute("pragma integrity_check").fetchone() == ("ok",)
     count, bad = restored.execute("select count(*), sum(body != mirror) from messages").fetchone()

@@ -46,6 +46,7 @@ class BackupStats:
     errors: int = 0
     skipped_special: int = 0
     sqlite_captured: int = 0
+    sqlite_sidecars_skipped: int = 0
     packs_recovered: int = 0
 
 
@@ -236,8 +237,14 @@ class Archiver:
         except OSError as e:
             self._error(path, e)
             names = []
+        present = set(names)
         for name in names:
             child = os.path.join(path, name)
+            if _sqlite_sidecar(path, name, present):
+                # The database beside it is captured whole and consistent; a journal or WAL
+                # from another moment would corrupt it on restore.
+                self.stats.sqlite_sidecars_skipped += 1
+                continue
             try:
                 entry = self._entry(child, name, old.get(name))
             except (OSError, E2EBackupError) as e:
@@ -306,6 +313,19 @@ class Archiver:
         self.repo.commit(add_snapshots=[sid], add_indexes=[index_name] if index_name else [])
         self._report("")
         return sid
+
+
+_SIDECARS = ("-journal", "-wal", "-shm")
+
+
+def _sqlite_sidecar(folder: str, name: str, present: set[str]) -> bool:
+    """Whether ``name`` is the rollback journal, WAL or shared-memory file of an SQLite
+    database in the same folder."""
+    for suffix in _SIDECARS:
+        if name.endswith(suffix):
+            base = name[: -len(suffix)]
+            return base in present and is_sqlite(os.path.join(folder, base))
+    return False
 
 
 def _username() -> str:
