@@ -112,7 +112,7 @@ class _PartsReader(io.RawIOBase):
             if end > self._pos and done < len(out):
                 lo = self._pos - start
                 n = min(len(part) - lo, len(out) - done)
-                out[done : done + n] = part[lo : lo + n]
+                out[done : done + n] = memoryview(part)[lo : lo + n]
                 done += n
                 self._pos += n
             start = end
