@@ -187,6 +187,7 @@ class BlobCodec:
         blobs: Sequence[Buffer],
         *,
         ids: Sequence[bytes] | None = None,
+        compress: Sequence[bool] | None = None,
         threads: int | None = None,
     ) -> list[tuple[bytes, bytes]]: ...
     def open(self, kind: int, id: Buffer, sealed: Buffer) -> bytes: ...

@@ -79,6 +79,7 @@ class Archiver:
         self._queued: set[bytes] = set()
         self._batch: list[bytes] = []
         self._batch_ids: list[bytes] = []
+        self._batch_compress: list[bool] = []
         self._batch_bytes = 0
         self.writer = PackWriter(repo.storage, repo.keys, self._stored)
         # One read buffer for the whole run: zero-filling 8 MiB per file dominated small files.
@@ -93,8 +94,9 @@ class Archiver:
     def _want(self, blob_id: bytes) -> bool:
         return blob_id not in self.index and blob_id not in self._queued
 
-    def _add_chunks(self, chunks: list[bytes]) -> list[str]:
-        """Names the chunks (ids in parallel) and queues the ones the repository lacks."""
+    def _add_chunks(self, chunks: list[bytes], compress: bool = True) -> list[str]:
+        """Names the chunks (ids in parallel) and queues the ones the repository lacks.
+        ``compress=False`` for the chunks of a file that is already compressed."""
         ids = (
             self.codec.ids(chunks, threads=self.threads)
             if len(chunks) > 1
@@ -105,6 +107,7 @@ class Archiver:
                 self._queued.add(blob_id)
                 self._batch.append(chunk)
                 self._batch_ids.append(blob_id)
+                self._batch_compress.append(compress)
                 self._batch_bytes += len(chunk)
         if self._batch_bytes >= SEAL_BATCH or len(self._batch) >= 4096:
             self._seal_batch()
@@ -114,10 +117,15 @@ class Archiver:
         if not self._batch:
             return
         sealed = self.codec.seal_many(
-            KIND_DATA, self._batch, ids=self._batch_ids, threads=self.threads
+            KIND_DATA,
+            self._batch,
+            ids=self._batch_ids,
+            compress=self._batch_compress,
+            threads=self.threads,
         )
         self._batch = []
         self._batch_ids = []
+        self._batch_compress = []
         self._batch_bytes = 0
         for blob_id, blob in sealed:
             self.writer.add(KIND_DATA, blob_id, blob)
@@ -139,12 +147,17 @@ class Archiver:
 
     def _chunks_of(self, path: str) -> list[str]:
         ids: list[str] = []
+        start = self.stats.bytes_read
         self.chunker.reset()
         carry = bytearray()
         block, view = self._block, self._view
+        compress = True
         with open(path, "rb") as f:
             while n := f.readinto(block):
                 data = view[:n]
+                if self.stats.bytes_read == start:
+                    # Decided once per file: only the first chunk carries JPEG/MP4/ZIP magic.
+                    compress = not _core.looks_compressed(data[:64])
                 chunks = []
                 prev = 0
                 for cut in self.chunker.feed(data):
@@ -157,11 +170,11 @@ class Archiver:
                     prev = cut
                 carry += data[prev:]
                 if chunks:
-                    ids.extend(self._add_chunks(chunks))
+                    ids.extend(self._add_chunks(chunks, compress))
                 self.stats.bytes_read += n
                 self._report(path)
         if carry or not ids:
-            ids.extend(self._add_chunks([bytes(carry)]))
+            ids.extend(self._add_chunks([bytes(carry)], compress))
         return ids
 
     def _file(self, path: str, st: os.stat_result, entry: Entry, old: Entry | None) -> None:

@@ -102,19 +102,27 @@ impl BlobKeys {
 
     /// Compresses (unless the data looks compressed or does not shrink) and encrypts one blob.
     pub fn seal(&self, kind: u8, data: &[u8]) -> Result<([u8; 32], Vec<u8>)> {
-        self.seal_with_id(kind, self.id(data), data)
+        self.seal_with_id(kind, self.id(data), data, true)
     }
 
-    /// As [`BlobKeys::seal`], with the id already computed by [`BlobKeys::id`]. A wrong id
-    /// gives a blob that never opens.
-    pub fn seal_with_id(&self, kind: u8, id: [u8; 32], data: &[u8]) -> Result<([u8; 32], Vec<u8>)> {
+    /// As [`BlobKeys::seal`], with the id already computed by [`BlobKeys::id`] (a wrong id
+    /// gives a blob that never opens). `try_compress: false` stores the data as it is: the
+    /// caller knows it belongs to an already-compressed file (only a file's first chunk
+    /// carries the format's magic bytes).
+    pub fn seal_with_id(
+        &self,
+        kind: u8,
+        id: [u8; 32],
+        data: &[u8],
+        try_compress: bool,
+    ) -> Result<([u8; 32], Vec<u8>)> {
         if data.len() > MAX_BLOB {
             return Err(Error::InvalidArgument(format!(
                 "a blob is at most {MAX_BLOB} bytes"
             )));
         }
         let mut plain = Vec::with_capacity(data.len() + 5);
-        let compressed = if looks_compressed(data) || data.len() < 64 {
+        let compressed = if !try_compress || looks_compressed(data) || data.len() < 64 {
             None
         } else {
             zstd::bulk::compress(data, ZSTD_LEVEL)
@@ -153,14 +161,19 @@ impl BlobKeys {
         kind: u8,
         blobs: &[&[u8]],
         ids: Option<&[[u8; 32]]>,
+        compress: Option<&[bool]>,
         threads: usize,
     ) -> Result<Vec<([u8; 32], Vec<u8>)>> {
-        if ids.is_some_and(|ids| ids.len() != blobs.len()) {
-            return Err(Error::InvalidArgument("one id per blob".into()));
+        if ids.is_some_and(|ids| ids.len() != blobs.len())
+            || compress.is_some_and(|c| c.len() != blobs.len())
+        {
+            return Err(Error::InvalidArgument(
+                "one id and one compress flag per blob".into(),
+            ));
         }
-        let one = |i: usize| match ids {
-            Some(ids) => self.seal_with_id(kind, ids[i], blobs[i]),
-            None => self.seal(kind, blobs[i]),
+        let one = |i: usize| {
+            let id = ids.map_or_else(|| self.id(blobs[i]), |ids| ids[i]);
+            self.seal_with_id(kind, id, blobs[i], compress.is_none_or(|c| c[i]))
         };
         if threads <= 1 || blobs.len() < 2 {
             return (0..blobs.len()).map(one).collect();
@@ -246,14 +259,21 @@ mod tests {
         );
         assert_eq!(keys.open(0, &jid, &jsealed).unwrap(), jpeg);
         let many = keys
-            .seal_many(0, &[&text[..], &jpeg[..], b"x"], None, 2)
+            .seal_many(0, &[&text[..], &jpeg[..], b"x"], None, None, 2)
             .unwrap();
         let ids = keys.ids(&[&text[..], &jpeg[..], b"x"], 2).unwrap();
         let with_ids = keys
-            .seal_many(0, &[&text[..], &jpeg[..], b"x"], Some(&ids), 2)
+            .seal_many(
+                0,
+                &[&text[..], &jpeg[..], b"x"],
+                Some(&ids),
+                Some(&[false, true, true]),
+                2,
+            )
             .unwrap();
         assert_eq!(with_ids[2].0, many[2].0);
         assert_eq!(keys.open(0, &ids[0], &with_ids[0].1).unwrap(), text);
+        assert!(with_ids[0].1.len() > text.len(), "compress: false stores as is");
         assert_eq!(many[0].0, id);
         assert_eq!(many[1].0, jid);
     }

@@ -117,14 +117,16 @@ impl BlobCodec {
     }
 
     /// Seals many blobs of one type in parallel: a list of `(id, sealed)` in input order.
-    /// `ids`, from `ids()`, saves computing them again.
-    #[pyo3(signature = (kind, blobs, *, ids=None, threads=None))]
+    /// `ids`, from `ids()`, saves computing them again; `compress[i] = False` stores blob `i`
+    /// without trying zstd.
+    #[pyo3(signature = (kind, blobs, *, ids=None, compress=None, threads=None))]
     fn seal_many<'py>(
         &self,
         py: Python<'py>,
         kind: u8,
         blobs: &Bound<'py, PyAny>,
         ids: Option<&Bound<'py, PyAny>>,
+        compress: Option<Vec<bool>>,
         threads: Option<usize>,
     ) -> BindingResult<Vec<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)>> {
         let threads = resolve_threads(threads)?;
@@ -138,7 +140,8 @@ impl BlobCodec {
             .transpose()?;
         let sealed = py.detach(|| {
             let slices: Vec<&[u8]> = bufs.iter().map(ReadBuf::as_slice).collect();
-            self.keys.seal_many(kind, &slices, ids.as_deref(), threads)
+            self.keys
+                .seal_many(kind, &slices, ids.as_deref(), compress.as_deref(), threads)
         })?;
         Ok(sealed
             .into_iter()
