@@ -273,7 +273,10 @@ mod tests {
             .unwrap();
         assert_eq!(with_ids[2].0, many[2].0);
         assert_eq!(keys.open(0, &ids[0], &with_ids[0].1).unwrap(), text);
-        assert!(with_ids[0].1.len() > text.len(), "compress: false stores as is");
+        assert!(
+            with_ids[0].1.len() > text.len(),
+            "compress: false stores as is"
+        );
         assert_eq!(many[0].0, id);
         assert_eq!(many[1].0, jid);
     }
