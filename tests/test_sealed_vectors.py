@@ -23,6 +23,7 @@ import e2ebackup.sealed
 import pytest
 import sealed_reference as ref
 from e2ebackup.keys import Argon2idParams, KdfParams, RecoveryKey, ScryptParams
+from sha256_ctr import sha256_ctr
 
 ROOT = Path(__file__).resolve().parent.parent
 VECTORS_FILE = ROOT / "tests" / "vectors" / "sealed_v1.json"
@@ -48,13 +49,6 @@ E2EBACKUP_ERRORS: dict[str, type[Exception]] = {
     "CorruptKeySlot": e2ebackup.errors.CorruptKeySlot,
     "InvalidTag": e2ebackup.errors.InvalidTag,
 }
-
-
-def sha256_ctr(seed: str, length: int) -> bytes:
-    blocks = range((length + 31) // 32)
-    return b"".join(hashlib.sha256(seed.encode() + i.to_bytes(4, "big")).digest() for i in blocks)[
-        :length
-    ]
 
 
 def plaintext_of(v: dict[str, Any]) -> bytes:

@@ -20,6 +20,7 @@ import pytest
 from cryptography.cobblestone import Cobblestone256Decryptor, Cobblestone256Encryptor
 from e2ebackup import _core
 from e2ebackup.errors import InvalidTag, StreamFailed
+from sha256_ctr import sha256_ctr
 
 ROOT = Path(__file__).resolve().parent.parent
 VECTORS_FILE = ROOT / "tests" / "vectors" / "c2sp_chunked_v1.json"
@@ -41,13 +42,6 @@ class Vector:
     ciphertext: bytes
     valid: bool
     reason: str | None
-
-
-def sha256_ctr(seed: str, length: int) -> bytes:
-    blocks = range((length + 31) // 32)
-    return b"".join(hashlib.sha256(seed.encode() + i.to_bytes(4, "big")).digest() for i in blocks)[
-        :length
-    ]
 
 
 def check_digest(data: bytes, field: dict[str, Any]) -> bytes:

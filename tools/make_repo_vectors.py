@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import c2sp_reference as c2sp  # noqa: E402
 import repo_reference as ref  # noqa: E402
 import sealed_reference as sref  # noqa: E402
+from sha256_ctr import sha256_ctr  # noqa: E402
 
 VECTORS = ROOT / "tests" / "vectors"
 REPO_VECTORS = "repo_v1"
@@ -41,13 +42,7 @@ CREATED = 1764115200  # 2025-11-26T00:00:00Z
 T0_NS = CREATED * 10**9
 
 
-def stream(seed: str, length: int) -> bytes:
-    """SHA-256 in counter mode: the deterministic source of every byte."""
-    blocks = (length + 31) // 32
-    data = b"".join(
-        hashlib.sha256(seed.encode() + i.to_bytes(4, "big")).digest() for i in range(blocks)
-    )
-    return data[:length]
+stream = sha256_ctr  # every byte of the vectors comes from here
 
 
 def rnd(purpose: str, length: int) -> bytes:

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 import c2sp_reference as ref  # noqa: E402
+from sha256_ctr import sha256_ctr  # noqa: E402
 
 OUTPUT = ROOT / "tests" / "vectors" / "c2sp_chunked_v1.json"
 SEED_PREFIX = "e2ebackup/c2sp_chunked_v1/"
@@ -71,13 +72,7 @@ FORMAT = {
 }
 
 
-def stream(seed: str, length: int) -> bytes:
-    """SHA-256 in counter mode: the deterministic source of every byte in the file."""
-    blocks = (length + 31) // 32
-    data = b"".join(
-        hashlib.sha256(seed.encode() + i.to_bytes(4, "big")).digest() for i in range(blocks)
-    )
-    return data[:length]
+stream = sha256_ctr  # every byte of the vectors comes from here
 
 
 def flip(data: bytes, offset: int, bit: int = 0) -> bytes:
