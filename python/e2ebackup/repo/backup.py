@@ -24,7 +24,7 @@ from e2ebackup.errors import E2EBackupError, InvalidArgument
 from e2ebackup.repo.objects import KIND_DATA, KIND_TREE, RepositoryCorrupted
 from e2ebackup.repo.pack import PackWriter
 from e2ebackup.repo.repository import Repository
-from e2ebackup.repo.sqlite import consistent_copy, is_sqlite
+from e2ebackup.repo.sqlite import SQLITE_MAGIC, consistent_copy, is_sqlite
 from e2ebackup.repo.tree import Entry, decode_tree, encode_tree
 
 READ_BLOCK = 8 << 20
@@ -145,19 +145,24 @@ class Archiver:
 
     # -- files
 
-    def _chunks_of(self, path: str) -> list[str]:
+    def _chunks_of(self, path: str, *, divert_sqlite: bool) -> list[str] | None:
+        """The ids of the file's chunks, stored as needed. With ``divert_sqlite``, returns None
+        for an SQLite database, seen in the first block already read (no second open)."""
         ids: list[str] = []
-        start = self.stats.bytes_read
         self.chunker.reset()
         carry = bytearray()
         block, view = self._block, self._view
         compress = True
+        first = True
         with open(path, "rb") as f:
             while n := f.readinto(block):
                 data = view[:n]
-                if self.stats.bytes_read == start:
+                if first:
+                    if divert_sqlite and data[: len(SQLITE_MAGIC)] == SQLITE_MAGIC:
+                        return None
                     # Decided once per file: only the first chunk carries JPEG/MP4/ZIP magic.
                     compress = not _core.looks_compressed(data[:64])
+                    first = False
                 chunks = []
                 prev = 0
                 for cut in self.chunker.feed(data):
@@ -194,13 +199,14 @@ class Archiver:
             self.stats.bytes_unmodified += st.st_size
             self._report(path)
             return
-        if is_sqlite(path):
+        content = self._chunks_of(path, divert_sqlite=True)
+        if content is None:
             with consistent_copy(path) as copy:
-                entry["content"] = self._chunks_of(copy)
+                content = self._chunks_of(copy, divert_sqlite=False)
                 entry["size"] = os.path.getsize(copy)
             self.stats.sqlite_captured += 1
-        else:
-            entry["content"] = self._chunks_of(path)
+        assert content is not None  # the copy is read without diverting
+        entry["content"] = content
         if old is None:
             self.stats.files_new += 1
         else:
