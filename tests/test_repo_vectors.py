@@ -480,7 +480,13 @@ def test_e2ebackup_chunks_compresses_and_packs_as_specified(
     # zeros after it, in later chunks, are not JPEG-looking data and may be compressed).
     assert flags["source/small.jpg"] == [ref.FLAG_STORED]
     assert flags["source/photo.jpg"][0] == ref.FLAG_STORED
-    assert set(flags["source/sub/text.txt"]) == {ref.FLAG_ZSTD}
+    # Only the file's last chunk may be shorter than the chunker minimum (256 bytes); a tail of a
+    # few bytes does not shrink under zstd and is rightly stored as it is.
+    text_chunks = ref.split(r.keys.chunker, (src / "sub" / "text.txt").read_bytes(), *r.chunker)
+    assert all(len(c) >= 256 for c in text_chunks[:-1])
+    assert set(flags["source/sub/text.txt"][:-1]) <= {ref.FLAG_ZSTD}
+    if len(text_chunks[-1]) >= 256:
+        assert flags["source/sub/text.txt"][-1] == ref.FLAG_ZSTD
     assert set(flags["source/random-20000.bin"]) == {ref.FLAG_STORED}
     assert flags["source/random-0.bin"] == [ref.FLAG_STORED]  # one empty chunk
     for blob, (pack, where) in r.index().items():
