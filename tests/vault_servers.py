@@ -15,6 +15,7 @@ import pwd
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -35,20 +36,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
+def wait_http(
+    url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30, verify: Any = True
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited {proc.returncode}:\n{log.read_text()}")
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url + "/v1/status", timeout=2).status_code == 200:
+            if httpx.get(url + "/v1/status", timeout=2, verify=verify).status_code == 200:
                 return
         time.sleep(0.1)
     raise RuntimeError(f"server did not start:\n{log.read_text()}")
 
 
 class VaultProcess:
-    """``e2ebackup vault serve`` in a subprocess; ``restart()`` keeps its data dir and port."""
+    """``e2ebackup vault serve`` in a subprocess; ``restart()`` keeps its data dir and port.
+    ``tls=(cert, key, ca)`` serves HTTPS with that certificate (``ca`` verifies it);
+    ``extra`` are more ``vault serve`` options."""
 
     def __init__(
         self,
@@ -57,12 +62,17 @@ class VaultProcess:
         database_url: str | None = None,
         max_attempts: int = 10,
         port: int | None = None,
+        tls: tuple[Path, Path, Path] | None = None,
+        extra: tuple[str, ...] = (),
     ) -> None:
         self.data_dir = data_dir
         self.database_url = database_url
         self.max_attempts = max_attempts
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.tls = tls
+        self.extra = extra
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        self.verify: Any = ssl.create_default_context(cafile=str(tls[2])) if tls else True
         self.log = data_dir / f"vault-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -85,9 +95,12 @@ class VaultProcess:
         ]
         if self.database_url:
             cmd += ["--database-url", self.database_url]
+        if self.tls:
+            cmd += ["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])]
+        cmd += self.extra
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        wait_http(self.url, self.proc, self.log)
+        wait_http(self.url, self.proc, self.log, verify=self.verify)
         return self
 
     def stop(self) -> None:
@@ -104,8 +117,12 @@ class VaultProcess:
         self.stop()
         self.start()
 
+    def status(self) -> dict[str, Any]:
+        answer: dict[str, Any] = httpx.get(self.url + "/v1/status", verify=self.verify).json()
+        return answer
+
     def public_key(self) -> bytes:
-        return bytes.fromhex(httpx.get(self.url + "/v1/status").json()["public_key"])
+        return bytes.fromhex(self.status()["public_key"])
 
 
 class PostgresCluster:

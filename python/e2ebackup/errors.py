@@ -32,6 +32,7 @@ __all__ = [
     "VaultLoginFailed",
     "VaultProtocolError",
     "VaultRecordGone",
+    "VaultUnauthorized",
     "VaultUnavailable",
     "WhatsAppCorruptedError",
     "WhatsAppError",
@@ -172,6 +173,11 @@ class VaultLocked(VaultError):
 
 class VaultProtocolError(VaultError):
     """A vault message or key-vault slot that does not parse or does not fit the protocol."""
+
+
+class VaultUnauthorized(VaultError):
+    """The vault admits registrations only with its registration token, and none or another
+    was given (``--vault-token-file`` or ``E2EBACKUP_VAULT_TOKEN``)."""
 
 
 class VaultUnavailable(VaultError):

@@ -42,6 +42,11 @@ def add_vault_parser(commands: Any) -> None:
     serve.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate")
     serve.add_argument("--tls-key", metavar="FILE", help="the certificate's private key")
     serve.add_argument(
+        "--registration-token-file",
+        metavar="FILE",
+        help="admit only registrations that bear the token in FILE (mode 0600); logins need none",
+    )
+    serve.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
 
@@ -56,6 +61,11 @@ def add_encrypt_options(cmd: argparse.ArgumentParser) -> None:
         "--vault-public-key",
         metavar="HEX",
         help="the vault's public key to pin (else the key the vault shows is trusted once)",
+    )
+    cmd.add_argument(
+        "--vault-token-file",
+        metavar="FILE",
+        help="the vault's registration token, if it asks for one (or E2EBACKUP_VAULT_TOKEN)",
     )
 
 
@@ -72,6 +82,7 @@ def run_vault(args: argparse.Namespace) -> int:
         max_attempts=args.max_attempts,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        registration_token_file=args.registration_token_file,
         log_level=args.log_level,
     )
     return 0
@@ -89,4 +100,11 @@ def vault_from_args(args: argparse.Namespace, *, has_recovery_key: bool) -> Vaul
             "e2ebackup: warning: no recovery key; if the vault is lost or deletes the key after "
             "too many wrong passwords, the data is lost too (add --new-recovery-key)\n"
         )
-    return VaultClient(url, args.vault_public_key)
+    token = None
+    if args.vault_token_file:
+        try:
+            with open(args.vault_token_file, encoding="utf-8") as f:
+                token = f.read().strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise SystemExit(f"e2ebackup: cannot read {args.vault_token_file}: {e}") from None
+    return VaultClient(url, args.vault_public_key, registration_token=token)

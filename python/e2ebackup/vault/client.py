@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import os
 import urllib.parse
 from typing import Any
 
@@ -28,6 +29,7 @@ from e2ebackup.errors import (
     VaultLoginFailed,
     VaultProtocolError,
     VaultRecordGone,
+    VaultUnauthorized,
     VaultUnavailable,
 )
 from e2ebackup.keys import Argon2idParams, normalize_password
@@ -39,6 +41,10 @@ __all__ = ["DEFAULT_KSF", "VaultClient"]
 # The KSF's cost at registration (recorded in the slot): RFC 9106's second recommendation, as
 # for password slots. Logins pay it on the client; the vault pays nothing for it.
 DEFAULT_KSF = Argon2idParams()
+# Where a registration token comes from when none is given: vaults that admit registrations
+# only by token (``vault serve --registration-token-file``) ask for it on every register call,
+# including the ones ``key passwd`` and ``rotate`` make.
+TOKEN_ENV = "E2EBACKUP_VAULT_TOKEN"  # noqa: S105 (the variable's name, not a token)
 
 
 def _is_loopback(host: str) -> bool:
@@ -65,7 +71,10 @@ def _check_url(url: str, allow_insecure_http: bool) -> str:
 class VaultClient:
     """One vault, reached at ``url``; ``pinned_public_key`` is the vault's OPAQUE key (32
     bytes, or 64 hex digits). Without a pin, :meth:`register` trusts the key the vault shows
-    on first use and records it in the slot; :meth:`unlock` always uses the slot's pin."""
+    on first use and records it in the slot; :meth:`unlock` always uses the slot's pin.
+    ``registration_token`` (default: ``$E2EBACKUP_VAULT_TOKEN``) is sent with registrations,
+    for a vault that admits them only by token; TLS certificates are checked against
+    ``verify`` (an :class:`ssl.SSLContext`, a CA file, or the default trust store)."""
 
     def __init__(
         self,
@@ -76,6 +85,7 @@ class VaultClient:
         timeout: float = 60.0,
         allow_insecure_http: bool = False,
         verify: Any = True,
+        registration_token: str | None = None,
     ) -> None:
         import httpx
 
@@ -89,6 +99,15 @@ class VaultClient:
             raise InvalidArgument(f"the vault public key is {PUBLIC_KEY_SIZE} bytes")
         self.pinned_public_key = pinned_public_key
         self.ksf = ksf
+        if registration_token is None:
+            registration_token = os.environ.get(TOKEN_ENV) or None
+        self._registration_headers = (
+            {"Authorization": f"Bearer {registration_token}"} if registration_token else {}
+        )
+        if isinstance(verify, str):
+            import ssl
+
+            verify = ssl.create_default_context(cafile=verify)
         self._httpx = httpx
         self._http = httpx.Client(base_url=self.url, timeout=timeout, verify=verify)
 
@@ -103,9 +122,15 @@ class VaultClient:
 
     # -- transport ------------------------------------------------------------------------------
 
-    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
         try:
-            response = self._http.request(method, path, json=body)
+            response = self._http.request(method, path, json=body, headers=headers)
         except self._httpx.HTTPError as e:
             raise VaultUnavailable(f"cannot reach the vault at {self.url}: {e}") from None
         try:
@@ -124,6 +149,8 @@ class VaultClient:
             raise VaultLocked(message)
         if code == "login_failed":
             raise VaultLoginFailed(message, _attempts(data))
+        if code == "unauthorized":
+            raise VaultUnauthorized(f"{message} (give it with --vault-token-file or ${TOKEN_ENV})")
         raise VaultProtocolError(f"the vault refused the request: {message}")
 
     def server_info(self) -> dict[str, Any]:
@@ -145,7 +172,12 @@ class VaultClient:
         if pinned is None:
             pinned = bytes.fromhex(str(self.server_info()["public_key"]))
         registration = _core.OpaqueClientRegistration(secret)
-        started = self._call("POST", "/v1/register/start", {"request": p.b64(registration.request)})
+        started = self._call(
+            "POST",
+            "/v1/register/start",
+            {"request": p.b64(registration.request)},
+            self._registration_headers,
+        )
         record_id = p.unhex(started.get("record_id"), "record_id", RECORD_ID_SIZE)
         response = p.unb64(started.get("response"), "response")
         k = self.ksf
@@ -165,6 +197,7 @@ class VaultClient:
             "POST",
             "/v1/register/finish",
             {"record_id": record_id.hex(), "upload": p.b64(upload), "blob": p.b64(blob)},
+            self._registration_headers,
         )
         return VaultSlot(self.url, record_id, pinned, k)
 

@@ -13,9 +13,12 @@ API (bodies and answers are JSON; binary fields base64, ids hex; see docs/VAULT.
                               -> {attempts_left, sealed_blob?}; 401 {attempts_left} if it fails
     POST /v1/login/abort      {login_id}                   -> {attempts_left}
 
-Errors are ``{"error": CODE, "message": TEXT}``: 400 bad_request, 401 login_failed, 404
-unknown_login, 409 record_exists, 410 record_gone, 423 locked. Logs carry request paths,
-status codes and the first 4 bytes of record ids; never a request body.
+With a registration token (``--registration-token-file``), both register calls need the header
+``Authorization: Bearer TOKEN``; logins never do (the password is what they prove).
+
+Errors are ``{"error": CODE, "message": TEXT}``: 400 bad_request, 401 login_failed or
+unauthorized, 404 unknown_login, 409 record_exists, 410 record_gone, 423 locked. Logs carry
+request paths, status codes and the first 4 bytes of record ids; never a request body.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -50,12 +55,22 @@ from e2ebackup.vault import protocol as p
 from e2ebackup.vault.slot import RECORD_ID_SIZE
 from e2ebackup.vault.store import LoginUnknown, RecordExists, Store, open_store
 
-__all__ = ["DEFAULT_MAX_ATTEMPTS", "KEY_FILE", "create_app", "load_or_create_setup", "serve"]
+__all__ = [
+    "DEFAULT_MAX_ATTEMPTS",
+    "KEY_FILE",
+    "MIN_TOKEN_LENGTH",
+    "create_app",
+    "load_or_create_setup",
+    "load_registration_token",
+    "serve",
+]
 
 DEFAULT_MAX_ATTEMPTS = 10
 LOGIN_TTL = 120.0
 SWEEP_EVERY = 30.0
 KEY_FILE = "vault-server.key"
+# A registration token is a shared secret that admits registrations; shorter ones are guessable.
+MIN_TOKEN_LENGTH = 16
 log = logging.getLogger("e2ebackup.vault")
 
 
@@ -81,12 +96,36 @@ def load_or_create_setup(data_dir: str | Path) -> _core.OpaqueServer:
                 raise
         finally:
             tmp.unlink()
-    mode = path.stat().st_mode
-    if stat.S_IMODE(mode) & 0o077:
-        raise VaultError(
-            f"{path} is readable by other users (mode {stat.S_IMODE(mode):o}): chmod 600 it"
-        )
+    _refuse_if_shared(path)
     return _core.OpaqueServer(path.read_bytes())
+
+
+def _refuse_if_shared(path: Path) -> None:
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise VaultError(f"{path} is readable by other users (mode {mode:o}): chmod 600 it")
+
+
+def load_registration_token(path: str | Path) -> str:
+    """The registration token in ``path`` (one line, mode 0600, at least 16 characters)."""
+    path = Path(path)
+    try:
+        _refuse_if_shared(path)
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise VaultError(f"cannot read the registration token file {path}: {e}") from None
+    if len(token) < MIN_TOKEN_LENGTH or any(c.isspace() for c in token):
+        raise VaultError(
+            f"the registration token in {path} must be one word of at least "
+            f"{MIN_TOKEN_LENGTH} characters (for example: python3 -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))')"
+        )
+    return token
+
+
+def _token_digest(token: str) -> bytes:
+    # Comparing digests keeps the comparison's time independent of the token and its length.
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
 
 
 def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
@@ -113,6 +152,10 @@ async def _body(request: Request) -> dict[str, Any]:
 Handler = Callable[[Request], Awaitable[JSONResponse]]
 
 
+class _Unauthorized(Exception):
+    """A registration without the vault's registration token."""
+
+
 def _guarded(handler: Handler) -> Handler:
     async def run(request: Request) -> JSONResponse:
         try:
@@ -123,6 +166,8 @@ def _guarded(handler: Handler) -> Handler:
             return _error(423, "locked", str(e))
         except LoginUnknown as e:
             return _error(404, "unknown_login", str(e))
+        except _Unauthorized as e:
+            return _error(401, "unauthorized", str(e))
         except RecordExists as e:
             return _error(409, "record_exists", str(e))
         except (VaultProtocolError, E2EBackupError) as e:
@@ -138,11 +183,24 @@ def create_app(
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     login_ttl: float = LOGIN_TTL,
     sweep_every: float = SWEEP_EVERY,
+    registration_token: str | None = None,
 ) -> Starlette:
-    """The ASGI app over ``store`` with the server setup ``server``."""
+    """The ASGI app over ``store`` with the server setup ``server``. With
+    ``registration_token``, only requests that bear it may register."""
     if not 1 <= max_attempts <= 1000:
         raise VaultError("max_attempts must be 1 to 1000")
     store.bind_public_key(server.public_key)
+    expected = _token_digest(registration_token) if registration_token is not None else None
+
+    def admit(request: Request) -> None:
+        if expected is None:
+            return
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            _token_digest(given.strip()), expected
+        ):
+            log.warning("registration refused: no valid registration token")
+            raise _Unauthorized("this vault registers only with its registration token")
 
     async def status(request: Request) -> JSONResponse:
         counts = await run_in_threadpool(store.counts)
@@ -153,11 +211,13 @@ def create_app(
                 "suite": p.SUITE,
                 "public_key": server.public_key.hex(),
                 "max_attempts": max_attempts,
+                "registration": "open" if expected is None else "token",
                 **counts,
             }
         )
 
     async def register_start(request: Request) -> JSONResponse:
+        admit(request)
         body = await _body(request)
         reg_request = p.unb64(body.get("request"), "request")
         record_id = _core.generate_key()[:RECORD_ID_SIZE]
@@ -165,6 +225,7 @@ def create_app(
         return JSONResponse({"record_id": record_id.hex(), "response": p.b64(response)})
 
     async def register_finish(request: Request) -> JSONResponse:
+        admit(request)
         body = await _body(request)
         record_id = p.unhex(body.get("record_id"), "record_id", RECORD_ID_SIZE)
         upload = p.unb64(body.get("upload"), "upload")
@@ -288,6 +349,7 @@ def serve(
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     tls_cert: str | None = None,
     tls_key: str | None = None,
+    registration_token_file: str | Path | None = None,
     log_level: str = "info",
 ) -> None:
     """Runs the vault until interrupted (what ``e2ebackup vault serve`` does)."""
@@ -295,13 +357,18 @@ def serve(
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     server = load_or_create_setup(data_dir)
+    token = None
+    if registration_token_file is not None:
+        token = load_registration_token(registration_token_file)
     store = open_store(data_dir, database_url)
-    app = create_app(store, server, max_attempts=max_attempts)
+    app = create_app(store, server, max_attempts=max_attempts, registration_token=token)
     log.info(
-        "vault on %s:%d, %s, public key %s",
+        "vault on %s:%d over %s, %s, registration %s, public key %s",
         host,
         port,
+        "HTTPS" if tls_cert else "HTTP",
         "PostgreSQL" if database_url else f"SQLite in {data_dir}",
+        "by token" if token else "open",
         server.public_key.hex(),
     )
     uvicorn.run(
