@@ -4,7 +4,8 @@ It forwards every request to one upstream server (the S3 or WebDAV server under 
 bodies both ways, and keeps a log of what passed. Faults are rules: the N-th request matching a
 method and a substring of the path/query fails with a chosen status and S3 error code, has its
 connection closed before or after the upstream saw it, is held until an event is set, has a
-byte of its body flipped, or has its response's ETag changed.
+byte of its body flipped, or has its response's ETag changed. ``latency`` adds a delay to every
+request, as the round trip to a real cloud store does.
 
 Request signatures (SigV4) stay valid: the ``Host`` header and every signed header are passed on
 unchanged.
@@ -17,6 +18,7 @@ import http.client
 import http.server
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
@@ -77,8 +79,9 @@ class Record:
 class FaultProxy:
     """``with FaultProxy("http://127.0.0.1:PORT") as proxy: ... proxy.url ...``"""
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, *, latency: float = 0.0) -> None:
         u = urlsplit(upstream)
+        self.latency = latency
         if u.hostname not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError("the proxy forwards to loopback servers only")
         self.upstream_host = u.hostname
@@ -244,6 +247,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         action = fault.action if fault is not None else ""
         owner._enter(method)
         try:
+            if owner.latency:
+                time.sleep(owner.latency)
             body: list[bytes] | None = None
             if fault is not None and action == "hold":
                 fault.release.wait(60)

@@ -8,17 +8,19 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from e2ebackup.errors import InvalidArgument, WrongPassword, WrongRecoveryKey
 from e2ebackup.keys import RecoveryKey
+from e2ebackup.repo import restore as restore_module
 from e2ebackup.repo.backup import backup
 from e2ebackup.repo.check import verify
 from e2ebackup.repo.lock import RepositoryLocked
 from e2ebackup.repo.objects import NotARepository, RepositoryCorrupted, write_json
 from e2ebackup.repo.prune import forget
 from e2ebackup.repo.repository import Repository
-from e2ebackup.repo.restore import restore
+from e2ebackup.repo.restore import Restorer, restore
 from e2ebackup.storage import LocalStorage
 from repo_helpers import PASSWORD, make_tree, new_repo, open_repo, snapshot_of
 
@@ -142,6 +144,68 @@ def test_tampering_is_detected_by_verify_and_restore(tmp_path: Path) -> None:
     assert not (tmp_path / "out" / "src" / "big0.bin").exists()
     leftovers = [p for p in (tmp_path / "out").rglob("*e2ebackup-tmp")]
     assert leftovers == []
+
+
+def test_restore_reads_ahead_within_its_window(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blobs are read and opened by worker threads ahead of the writer, never by more than
+    LOOKAHEAD sealed bytes (plus the run that crossed it); a small window still restores every
+    byte in order, across many runs per file."""
+    monkeypatch.setattr(restore_module, "LOOKAHEAD", 2 << 20)
+    monkeypatch.setattr(restore_module, "COALESCE", 1 << 20)
+    monkeypatch.setattr(restore_module, "MAX_STEPS_AHEAD", 40)
+    src = tmp_path / "src"
+    make_tree(src, small_files=300, big=[12 << 20, 5 << 20])
+    backup(new_repo(tmp_path / "repo"), [str(src)])
+    lock = threading.Lock()
+    ahead, peak, biggest_run = [0], [0], [0]
+    fetchers: set[str] = set()
+
+    class Watched(Restorer):
+        def _fetch(self, run: Any) -> list[bytes]:
+            with lock:
+                ahead[0] += run.end - run.start
+                peak[0] = max(peak[0], ahead[0])
+                biggest_run[0] = max(biggest_run[0], run.end - run.start)
+                fetchers.add(threading.current_thread().name)
+            return super()._fetch(run)
+
+        def _do(self, step: Any) -> None:
+            super()._do(step)
+            if hasattr(step, "read"):  # a run of blobs, written
+                with lock:
+                    ahead[0] -= step.end - step.start
+
+    repo = open_repo(tmp_path / "repo")
+    _, snapshot = repo.find_snapshot("latest")
+    with repo.lock(exclusive=False):
+        stats = Watched(repo, threads=3).run(snapshot, str(tmp_path / "out"))
+    assert snapshot_of(tmp_path / "out" / "src") == snapshot_of(src)
+    assert stats.bytes == stats.bytes_total
+    assert 0 < peak[0] <= (2 << 20) + biggest_run[0]
+    assert fetchers
+    assert all(name.startswith("e2ebackup-restore") for name in fetchers)
+
+
+def test_overwrite_replaces_what_stands_in_the_way(tmp_path: Path) -> None:
+    """Without ``overwrite`` nothing in the target is touched; with it, a file where a folder
+    (with links inside) belongs and a link where a file belongs are replaced."""
+    src = tmp_path / "src"
+    make_tree(src, small_files=20)
+    os.symlink("f00001.txt", src / "many" / "small" / "link")
+    repo = new_repo(tmp_path / "repo")
+    backup(repo, [str(src)])
+    out = tmp_path / "out" / "src"
+    out.mkdir(parents=True)
+    (out / "many").write_bytes(b"a file where a folder was")
+    os.symlink("/etc/hostname", out / "script.sh")
+    stats = restore(repo, "latest", str(tmp_path / "out"))
+    assert sorted(stats.skipped_existing) == [str(out / "many"), str(out / "script.sh")]
+    assert (out / "many").read_bytes() == b"a file where a folder was"
+    assert os.readlink(out / "script.sh") == "/etc/hostname"
+    restore(repo, "latest", str(tmp_path / "out"), overwrite=True)
+    assert snapshot_of(out) == snapshot_of(src)
 
 
 def test_deleted_swapped_and_replayed_objects(tmp_path: Path) -> None:
