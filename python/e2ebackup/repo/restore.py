@@ -32,10 +32,10 @@ from e2ebackup.repo.repository import Repository
 from e2ebackup.repo.tree import Entry, decode_tree
 
 # Adjacent blobs of one pack are fetched with one ranged read of at most this size.
-COALESCE = 16 << 20
+COALESCE = 8 << 20
 # Sealed bytes being read or opened ahead of the writer; with the run being written, this
 # bounds what restore holds in memory.
-LOOKAHEAD = 32 << 20
+LOOKAHEAD = 16 << 20
 # Steps queued ahead of the writer (folders and empty files cost no bytes but still count).
 MAX_STEPS_AHEAD = 4096
 # Folder listings (tree blobs) kept from the first walk, which sizes the restore, for the
