@@ -135,9 +135,11 @@ def test_restore_from_a_distant_store_reads_few_ranges_at_once(
     tmp_path: Path, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Restore from a store 50 ms away: adjacent blobs are fetched with one ranged read even
-    across files (300 small files are a few reads, not 300), and reads overlap."""
+    across files (300 small files are a few reads, not 300), and reads overlap, as they do in
+    verify --read-data."""
     from e2ebackup.keys import RecoveryKey
     from e2ebackup.repo.backup import backup
+    from e2ebackup.repo.check import verify
     from e2ebackup.repo.repository import Repository
     from e2ebackup.repo.restore import restore
     from e2ebackup.storage import open_storage
@@ -157,6 +159,12 @@ def test_restore_from_a_distant_store_reads_few_ranges_at_once(
         before = len(proxy.log)
         stats = restore(repo, "latest", str(tmp_path / "out"))
         reads = [r for r in proxy.log[before:] if r.method == "GET" and "/data/" in r.target]
+        assert proxy.max_in_flight["GET"] > 1
+        # verify --read-data reads whole packs, also a few at once.
+        proxy.max_in_flight.clear()
+        report = verify(repo, read_data=True)
+        assert report.ok, report.errors
+        assert report.packs == len(repo.index.pack_sizes) > 1
         assert proxy.max_in_flight["GET"] > 1
     assert snapshot_of(tmp_path / "out" / "photos") == snapshot_of(src)
     assert stats.files > 300

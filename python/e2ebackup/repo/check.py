@@ -1,18 +1,23 @@
 """verify: the repository's structure, and with ``read_data`` every byte of every pack.
 
 Problems are collected, not raised one by one, so a damaged repository gets one full report.
+Folder listings are fetched a level of the tree at a time, and packs are read and checked a
+few at once (the storage's concurrency, at least two): a remote store's latency and a local
+disk's reads overlap with decryption. Memory: about one pack per thread and one waiting.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from e2ebackup.errors import E2EBackupError, InvalidTag, ObjectNotFound
 from e2ebackup.repo.objects import KIND_TREE, RepositoryCorrupted, pack_name
 from e2ebackup.repo.pack import parse_pack_header
 from e2ebackup.repo.repository import Repository
-from e2ebackup.repo.tree import decode_tree
+from e2ebackup.repo.tree import Entry, decode_tree
 
 
 @dataclass
@@ -34,17 +39,25 @@ Progress = Callable[[VerifyReport, str], None]
 
 
 def verify(
-    repo: Repository, *, read_data: bool = False, progress: Progress | None = None
+    repo: Repository,
+    *,
+    read_data: bool = False,
+    progress: Progress | None = None,
+    threads: int | None = None,
 ) -> VerifyReport:
     report = VerifyReport()
-    with repo.lock(exclusive=False):
-        _structure(repo, report)
+    threads = threads or max(2, repo.storage.upload_concurrency)
+    with (
+        repo.lock(exclusive=False),
+        ThreadPoolExecutor(threads, thread_name_prefix="e2ebackup-verify") as pool,
+    ):
+        _structure(repo, report, pool)
         if read_data and not report.errors:
-            _read_data(repo, report, progress)
+            _read_data(repo, report, progress, pool, threads)
     return report
 
 
-def _structure(repo: Repository, report: VerifyReport) -> None:
+def _structure(repo: Repository, report: VerifyReport, pool: ThreadPoolExecutor) -> None:
     slots, _ = repo.key_slots()
     if slots.damaged:
         report.errors.append(f"{slots.damaged} key slot(s) are damaged")
@@ -73,7 +86,7 @@ def _structure(repo: Repository, report: VerifyReport) -> None:
             )
     for pack_id in sizes.keys() - index.pack_sizes.keys():
         report.warnings.append(f"pack {pack_id[:16]} is not in the index (prune removes it)")
-    seen_trees: set[str] = set()
+    roots: list[tuple[str, str]] = []
     for sid in head.snapshots:
         if sid not in stored:
             continue
@@ -83,58 +96,114 @@ def _structure(repo: Repository, report: VerifyReport) -> None:
             report.errors.append(str(e))
             continue
         report.snapshots += 1
-        _walk(repo, str(snap["tree"]), seen_trees, report, f"snapshot {sid[:8]}")
+        roots.append((str(snap["tree"]), f"snapshot {sid[:8]}"))
+    _walk(repo, roots, report, pool)
 
 
-def _walk(repo: Repository, tree_id: str, seen: set[str], report: VerifyReport, where: str) -> None:
-    stack = [(tree_id, where)]
-    while stack:
-        tid, path = stack.pop()
-        if tid in seen:
-            continue
-        seen.add(tid)
+def _walk(
+    repo: Repository, roots: list[tuple[str, str]], report: VerifyReport, pool: ThreadPoolExecutor
+) -> None:
+    """Every folder listing reachable from ``roots`` (tree id, where) is read and every blob it
+    names is in the index; the listings of one level are fetched at once."""
+
+    def listing(tree_id: str) -> list[Entry] | E2EBackupError:
         try:
-            entries = decode_tree(repo.read_blob(KIND_TREE, bytes.fromhex(tid)))
-        except (RepositoryCorrupted, E2EBackupError) as e:
-            report.errors.append(f"{path}: {e}")
-            continue
-        report.trees += 1
-        for entry in entries:
-            child = f"{path}/{entry['name']}"
-            if entry.get("type") == "dir":
-                stack.append((entry["subtree"], child))
-            for cid in entry.get("content", []):
-                if bytes.fromhex(cid) not in repo.index:
-                    report.errors.append(f"{child}: data blob {cid[:16]} is missing")
+            return decode_tree(repo.read_blob(KIND_TREE, bytes.fromhex(tree_id)))
+        except E2EBackupError as e:  # RepositoryCorrupted among them
+            return e
+
+    seen: set[str] = set()
+    level = roots
+    while level:
+        level = [(tid, path) for tid, path in dict(level).items() if tid not in seen]
+        seen.update(tid for tid, _ in level)
+        next_level: list[tuple[str, str]] = []
+        for (_, path), entries in zip(
+            level, pool.map(listing, [tid for tid, _ in level]), strict=True
+        ):
+            if isinstance(entries, E2EBackupError):
+                report.errors.append(f"{path}: {entries}")
+                continue
+            report.trees += 1
+            for entry in entries:
+                child = f"{path}/{entry['name']}"
+                if entry.get("type") == "dir":
+                    next_level.append((entry["subtree"], child))
+                for cid in entry.get("content", []):
+                    if bytes.fromhex(cid) not in repo.index:
+                        report.errors.append(f"{child}: data blob {cid[:16]} is missing")
+        level = next_level
 
 
-def _read_data(repo: Repository, report: VerifyReport, progress: Progress | None) -> None:
+@dataclass
+class _PackCheck:
+    found: bool = True
+    size: int = 0
+    blobs: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def _check_pack(
+    repo: Repository, pack_id: str, expected: dict[bytes, tuple[int, int, int]]
+) -> _PackCheck:
+    """Reads one pack whole and opens every blob its header lists (in a worker thread)."""
+    try:
+        raw = repo.storage.read(pack_name(pack_id))
+    except ObjectNotFound:
+        return _PackCheck(found=False)  # already reported by the structure check
+    result = _PackCheck(size=len(raw))
+    try:
+        entries = parse_pack_header(repo.keys, pack_id, raw, len(raw))
+    except RepositoryCorrupted as e:
+        result.errors.append(str(e))
+        return result
+    view = memoryview(raw)
+    for blob_id, loc in entries:
+        want = expected.get(blob_id)
+        if want is not None and want != (loc.kind, loc.offset, loc.length):
+            result.errors.append(
+                f"pack {pack_id[:16]}: blob {blob_id.hex()[:16]} is not where the index says"
+            )
+        try:
+            repo.codec.open(loc.kind, blob_id, view[loc.offset : loc.offset + loc.length])
+            result.blobs += 1
+        except InvalidTag:
+            result.errors.append(f"pack {pack_id[:16]}: blob {blob_id.hex()[:16]} is damaged")
+    return result
+
+
+def _read_data(
+    repo: Repository,
+    report: VerifyReport,
+    progress: Progress | None,
+    pool: ThreadPoolExecutor,
+    threads: int,
+) -> None:
     index = repo.index
     expected: dict[str, dict[bytes, tuple[int, int, int]]] = {}
     for blob_id, loc in index.items():
         expected.setdefault(loc.pack, {})[blob_id] = (loc.kind, loc.offset, loc.length)
-    for pack_id in sorted(index.pack_sizes):
-        try:
-            raw = repo.storage.read(pack_name(pack_id))
-        except ObjectNotFound:
-            continue  # already reported
-        report.packs += 1
-        report.bytes_read += len(raw)
-        try:
-            entries = parse_pack_header(repo.keys, pack_id, raw, len(raw))
-        except RepositoryCorrupted as e:
-            report.errors.append(str(e))
+
+    def checks() -> Iterator[tuple[str, _PackCheck]]:
+        # In order, with at most threads + 1 packs read or held at once.
+        ahead: deque[tuple[str, Future[_PackCheck]]] = deque()
+        for pack_id in sorted(index.pack_sizes):
+            ahead.append(
+                (pack_id, pool.submit(_check_pack, repo, pack_id, expected.get(pack_id, {})))
+            )
+            if len(ahead) > threads:
+                pid, done = ahead.popleft()
+                yield pid, done.result()
+        while ahead:
+            pid, done = ahead.popleft()
+            yield pid, done.result()
+
+    for pack_id, result in checks():
+        if not result.found:
             continue
-        for blob_id, loc in entries:
-            want = expected.get(pack_id, {}).get(blob_id)
-            if want is not None and want != (loc.kind, loc.offset, loc.length):
-                report.errors.append(
-                    f"pack {pack_id[:16]}: blob {blob_id.hex()[:16]} is not where the index says"
-                )
-            try:
-                repo.codec.open(loc.kind, blob_id, raw[loc.offset : loc.offset + loc.length])
-                report.blobs_read += 1
-            except InvalidTag:
-                report.errors.append(f"pack {pack_id[:16]}: blob {blob_id.hex()[:16]} is damaged")
+        report.packs += 1
+        report.bytes_read += result.size
+        report.blobs_read += result.blobs
+        report.errors += result.errors
         if progress is not None:
             progress(report, pack_id)
