@@ -8,11 +8,11 @@ disk's reads overlap with decryption. Memory: about one pack per thread and one 
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from e2ebackup._parallel import ordered_map
 from e2ebackup.errors import E2EBackupError, InvalidTag, ObjectNotFound
 from e2ebackup.repo.objects import KIND_TREE, RepositoryCorrupted, pack_name
 from e2ebackup.repo.pack import parse_pack_header
@@ -184,21 +184,11 @@ def _read_data(
     for blob_id, loc in index.items():
         expected.setdefault(loc.pack, {})[blob_id] = (loc.kind, loc.offset, loc.length)
 
-    def checks() -> Iterator[tuple[str, _PackCheck]]:
-        # In order, with at most threads + 1 packs read or held at once.
-        ahead: deque[tuple[str, Future[_PackCheck]]] = deque()
-        for pack_id in sorted(index.pack_sizes):
-            ahead.append(
-                (pack_id, pool.submit(_check_pack, repo, pack_id, expected.get(pack_id, {})))
-            )
-            if len(ahead) > threads:
-                pid, done = ahead.popleft()
-                yield pid, done.result()
-        while ahead:
-            pid, done = ahead.popleft()
-            yield pid, done.result()
+    def check(pack_id: str) -> tuple[str, _PackCheck]:
+        return pack_id, _check_pack(repo, pack_id, expected.get(pack_id, {}))
 
-    for pack_id, result in checks():
+    packs = sorted(index.pack_sizes)
+    for pack_id, result in ordered_map(check, packs, threads=threads, pool=pool):
         if not result.found:
             continue
         report.packs += 1

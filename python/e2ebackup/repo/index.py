@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator
+from typing import Any
 
+from e2ebackup._parallel import ordered_map
 from e2ebackup.repo.objects import RepoKeys, RepositoryCorrupted, new_id, read_json, write_json
 from e2ebackup.repo.pack import BlobLocation
 from e2ebackup.storage.base import Storage
@@ -78,8 +80,15 @@ class Index:
     @classmethod
     def load(cls, storage: Storage, keys: RepoKeys, names: Iterable[str]) -> Index:
         index = cls()
-        for name in names:
-            value = read_json(storage, keys, name)
+        names = list(names)
+
+        def fetch(name: str) -> Any:
+            return read_json(storage, keys, name)
+
+        # A remote store answers faster several at once (a year of daily backups is 365 index
+        # objects until a prune merges them).
+        threads = max(2, storage.upload_concurrency)
+        for name, value in zip(names, ordered_map(fetch, names, threads=threads), strict=True):
             try:
                 for pack in value["packs"]:
                     entries = [

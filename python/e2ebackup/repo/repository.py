@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from e2ebackup import _core
+from e2ebackup._parallel import ordered_map
 from e2ebackup.errors import InvalidArgument, InvalidTag, ObjectNotFound
 from e2ebackup.keys import KdfParams, RecoveryKey
 from e2ebackup.keyslots import KeySlots
@@ -346,9 +347,9 @@ class Repository:
 
     def snapshots(self) -> Iterator[tuple[str, dict[str, Any]]]:
         """Every live snapshot (listed in the head), oldest first."""
-        items = []
-        for sid in self.head().snapshots:
-            items.append((sid, self.load_snapshot(sid)))
+        sids = self.head().snapshots
+        threads = max(2, self.storage.upload_concurrency)
+        items = list(zip(sids, ordered_map(self.load_snapshot, sids, threads=threads), strict=True))
         items.sort(key=lambda kv: kv[1]["time"])
         return iter(items)
 
