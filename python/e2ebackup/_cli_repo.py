@@ -30,12 +30,20 @@ from e2ebackup.repo.objects import KIND_TREE
 from e2ebackup.repo.prune import forget
 from e2ebackup.repo.repository import Repository
 from e2ebackup.repo.restore import RestoreStats, restore
+from e2ebackup.repo.retention import Retention, parse_duration
 from e2ebackup.repo.tree import decode_tree
 from e2ebackup.storage import open_storage
 from e2ebackup.vault import cli as vault_cli
 
 REPOSITORY_ENV = "E2EBACKUP_REPOSITORY"
 EXIT_OK, EXIT_FAILED, EXIT_INCOMPLETE = 0, 1, 3
+_PERIOD_NAMES = {
+    "hourly": "hours",
+    "daily": "days",
+    "weekly": "weeks",
+    "monthly": "months",
+    "yearly": "years",
+}
 COMMANDS = ("init", "backup", "snapshots", "ls", "restore", "verify", "forget")
 
 
@@ -93,8 +101,30 @@ def add_parsers(commands: Any) -> None:
 
     f = commands.add_parser("forget", help="forget snapshots, optionally pruning their data")
     add_repo_option(f)
-    f.add_argument("--keep-last", type=int, required=True, metavar="N")
+    f.add_argument("--keep-last", type=int, default=0, metavar="N", help="the N newest")
+    for period in ("hourly", "daily", "weekly", "monthly", "yearly"):
+        f.add_argument(
+            f"--keep-{period}",
+            type=int,
+            default=0,
+            metavar="N",
+            help=f"the newest snapshot of each of the last N {_PERIOD_NAMES[period]} with one",
+        )
+    f.add_argument(
+        "--keep-within",
+        type=_duration,
+        default=0.0,
+        metavar="DURATION",
+        help="every snapshot this much younger than the newest (30d, 2w, 6m, 1y6m)",
+    )
     f.add_argument("--prune", action="store_true", help="remove data no snapshot uses")
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except InvalidArgument as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _storage_location(args: argparse.Namespace) -> str:
@@ -336,12 +366,21 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _forget(args: argparse.Namespace) -> int:
-    repo = open_repo(args)
-    stats = forget(repo, keep_last=args.keep_last, prune=args.prune)
+    policy = Retention(
+        keep_last=args.keep_last,
+        keep_hourly=args.keep_hourly,
+        keep_daily=args.keep_daily,
+        keep_weekly=args.keep_weekly,
+        keep_monthly=args.keep_monthly,
+        keep_yearly=args.keep_yearly,
+        keep_within=args.keep_within,
+    )
+    repo = open_repo(args)  # after checking the policy: no password asked for nothing
+    stats = forget(repo, policy=policy, prune=args.prune)
     _out(
         args,
         asdict(stats),
-        f"forgot {stats.snapshots_removed} snapshots"
+        f"kept {stats.snapshots_kept} snapshots, forgot {stats.snapshots_removed}"
         + (
             f"; pruned {stats.packs_deleted} packs, {stats.bytes_freed / 1e6:,.1f} MB freed"
             if args.prune

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from e2ebackup.errors import InvalidArgument
 from e2ebackup.repo.index import Index
 from e2ebackup.repo.objects import KIND_TREE, pack_name
 from e2ebackup.repo.pack import BlobLocation, PackWriter
 from e2ebackup.repo.repository import Repository
+from e2ebackup.repo.retention import Retention, select
 from e2ebackup.repo.tree import decode_tree
 
 
 @dataclass
 class PruneStats:
+    snapshots_kept: int = 0
     snapshots_removed: int = 0
     packs_deleted: int = 0
     packs_repacked: int = 0
@@ -44,16 +45,22 @@ def _used_blobs(repo: Repository, snapshots: list[str]) -> set[bytes]:
 
 
 def forget(
-    repo: Repository, *, keep_last: int, prune: bool = False, lock_wait: float = 0.0
+    repo: Repository,
+    *,
+    keep_last: int = 0,
+    policy: Retention | None = None,
+    prune: bool = False,
+    lock_wait: float = 0.0,
 ) -> PruneStats:
-    """Keeps the newest ``keep_last`` snapshots, forgets the others, and with ``prune`` removes
-    the data nothing references any more."""
-    if keep_last < 1:
-        raise InvalidArgument("--keep-last must be at least 1")
+    """Forgets the snapshots the retention ``policy`` (or just ``keep_last``) does not keep,
+    and with ``prune`` removes the data nothing references any more."""
+    policy = policy or Retention(keep_last=keep_last)
     stats = PruneStats()
     with repo.lock(exclusive=True, wait=lock_wait):
-        snaps = [sid for sid, _ in repo.snapshots()]
-        drop = snaps[: max(0, len(snaps) - keep_last)]
+        snaps = [(sid, float(snap["time"])) for sid, snap in repo.snapshots()]
+        keep = select(snaps, policy)
+        drop = [sid for sid, _ in snaps if sid not in keep]
+        stats.snapshots_kept = len(keep)
         if drop:
             repo.commit(remove_snapshots=drop)
             for sid in drop:
