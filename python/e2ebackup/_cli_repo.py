@@ -26,6 +26,7 @@ from e2ebackup.errors import InvalidArgument
 from e2ebackup.keys import Argon2idParams, RecoveryKey, ScryptParams
 from e2ebackup.repo.backup import BackupStats, backup, scan_size
 from e2ebackup.repo.check import VerifyReport, verify
+from e2ebackup.repo.exclude import Excludes, read_exclude_file
 from e2ebackup.repo.objects import KIND_TREE
 from e2ebackup.repo.prune import forget
 from e2ebackup.repo.repository import Repository
@@ -77,6 +78,27 @@ def add_parsers(commands: Any) -> None:
     add_repo_option(b)
     b.add_argument("paths", nargs="+", metavar="PATH")
     b.add_argument("--tag", action="append", default=[], help="tag the snapshot (repeatable)")
+    b.add_argument(
+        "-e",
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="leave out matching files and folders (repeatable): a name glob like '*.tmp' or "
+        "'node_modules', or a path glob like 'Pictures/thumbnails' or '/data/**/cache'",
+    )
+    b.add_argument(
+        "--exclude-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="patterns from FILE, one a line ('#' starts a comment)",
+    )
+    b.add_argument(
+        "--exclude-caches",
+        action="store_true",
+        help="leave out the contents of folders tagged with a CACHEDIR.TAG file",
+    )
     b.add_argument("--threads", type=int, default=None)
     b.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS")
 
@@ -214,6 +236,10 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _backup(args: argparse.Namespace) -> int:
+    patterns = list(args.exclude)
+    for path in args.exclude_file:
+        patterns += read_exclude_file(path)
+    excludes = Excludes(patterns, exclude_caches=args.exclude_caches)  # bad patterns fail first
     repo = open_repo(args)
     warnings: list[str] = []
 
@@ -228,7 +254,7 @@ def _backup(args: argparse.Namespace) -> int:
         total: list[tuple[int, int]] = []
         if bar is not None:
             threading.Thread(
-                target=lambda: total.append(scan_size(args.paths)), daemon=True
+                target=lambda: total.append(scan_size(args.paths, excludes)), daemon=True
             ).start()
 
         def progress(stats: BackupStats, path: str) -> None:
@@ -250,6 +276,8 @@ def _backup(args: argparse.Namespace) -> int:
             on_error=on_error,
             tags=args.tag,
             lock_wait=args.lock_wait,
+            exclude=patterns,
+            exclude_caches=args.exclude_caches,
         )
     elapsed = time.monotonic() - start
     value = {
@@ -264,7 +292,8 @@ def _backup(args: argparse.Namespace) -> int:
         value,
         f"snapshot {sid[:8]} saved: {files} files ({stats.files_new} new, {stats.files_changed} "
         f"changed, {stats.files_unmodified} unmodified), {stats.bytes_total / 1e6:,.1f} MB, "
-        f"{stats.bytes_added / 1e6:,.1f} MB added, in {elapsed:.1f}s",
+        f"{stats.bytes_added / 1e6:,.1f} MB added, in {elapsed:.1f}s"
+        + (f"; {stats.excluded} excluded" if stats.excluded else ""),
     )
     return EXIT_INCOMPLETE if stats.errors else EXIT_OK
 

@@ -15,12 +15,13 @@ import os
 import socket
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from e2ebackup import _core
 from e2ebackup.errors import E2EBackupError, InvalidArgument
+from e2ebackup.repo.exclude import CACHEDIR_TAG, Excludes
 from e2ebackup.repo.objects import KIND_DATA, KIND_TREE, RepositoryCorrupted
 from e2ebackup.repo.pack import PackWriter
 from e2ebackup.repo.repository import Repository
@@ -48,6 +49,7 @@ class BackupStats:
     sqlite_captured: int = 0
     sqlite_sidecars_skipped: int = 0
     packs_recovered: int = 0
+    excluded: int = 0
 
 
 Progress = Callable[[BackupStats, str], None]
@@ -61,8 +63,10 @@ class Archiver:
         threads: int | None = None,
         progress: Progress | None = None,
         on_error: Callable[[str, Exception], None] | None = None,
+        excludes: Excludes | None = None,
     ) -> None:
         self.repo = repo
+        self.excludes = excludes or Excludes()
         self.codec = repo.codec
         chunker = repo.config["chunker"]
         self.chunker = _core.Chunker(
@@ -259,8 +263,14 @@ class Archiver:
             self._error(path, e)
             names = []
         present = set(names)
+        if self.excludes.is_cache_dir(path):
+            self.stats.excluded += len(names) - 1
+            names = [CACHEDIR_TAG]
         for name in names:
             child = os.path.join(path, name)
+            if self.excludes.excluded(child, name):
+                self.stats.excluded += 1
+                continue
             if _sqlite_sidecar(path, name, present):
                 # The database beside it is captured whole and consistent; a journal or WAL
                 # from another moment would corrupt it on restore.
@@ -365,9 +375,14 @@ def backup(
     on_error: Callable[[str, Exception], None] | None = None,
     tags: list[str] | None = None,
     lock_wait: float = 0.0,
+    exclude: Sequence[str] = (),
+    exclude_caches: bool = False,
 ) -> tuple[str, BackupStats]:
     """Backs up ``paths`` into ``repo`` under an exclusive lock; returns the snapshot id and
-    the statistics. The parent is the newest snapshot of the same paths from this host."""
+    the statistics. The parent is the newest snapshot of the same paths from this host.
+    ``exclude`` patterns and ``exclude_caches`` leave things out (:mod:`.exclude`); the paths
+    given are always backed up."""
+    excludes = Excludes(exclude, exclude_caches=exclude_caches)
     with repo.lock(exclusive=True, wait=lock_wait):
         repo.head(refresh=True)
         recovered = repo.recover_orphan_packs()
@@ -379,15 +394,18 @@ def backup(
                 and snap.get("hostname") == socket.gethostname()
             ):
                 parent = (sid, snap)
-        archiver = Archiver(repo, threads=threads, progress=progress, on_error=on_error)
+        archiver = Archiver(
+            repo, threads=threads, progress=progress, on_error=on_error, excludes=excludes
+        )
         archiver.stats.packs_recovered = recovered
         sid = archiver.run(paths, parent=parent, tags=tags)
         return sid, archiver.stats
 
 
-def scan_size(paths: list[str]) -> tuple[int, int]:
-    """Files and bytes under ``paths`` (regular files, no symlinks followed): the progress
-    bar's total, computed while the backup runs."""
+def scan_size(paths: list[str], excludes: Excludes | None = None) -> tuple[int, int]:
+    """Files and bytes under ``paths`` (regular files, no symlinks followed, ``excludes`` left
+    out): the progress bar's total, computed while the backup runs."""
+    excludes = excludes or Excludes()
     files = size = 0
     stack = [os.path.abspath(p) for p in paths]
     while stack:
@@ -398,9 +416,16 @@ def scan_size(paths: list[str]) -> tuple[int, int]:
             continue
         if stat.S_ISDIR(st.st_mode):
             try:
-                stack.extend(os.path.join(path, n) for n in os.listdir(path))
+                names = os.listdir(path)
             except OSError:
                 continue
+            if excludes.is_cache_dir(path):
+                names = [CACHEDIR_TAG]
+            stack.extend(
+                os.path.join(path, n)
+                for n in names
+                if not excludes.excluded(os.path.join(path, n), n)
+            )
         elif stat.S_ISREG(st.st_mode):
             files += 1
             size += st.st_size

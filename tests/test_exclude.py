@@ -1,0 +1,145 @@
+"""Backup excludes: name and path globs, ``**``, exclude files, CACHEDIR.TAG folders; through
+the API and the command line, with the progress total counting the same files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from e2ebackup.errors import InvalidArgument
+from e2ebackup.repo.backup import backup, scan_size
+from e2ebackup.repo.exclude import CACHEDIR_TAG, Excludes, read_exclude_file
+from e2ebackup.repo.restore import restore
+from repo_helpers import new_repo, open_repo
+
+TAG = b"Signature: 8a477f597d28d172789f06886806bc55\n# a cache\n"
+
+
+@pytest.mark.parametrize(
+    ("pattern", "path", "matches"),
+    [
+        ("*.tmp", "/home/ann/a.tmp", True),
+        ("*.tmp", "/home/ann/a.tmpx", False),
+        ("node_modules", "/src/app/node_modules", True),
+        ("node_modules", "/src/app/node_modules_old", False),
+        ("Pictures/thumbnails", "/home/ann/Pictures/thumbnails", True),
+        ("Pictures/thumbnails", "/home/ann/MyPictures/thumbnails", False),
+        ("/home/ann/Downloads", "/home/ann/Downloads", True),
+        ("/home/ann/Downloads", "/mnt/home/ann/Downloads", False),
+        ("/data/**/tmp", "/data/tmp", True),
+        ("/data/**/tmp", "/data/a/b/tmp", True),
+        ("/data/*/tmp", "/data/a/b/tmp", False),
+        ("/data/**", "/data/a/b", True),
+        ("photo-??.jpg", "/p/photo-12.jpg", True),
+        ("photo-??.jpg", "/p/photo-123.jpg", False),
+        ("[!.]*.log", "/var/x.log", True),
+        ("[!.]*.log", "/var/.x.log", False),
+        ("cache/", "/home/ann/cache", True),  # a trailing slash names the folder
+        ("a+b(c)", "/x/a+b(c)", True),  # regular-expression characters are literal
+    ],
+)
+def test_patterns(pattern: str, path: str, matches: bool) -> None:
+    assert Excludes([pattern]).excluded(path, os.path.basename(path)) is matches
+
+
+def test_home_folder_and_bad_patterns() -> None:
+    home = os.path.expanduser("~")
+    assert Excludes(["~/Downloads"]).excluded(f"{home}/Downloads", "Downloads")
+    with pytest.raises(InvalidArgument, match="without"):
+        Excludes(["photo[12"])
+    assert not Excludes([])
+    assert Excludes([], exclude_caches=True)
+
+
+def test_exclude_file(tmp_path: Path) -> None:
+    f = tmp_path / "excludes"
+    f.write_text("# caches\n*.tmp\n\n   node_modules  \n  # indented comment\n")
+    assert read_exclude_file(str(f)) == ["*.tmp", "node_modules"]
+
+
+def make_source(root: Path) -> None:
+    (root / "keep" / "deep").mkdir(parents=True)
+    (root / "keep" / "a.txt").write_text("a")
+    (root / "keep" / "deep" / "b.txt").write_text("b")
+    (root / "keep" / "deep" / "scratch.tmp").write_text("tmp")
+    (root / "node_modules" / "pkg").mkdir(parents=True)
+    (root / "node_modules" / "pkg" / "index.js").write_text("x" * 5000)
+    (root / "cache").mkdir()
+    (root / "cache" / CACHEDIR_TAG).write_bytes(TAG)
+    (root / "cache" / "blob.bin").write_bytes(os.urandom(3000))
+    (root / "fake-cache").mkdir()
+    (root / "fake-cache" / CACHEDIR_TAG).write_bytes(b"not the signature")
+    (root / "fake-cache" / "kept.bin").write_bytes(b"kept")
+
+
+def listing(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def test_backup_leaves_out_what_is_excluded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("E2EBACKUP_STATE_DIR", str(tmp_path / "state"))
+    src = tmp_path / "src"
+    make_source(src)
+    repo = new_repo(tmp_path / "repo")
+    _, stats = backup(repo, [str(src)], exclude=["*.tmp", "node_modules"], exclude_caches=True)
+    assert stats.excluded == 3  # scratch.tmp, node_modules, cache/blob.bin
+    restore(open_repo(tmp_path / "repo"), "latest", str(tmp_path / "out"))
+    assert listing(tmp_path / "out" / "src") == [
+        "cache", f"cache/{CACHEDIR_TAG}", "fake-cache", f"fake-cache/{CACHEDIR_TAG}",
+        "fake-cache/kept.bin", "keep", "keep/a.txt", "keep/deep", "keep/deep/b.txt",
+    ]  # fmt: skip
+    # The progress total counts the same files.
+    excludes = Excludes(["*.tmp", "node_modules"], exclude_caches=True)
+    files, size = scan_size([str(src)], excludes)
+    assert files == 5
+    assert size == sum(
+        p.stat().st_size for p in (tmp_path / "out" / "src").rglob("*") if p.is_file()
+    )
+
+
+def test_a_path_given_is_backed_up_even_if_a_pattern_matches_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("E2EBACKUP_STATE_DIR", str(tmp_path / "state"))
+    src = tmp_path / "src"
+    make_source(src)
+    repo = new_repo(tmp_path / "repo")
+    backup(repo, [str(src / "node_modules")], exclude=["node_modules"])
+    restore(repo, "latest", str(tmp_path / "out"))
+    assert listing(tmp_path / "out") == ["node_modules", "node_modules/pkg",
+                                         "node_modules/pkg/index.js"]  # fmt: skip
+
+
+def test_command_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("E2EBACKUP_")}
+    env.update(E2EBACKUP_PASSWORD="pw", E2EBACKUP_STATE_DIR=str(tmp_path / "state"))
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "e2ebackup", *args], capture_output=True, text=True,
+            env=env, stdin=subprocess.DEVNULL, timeout=300,
+        )  # fmt: skip
+
+    src = tmp_path / "src"
+    make_source(src)
+    repo = str(tmp_path / "repo")
+    assert cli("init", "-r", repo).returncode == 0
+    patterns = tmp_path / "patterns"
+    patterns.write_text("# build output\nnode_modules\n")
+    bad = cli("backup", "-r", repo, str(src), "-e", "[oops")
+    assert bad.returncode == 2
+    assert "'[' without ']'" in bad.stderr
+    done = cli("backup", "-r", repo, str(src), "-e", "*.tmp", "--exclude-file", str(patterns),
+               "--exclude-caches", "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["stats"]["excluded"] == 3
+    shown = cli("ls", "-r", repo, "latest", "--json")
+    names = {e["path"] for e in json.loads(shown.stdout)}
+    assert not any("node_modules" in n or n.endswith(".tmp") or "blob.bin" in n for n in names)
+    assert any(n.endswith("keep/deep/b.txt") for n in names)
