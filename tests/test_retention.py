@@ -173,7 +173,37 @@ def test_forget_command_line(tmp_path: Path) -> None:
     done = cli("forget", "-r", repo, "--keep-daily", "1", "--keep-within", "1y", "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["snapshots_kept"] == 3  # all within a year of the newest
-    done = cli("forget", "-r", repo, "--keep-daily", "1", "--prune", "--json")
+    bad = cli("forget", "-r", str(tmp_path / "nowhere"), "--keep-last", "1", "--group-by", "x")
+    assert bad.returncode == 2
+    assert "cannot group by 'x'" in bad.stderr
+    done = cli("forget", "-r", repo, "--keep-daily", "1", "--prune", "--json", "--group-by", "")
     assert json.loads(done.stdout)["snapshots_removed"] == 2
     listed = json.loads(cli("snapshots", "-r", repo, "--json").stdout)
     assert len(listed) == 1
+
+
+def test_policies_apply_to_each_group(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An hourly chat-database backup must not push the daily photo backup out of keep-last:
+    by default each host and set of paths is a group of its own, as in restic."""
+    monkeypatch.setenv("E2EBACKUP_STATE_DIR", str(tmp_path / "state"))
+    photos, chats = tmp_path / "photos", tmp_path / "chats"
+    make_tree(photos, small_files=2)
+    chats.mkdir()
+    (chats / "msgstore.db").write_bytes(b"chat" * 1000)
+    repo = new_repo(tmp_path / "repo")
+    photo_id, _ = backup(repo, [str(photos)])
+    chat_ids = [backup(repo, [str(chats)])[0] for _ in range(3)]
+    tagged, _ = backup(repo, [str(chats)], tags=["before-upgrade"])
+    stats = forget(repo, policy=Retention(keep_last=1))
+    assert {sid for sid, _ in repo.snapshots()} == {photo_id, tagged}
+    assert stats.snapshots_removed == 3
+    # Grouped by tags too, the tagged one is a group of its own: the newest untagged stays.
+    more = backup(repo, [str(chats)])[0]
+    forget(repo, policy=Retention(keep_last=1), group_by=("host", "paths", "tags"))
+    assert {sid for sid, _ in repo.snapshots()} == {photo_id, tagged, more}
+    # One group for everything: only the newest snapshot of all stays.
+    forget(repo, policy=Retention(keep_last=1), group_by=())
+    assert [sid for sid, _ in repo.snapshots()] == [more]
+    assert chat_ids[0] not in {sid for sid, _ in repo.snapshots()}
+    with pytest.raises(InvalidArgument, match="cannot group by 'colour'"):
+        forget(repo, policy=Retention(keep_last=1), group_by=("colour",))

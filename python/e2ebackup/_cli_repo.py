@@ -31,7 +31,7 @@ from e2ebackup.repo.objects import KIND_TREE
 from e2ebackup.repo.prune import forget
 from e2ebackup.repo.repository import Repository
 from e2ebackup.repo.restore import RestoreStats, restore
-from e2ebackup.repo.retention import Retention, parse_duration
+from e2ebackup.repo.retention import Retention, group_key, parse_duration
 from e2ebackup.repo.tree import decode_tree
 from e2ebackup.storage import open_storage
 from e2ebackup.vault import cli as vault_cli
@@ -138,6 +138,13 @@ def add_parsers(commands: Any) -> None:
         default=0.0,
         metavar="DURATION",
         help="every snapshot this much younger than the newest (30d, 2w, 6m, 1y6m)",
+    )
+    f.add_argument(
+        "--group-by",
+        default="host,paths",
+        metavar="FIELDS",
+        help="apply the policies to each group of snapshots with the same of these: host, "
+        "paths, tags (default host,paths; '' for all snapshots as one group)",
     )
     f.add_argument("--prune", action="store_true", help="remove data no snapshot uses")
 
@@ -404,8 +411,10 @@ def _forget(args: argparse.Namespace) -> int:
         keep_yearly=args.keep_yearly,
         keep_within=args.keep_within,
     )
+    group_by = [f.strip() for f in args.group_by.split(",") if f.strip()]
+    group_key({}, group_by)  # an unknown field fails here, before the repository is opened
     repo = open_repo(args)  # after checking the policy: no password asked for nothing
-    stats = forget(repo, policy=policy, prune=args.prune)
+    stats = forget(repo, policy=policy, prune=args.prune, group_by=group_by)
     _out(
         args,
         asdict(stats),

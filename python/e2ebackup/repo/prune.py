@@ -9,13 +9,14 @@ garbage is left behind.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from e2ebackup.repo.index import Index
 from e2ebackup.repo.objects import KIND_TREE, pack_name
 from e2ebackup.repo.pack import BlobLocation, PackWriter
 from e2ebackup.repo.repository import Repository
-from e2ebackup.repo.retention import Retention, select
+from e2ebackup.repo.retention import Retention, group_key, select
 from e2ebackup.repo.tree import decode_tree
 
 
@@ -51,15 +52,21 @@ def forget(
     policy: Retention | None = None,
     prune: bool = False,
     lock_wait: float = 0.0,
+    group_by: Sequence[str] = ("host", "paths"),
 ) -> PruneStats:
     """Forgets the snapshots the retention ``policy`` (or just ``keep_last``) does not keep,
-    and with ``prune`` removes the data nothing references any more."""
+    applied to each group of snapshots (by default: same host, same paths) apart, and with
+    ``prune`` removes the data nothing references any more."""
     policy = policy or Retention(keep_last=keep_last)
     stats = PruneStats()
     with repo.lock(exclusive=True, wait=lock_wait):
-        snaps = [(sid, float(snap["time"])) for sid, snap in repo.snapshots()]
-        keep = select(snaps, policy)
-        drop = [sid for sid, _ in snaps if sid not in keep]
+        groups: dict[tuple[object, ...], list[tuple[str, float]]] = {}
+        order: list[str] = []
+        for sid, snap in repo.snapshots():
+            groups.setdefault(group_key(snap, group_by), []).append((sid, float(snap["time"])))
+            order.append(sid)
+        keep = set().union(*(select(group, policy) for group in groups.values()))
+        drop = [sid for sid in order if sid not in keep]
         stats.snapshots_kept = len(keep)
         if drop:
             repo.commit(remove_snapshots=drop)

@@ -6,6 +6,10 @@ weeks, months, years) that have snapshots, the newest snapshot of that period; p
 a snapshot do not count. ``keep_within`` keeps every snapshot younger than that many seconds
 (counted back from the newest snapshot, so a repository left alone is not emptied). A snapshot
 is kept when any policy keeps it. Periods are in the local time zone, as the user sees dates.
+
+Policies apply to each group of snapshots apart: by default, snapshots of the same paths from
+the same host (``group_by=("host", "paths")``, restic's default), so an hourly backup of a chat
+database does not push a daily backup of photos out of ``--keep-last``.
 """
 
 from __future__ import annotations
@@ -14,10 +18,13 @@ import datetime
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
+from typing import Any
 
 from e2ebackup.errors import InvalidArgument
 
-__all__ = ["Retention", "parse_duration", "select"]
+__all__ = ["GROUP_FIELDS", "Retention", "group_key", "parse_duration", "select"]
+
+GROUP_FIELDS = ("host", "paths", "tags")
 
 _Period = Callable[[datetime.datetime], tuple[int, ...]]
 
@@ -71,6 +78,21 @@ def select(snapshots: Sequence[tuple[str, float]], policy: Retention) -> set[str
                 last = key
                 left -= 1
     return keep
+
+
+def group_key(snapshot: dict[str, Any], group_by: Sequence[str]) -> tuple[object, ...]:
+    """The group a snapshot belongs to, for ``group_by`` fields among GROUP_FIELDS."""
+    key: list[object] = []
+    for name in group_by:
+        if name == "host":
+            key.append(snapshot.get("hostname", ""))
+        elif name == "paths":
+            key.append(tuple(sorted(snapshot.get("paths", []))))
+        elif name == "tags":
+            key.append(tuple(sorted(snapshot.get("tags", []))))
+        else:
+            raise InvalidArgument(f"cannot group by {name!r}: use {', '.join(GROUP_FIELDS)}")
+    return tuple(key)
 
 
 _UNITS = {"h": 3600, "d": 86400, "w": 7 * 86400, "m": 30 * 86400, "y": 365 * 86400}
