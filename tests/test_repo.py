@@ -146,6 +146,31 @@ def test_tampering_is_detected_by_verify_and_restore(tmp_path: Path) -> None:
     assert leftovers == []
 
 
+def test_verify_reads_a_subset_of_the_packs(tmp_path: Path) -> None:
+    """n/t parts are disjoint and together cover every pack; x% reads that share at random; a
+    damaged pack is found by the part it falls in and only by it."""
+    src = tmp_path / "src"
+    make_tree(src, small_files=50, big=[56 << 20])
+    repo_path = tmp_path / "repo"
+    repo = new_repo(repo_path)
+    backup(repo, [str(src)])
+    packs = sorted(repo.index.pack_sizes)
+    assert len(packs) >= 4
+    counts = [verify(repo, subset=f"{n}/3").packs for n in (1, 2, 3)]
+    assert sum(counts) == len(packs)
+    assert verify(repo, subset="50%").packs == -(-len(packs) // 2)
+    assert verify(repo, subset="0.1%").packs == 1
+    assert verify(repo, subset="100%").packs == len(packs)
+    damaged = max(packs, key=lambda p: repo.index.pack_sizes[p])
+    tamper(repo_path / "data" / damaged[:2] / damaged, 1000)
+    part = int(damaged[:8], 16) % 3 + 1
+    for n in (1, 2, 3):
+        assert verify(open_repo(repo_path), subset=f"{n}/3").ok is (n != part)
+    for bad in ("0/3", "4/3", "1/0", "3", "0%", "101%", "half"):
+        with pytest.raises(InvalidArgument, match="read-data-subset"):
+            verify(repo, subset=bad)
+
+
 def test_restore_reads_ahead_within_its_window(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

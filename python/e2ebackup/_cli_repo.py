@@ -25,7 +25,7 @@ from e2ebackup._credentials import (
 from e2ebackup.errors import InvalidArgument
 from e2ebackup.keys import Argon2idParams, RecoveryKey, ScryptParams
 from e2ebackup.repo.backup import BackupStats, backup, scan_size
-from e2ebackup.repo.check import VerifyReport, verify
+from e2ebackup.repo.check import VerifyReport, parse_subset, verify
 from e2ebackup.repo.exclude import Excludes, read_exclude_file
 from e2ebackup.repo.objects import KIND_TREE
 from e2ebackup.repo.prune import forget
@@ -120,6 +120,12 @@ def add_parsers(commands: Any) -> None:
     v = commands.add_parser("verify", help="check the repository")
     add_repo_option(v)
     v.add_argument("--read-data", action="store_true", help="decrypt and check every object")
+    v.add_argument(
+        "--read-data-subset",
+        metavar="n/t|x%",
+        help="read only part of the packs: the n-th of t parts (run 1/t to t/t to cover all) "
+        "or x percent picked at random",
+    )
 
     f = commands.add_parser("forget", help="forget snapshots, optionally pruning their data")
     add_repo_option(f)
@@ -380,6 +386,8 @@ def _restore(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    if args.read_data_subset:
+        parse_subset(args.read_data_subset)  # a bad spec fails before any password is asked
     repo = open_repo(args)
     with _bar(args, "verify") as bar:
 
@@ -387,14 +395,20 @@ def _verify(args: argparse.Namespace) -> int:
             if bar is not None:
                 bar(report.bytes_read, None, f"verify: {report.packs} packs")
 
-        report = verify(repo, read_data=args.read_data, progress=progress)
+        report = verify(
+            repo, read_data=args.read_data, progress=progress, subset=args.read_data_subset
+        )
     for w in report.warnings:
         print(f"e2ebackup: warning: {w}", file=sys.stderr)
     for e in report.errors:
         print(f"e2ebackup: error: {e}", file=sys.stderr)
     summary = (
         f"{report.snapshots} snapshots, {report.trees} trees"
-        + (f", {report.packs} packs and {report.blobs_read} blobs read" if args.read_data else "")
+        + (
+            f", {report.packs} packs and {report.blobs_read} blobs read"
+            if args.read_data or args.read_data_subset
+            else ""
+        )
         + (": no errors" if report.ok else f": {len(report.errors)} errors")
     )
     _out(args, dict(asdict(report), ok=report.ok), summary)

@@ -8,12 +8,15 @@ disk's reads overlap with decryption. Memory: about one pack per thread and one 
 
 from __future__ import annotations
 
+import math
+import re
+import secrets
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from e2ebackup._parallel import ordered_map
-from e2ebackup.errors import E2EBackupError, InvalidTag, ObjectNotFound
+from e2ebackup.errors import E2EBackupError, InvalidArgument, InvalidTag, ObjectNotFound
 from e2ebackup.repo.objects import KIND_TREE, RepositoryCorrupted, pack_name
 from e2ebackup.repo.pack import parse_pack_header
 from e2ebackup.repo.repository import Repository
@@ -44,7 +47,12 @@ def verify(
     read_data: bool = False,
     progress: Progress | None = None,
     threads: int | None = None,
+    subset: str | None = None,
 ) -> VerifyReport:
+    """Checks the structure; with ``read_data`` also reads and opens every blob of every pack,
+    or of a ``subset`` of the packs (:func:`parse_subset`: ``"n/t"`` or ``"x%"``), so a large
+    cloud repository can be read through over several runs."""
+    chosen = parse_subset(subset) if subset else None
     report = VerifyReport()
     threads = threads or max(2, repo.storage.upload_concurrency)
     with (
@@ -52,8 +60,11 @@ def verify(
         ThreadPoolExecutor(threads, thread_name_prefix="e2ebackup-verify") as pool,
     ):
         _structure(repo, report, pool)
-        if read_data and not report.errors:
-            _read_data(repo, report, progress, pool, threads)
+        if (read_data or chosen) and not report.errors:
+            packs = sorted(repo.index.pack_sizes)
+            if chosen is not None:
+                packs = chosen(packs)
+            _read_data(repo, packs, report, progress, pool, threads)
     return report
 
 
@@ -174,6 +185,7 @@ def _check_pack(
 
 def _read_data(
     repo: Repository,
+    packs: list[str],
     report: VerifyReport,
     progress: Progress | None,
     pool: ThreadPoolExecutor,
@@ -187,7 +199,6 @@ def _read_data(
     def check(pack_id: str) -> tuple[str, _PackCheck]:
         return pack_id, _check_pack(repo, pack_id, expected.get(pack_id, {}))
 
-    packs = sorted(index.pack_sizes)
     for pack_id, result in ordered_map(check, packs, threads=threads, pool=pool):
         if not result.found:
             continue
@@ -197,3 +208,25 @@ def _read_data(
         report.errors += result.errors
         if progress is not None:
             progress(report, pack_id)
+
+
+def parse_subset(spec: str) -> Callable[[list[str]], list[str]]:
+    """``"n/t"``: the n-th of t disjoint parts of the packs (by pack id; the t parts together
+    are every pack, so t runs with n = 1..t read everything once). ``"x%"``: x percent of the
+    packs (at least one), picked at random each time."""
+    part = re.fullmatch(r"(\d+)/(\d+)", spec)
+    if part:
+        n, t = int(part[1]), int(part[2])
+        if not 1 <= n <= t:
+            raise InvalidArgument(f"--read-data-subset {spec}: n/t needs 1 <= n <= t")
+        return lambda packs: [p for p in packs if int(p[:8], 16) % t == n - 1]
+    share = re.fullmatch(r"(\d+(?:\.\d+)?)%", spec)
+    if share and 0 < float(share[1]) <= 100:
+        fraction = float(share[1]) / 100
+
+        def sample(packs: list[str]) -> list[str]:
+            count = min(len(packs), max(1, math.ceil(len(packs) * fraction)))
+            return sorted(secrets.SystemRandom().sample(packs, count)) if packs else []
+
+        return sample
+    raise InvalidArgument(f"--read-data-subset is n/t (like 1/5) or a percentage, not {spec!r}")
