@@ -57,6 +57,12 @@ def add_repo_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--s3-endpoint", metavar="URL", help="S3-compatible endpoint (or $AWS_ENDPOINT_URL)"
     )
+    parser.add_argument(
+        "--limit-upload", type=_rate, metavar="KiB/s", help="average upload bandwidth limit"
+    )
+    parser.add_argument(
+        "--limit-download", type=_rate, metavar="KiB/s", help="average download bandwidth limit"
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     add_password_options(parser)
@@ -155,6 +161,16 @@ def add_parsers(commands: Any) -> None:
     f.add_argument("--prune", action="store_true", help="remove data no snapshot uses")
 
 
+def _rate(text: str) -> float:
+    try:
+        kib = float(text)
+    except ValueError:
+        kib = 0.0
+    if not 0 < kib < float("inf"):
+        raise argparse.ArgumentTypeError(f"a rate in KiB/s greater than 0, not {text!r}")
+    return kib * 1024
+
+
 def _duration(text: str) -> float:
     try:
         return parse_duration(text)
@@ -174,6 +190,8 @@ def _storage(args: argparse.Namespace, location: str | None = None, *, create: b
         location or _storage_location(args),
         create=create,
         s3_endpoint=getattr(args, "s3_endpoint", None),
+        limit_upload=getattr(args, "limit_upload", None),
+        limit_download=getattr(args, "limit_download", None),
     )
 
 

@@ -10,7 +10,7 @@ from e2ebackup.storage.base import ObjectInfo, Storage
 from e2ebackup.storage.local import LocalStorage
 from e2ebackup.storage.rclone import RcloneStorage
 from e2ebackup.storage.s3 import S3Storage
-from e2ebackup.storage.wrappers import LimitedStorage, RetryingStorage
+from e2ebackup.storage.wrappers import LimitedStorage, RetryingStorage, ThrottledStorage
 
 __all__ = [
     "LimitedStorage",
@@ -20,6 +20,7 @@ __all__ = [
     "RetryingStorage",
     "S3Storage",
     "Storage",
+    "ThrottledStorage",
     "open_storage",
 ]
 
@@ -36,6 +37,8 @@ def open_storage(
     create: bool = False,
     s3_endpoint: str | None = None,
     rclone_config: str | os.PathLike[str] | None = None,
+    limit_upload: float | None = None,
+    limit_download: float | None = None,
 ) -> Storage:
     """The backend for a repository location.
 
@@ -48,22 +51,34 @@ def open_storage(
 
     Remote backends come wrapped in :class:`RetryingStorage` (transient failures are retried
     with backoff) around :class:`LimitedStorage` (a bound on operations in flight).
+    ``limit_upload`` / ``limit_download`` (bytes a second) add a :class:`ThrottledStorage`
+    inside the retries.
     """
+
+    def throttled(backend: Storage) -> Storage:
+        if not (limit_upload or limit_download):
+            return backend
+        return ThrottledStorage(backend, upload=limit_upload, download=limit_download)
+
     text = os.fspath(url)
     if text.startswith("s3://"):
         bucket, _, prefix = text[len("s3://") :].partition("/")
         if not bucket:
             raise InvalidArgument(f"no bucket in {text!r}: use s3://bucket/prefix")
         return RetryingStorage(
-            LimitedStorage(S3Storage(bucket, prefix, endpoint_url=s3_endpoint), S3_OPERATIONS)
+            LimitedStorage(
+                throttled(S3Storage(bucket, prefix, endpoint_url=s3_endpoint)), S3_OPERATIONS
+            )
         )
     if text.startswith("rclone:"):
         remote = text[len("rclone:") :]
         if not remote:
             raise InvalidArgument(f"no remote in {text!r}: use rclone:remote:path")
         return RetryingStorage(
-            LimitedStorage(RcloneStorage(remote, config=rclone_config), RCLONE_OPERATIONS)
+            LimitedStorage(
+                throttled(RcloneStorage(remote, config=rclone_config)), RCLONE_OPERATIONS
+            )
         )
     if "://" in text:
         raise InvalidArgument(f"unsupported repository location {text!r}")
-    return LocalStorage(text, create=create)
+    return throttled(LocalStorage(text, create=create))
