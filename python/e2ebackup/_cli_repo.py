@@ -29,7 +29,7 @@ from e2ebackup.repo.check import VerifyReport, parse_subset, verify
 from e2ebackup.repo.exclude import Excludes, read_exclude_file
 from e2ebackup.repo.objects import KIND_TREE
 from e2ebackup.repo.prune import forget
-from e2ebackup.repo.repository import Repository
+from e2ebackup.repo.repository import Repository, SnapshotFilter
 from e2ebackup.repo.restore import RestoreStats, restore
 from e2ebackup.repo.retention import Retention, group_key, parse_duration
 from e2ebackup.repo.tree import decode_tree
@@ -67,6 +67,26 @@ def add_repo_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     add_password_options(parser)
     add_recovery_key_options(parser)
+
+
+def add_filter_options(parser: argparse.ArgumentParser) -> None:
+    """Which snapshots ``latest`` (and the list) means, as restic's filters."""
+    parser.add_argument("--host", help="only snapshots from this host")
+    parser.add_argument(
+        "--path",
+        action="append",
+        default=[],
+        dest="filter_paths",
+        metavar="PATH",
+        help="only snapshots of exactly these backed-up paths (repeatable)",
+    )
+    parser.add_argument(
+        "--tag", action="append", default=[], help="only snapshots with this tag (repeatable)"
+    )
+
+
+def _filter(args: argparse.Namespace) -> SnapshotFilter:
+    return SnapshotFilter(args.host, tuple(args.filter_paths), tuple(args.tag))
 
 
 def add_parsers(commands: Any) -> None:
@@ -110,11 +130,13 @@ def add_parsers(commands: Any) -> None:
 
     s = commands.add_parser("snapshots", help="list snapshots")
     add_repo_option(s)
+    add_filter_options(s)
 
     ls = commands.add_parser("ls", help="list the files of a snapshot")
     add_repo_option(ls)
     ls.add_argument("snapshot", metavar="SNAPSHOT", help="id, unique prefix, or latest")
     ls.add_argument("path", nargs="?", default="", help="only under this path")
+    add_filter_options(ls)
 
     r = commands.add_parser("restore", help="restore a snapshot")
     add_repo_option(r)
@@ -122,6 +144,7 @@ def add_parsers(commands: Any) -> None:
     r.add_argument("--target", required=True, help="folder to restore into")
     r.add_argument("--include", metavar="PATH", help="only this file or folder of the snapshot")
     r.add_argument("--overwrite", action="store_true", help="replace existing files")
+    add_filter_options(r)
 
     v = commands.add_parser("verify", help="check the repository")
     add_repo_option(v)
@@ -331,7 +354,8 @@ def _backup(args: argparse.Namespace) -> int:
 
 def _snapshots(args: argparse.Namespace) -> int:
     repo = open_repo(args)
-    snaps = [dict(s, id=sid) for sid, s in repo.snapshots()]
+    where = _filter(args)
+    snaps = [dict(s, id=sid) for sid, s in repo.snapshots() if where.admits(s)]
     lines = [f"{'ID':<10}{'TIME':<21}{'HOST':<16}PATHS"]
     for s in snaps:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s["time"]))
@@ -342,7 +366,7 @@ def _snapshots(args: argparse.Namespace) -> int:
 
 def _ls(args: argparse.Namespace) -> int:
     repo = open_repo(args)
-    _, snap = repo.find_snapshot(args.snapshot)
+    _, snap = repo.find_snapshot(args.snapshot, _filter(args))
     rows: list[dict[str, Any]] = []
     prefix = args.path.strip("/")
 
@@ -391,6 +415,7 @@ def _restore(args: argparse.Namespace) -> int:
             subpath=args.include,
             overwrite=args.overwrite,
             progress=progress,
+            where=_filter(args),
         )
     for path in stats.skipped_existing:
         print(f"e2ebackup: not replaced (exists; use --overwrite): {path}", file=sys.stderr)

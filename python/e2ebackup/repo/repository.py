@@ -56,6 +56,32 @@ def _state_dir(repo_id: bytes) -> Path:
     return Path(base) / repo_id.hex()
 
 
+@dataclass(frozen=True)
+class SnapshotFilter:
+    """Which snapshots ``latest`` and listings consider: from ``host``, of exactly ``paths``
+    (as given to backup, made absolute), carrying every tag in ``tags``; empty means any."""
+
+    host: str | None = None
+    paths: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+
+    def admits(self, snapshot: dict[str, Any]) -> bool:
+        if self.host is not None and snapshot.get("hostname") != self.host:
+            return False
+        wanted = sorted(os.path.abspath(p) for p in self.paths)
+        if wanted and sorted(snapshot.get("paths", [])) != wanted:
+            return False
+        return set(self.tags) <= set(snapshot.get("tags", []))
+
+    def describe(self) -> str:
+        parts = [f"from host {self.host}"] if self.host is not None else []
+        if self.paths:
+            parts.append(f"of {', '.join(self.paths)}")
+        if self.tags:
+            parts.append(f"tagged {', '.join(self.tags)}")
+        return " ".join(parts)
+
+
 class Repository:
     def __init__(
         self, storage: Storage, keys: RepoKeys, config: dict[str, Any], data_key: bytes
@@ -364,14 +390,20 @@ class Repository:
             raise RepositoryCorrupted(f"snapshot {sid[:8]} is malformed or was swapped")
         return value
 
-    def find_snapshot(self, ref: str) -> tuple[str, dict[str, Any]]:
-        """A snapshot by id, unique id prefix, or ``latest``. An id loads only that snapshot,
-        so a damaged or deleted other snapshot does not stand in the way of restoring it."""
+    def find_snapshot(
+        self, ref: str, where: SnapshotFilter | None = None
+    ) -> tuple[str, dict[str, Any]]:
+        """A snapshot by id, unique id prefix, or ``latest`` (the newest of those ``where``
+        admits: of a host, of some paths, with some tags). An id loads only that snapshot, so
+        a damaged or deleted other snapshot does not stand in the way of restoring it."""
         ids = self.head().snapshots
         if not ids:
             raise InvalidArgument("the repository has no snapshots yet")
         if ref == "latest":
-            return list(self.snapshots())[-1]
+            chosen = [kv for kv in self.snapshots() if where is None or where.admits(kv[1])]
+            if not chosen:
+                raise InvalidArgument(f"no snapshot {where.describe() if where else ''}".strip())
+            return chosen[-1]
         matches = [sid for sid in ids if sid.startswith(ref.lower())]
         if len(matches) != 1:
             raise InvalidArgument(

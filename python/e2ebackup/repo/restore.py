@@ -28,7 +28,7 @@ from typing import IO
 from e2ebackup.errors import E2EBackupError, InvalidArgument, InvalidTag
 from e2ebackup.repo.objects import KIND_DATA, KIND_TREE, RepositoryCorrupted, pack_name
 from e2ebackup.repo.pack import BlobLocation
-from e2ebackup.repo.repository import Repository
+from e2ebackup.repo.repository import Repository, SnapshotFilter
 from e2ebackup.repo.tree import Entry, decode_tree
 
 # Adjacent blobs of one pack are fetched with one ranged read of at most this size.
@@ -425,8 +425,10 @@ def restore(
     subpath: str | None = None,
     overwrite: bool = False,
     progress: Progress | None = None,
+    where: SnapshotFilter | None = None,
 ) -> RestoreStats:
-    """Restores a snapshot (id, unique prefix or ``latest``) into ``target``."""
+    """Restores a snapshot (id, unique prefix or ``latest``, the newest that ``where``
+    admits) into ``target``."""
     with repo.lock(exclusive=False):
-        _, snapshot = repo.find_snapshot(snapshot_ref)
+        _, snapshot = repo.find_snapshot(snapshot_ref, where)
         return Restorer(repo, overwrite=overwrite, progress=progress).run(snapshot, target, subpath)

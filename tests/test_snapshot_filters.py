@@ -1,0 +1,73 @@
+"""Which snapshot ``latest`` means when one repository holds several backups (photos daily,
+the chat database hourly): --host, --path and --tag, as restic's filters, on snapshots, ls
+and restore; and the Python API's SnapshotFilter."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from e2ebackup.errors import InvalidArgument
+from e2ebackup.repo.backup import backup
+from e2ebackup.repo.repository import SnapshotFilter
+from e2ebackup.repo.restore import restore
+from repo_helpers import new_repo
+
+
+def test_latest_of_a_filter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("E2EBACKUP_STATE_DIR", str(tmp_path / "state"))
+    photos, chats = tmp_path / "photos", tmp_path / "chats"
+    photos.mkdir()
+    chats.mkdir()
+    (photos / "a.jpg").write_bytes(b"\xff\xd8\xff" + os.urandom(100))
+    (chats / "msgstore.db").write_bytes(b"not really sqlite")
+    repo = new_repo(tmp_path / "repo")
+    photo_id, _ = backup(repo, [str(photos)], tags=["daily"])
+    chat_id, _ = backup(repo, [str(chats)], tags=["hourly"])
+    assert repo.find_snapshot("latest")[0] == chat_id
+    assert repo.find_snapshot("latest", SnapshotFilter(paths=(str(photos),)))[0] == photo_id
+    assert repo.find_snapshot("latest", SnapshotFilter(tags=("daily",)))[0] == photo_id
+    here = SnapshotFilter(host=socket.gethostname(), tags=("hourly",))
+    assert repo.find_snapshot("latest", here)[0] == chat_id
+    with pytest.raises(InvalidArgument, match="no snapshot from host elsewhere"):
+        repo.find_snapshot("latest", SnapshotFilter(host="elsewhere"))
+    # An id is an id: the filter does not hide it.
+    assert repo.find_snapshot(photo_id[:10], SnapshotFilter(tags=("hourly",)))[0] == photo_id
+    restore(repo, "latest", str(tmp_path / "out"), where=SnapshotFilter(tags=("daily",)))
+    assert os.listdir(tmp_path / "out") == ["photos"]
+
+
+def test_command_line_filters(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("E2EBACKUP_")}
+    env.update(E2EBACKUP_PASSWORD="pw", E2EBACKUP_STATE_DIR=str(tmp_path / "state"))
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "e2ebackup", *args], capture_output=True, text=True,
+            env=env, stdin=subprocess.DEVNULL, timeout=300, cwd=tmp_path,
+        )  # fmt: skip
+
+    for name in ("photos", "chats"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / f"{name}.bin").write_bytes(name.encode() * 100)
+    repo = str(tmp_path / "repo")
+    assert cli("init", "-r", repo).returncode == 0
+    assert cli("backup", "-r", repo, "photos", "--tag", "media").returncode == 0
+    assert cli("backup", "-r", repo, "chats").returncode == 0
+    listed = json.loads(cli("snapshots", "-r", repo, "--tag", "media", "--json").stdout)
+    assert [s["paths"] for s in listed] == [[str(tmp_path / "photos")]]
+    # --path takes the path as it was given to backup (relative to the current folder).
+    shown = cli("ls", "-r", repo, "latest", "--path", "photos", "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert {e["path"] for e in json.loads(shown.stdout)} >= {"photos/photos.bin"}
+    done = cli("restore", "-r", repo, "latest", "--path", "photos", "--target", "out")
+    assert done.returncode == 0, done.stderr
+    assert os.listdir(tmp_path / "out") == ["photos"]
+    missing = cli("restore", "-r", repo, "latest", "--host", "nowhere", "--target", "out2")
+    assert missing.returncode == 2
+    assert "no snapshot from host nowhere" in missing.stderr
