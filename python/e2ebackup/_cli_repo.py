@@ -27,6 +27,7 @@ from e2ebackup.keys import Argon2idParams, RecoveryKey, ScryptParams
 from e2ebackup.repo.backup import BackupStats, backup, scan_size
 from e2ebackup.repo.check import VerifyReport, parse_subset, verify
 from e2ebackup.repo.exclude import Excludes, read_exclude_file
+from e2ebackup.repo.find import find
 from e2ebackup.repo.objects import KIND_TREE
 from e2ebackup.repo.prune import forget
 from e2ebackup.repo.repository import Repository, SnapshotFilter
@@ -45,7 +46,7 @@ _PERIOD_NAMES = {
     "monthly": "months",
     "yearly": "years",
 }
-COMMANDS = ("init", "backup", "snapshots", "ls", "restore", "verify", "forget")
+COMMANDS = ("init", "backup", "snapshots", "ls", "find", "restore", "verify", "forget")
 
 
 def add_repo_option(parser: argparse.ArgumentParser) -> None:
@@ -137,6 +138,16 @@ def add_parsers(commands: Any) -> None:
     ls.add_argument("snapshot", metavar="SNAPSHOT", help="id, unique prefix, or latest")
     ls.add_argument("path", nargs="?", default="", help="only under this path")
     add_filter_options(ls)
+
+    fd = commands.add_parser("find", help="find files by name or path in every snapshot")
+    add_repo_option(fd)
+    fd.add_argument(
+        "patterns",
+        nargs="+",
+        metavar="PATTERN",
+        help="a name glob ('IMG_2024*.jpg') or path glob ('Pictures/**/beach*'), as --exclude",
+    )
+    add_filter_options(fd)
 
     r = commands.add_parser("restore", help="restore a snapshot")
     add_repo_option(r)
@@ -398,6 +409,19 @@ def _ls(args: argparse.Namespace) -> int:
     )
     _out(args, rows, text)
     return EXIT_OK
+
+
+def _find(args: argparse.Namespace) -> int:
+    Excludes(args.patterns)  # a bad pattern fails before any password is asked
+    repo = open_repo(args)
+    rows = [asdict(f) for f in find(repo, args.patterns, _filter(args))]
+    text = "\n".join(
+        f"{r['snapshot'][:8]}  {time.strftime('%Y-%m-%d %H:%M', time.localtime(r['time']))}  "
+        f"{r['size']:>12}  {r['path']}"
+        for r in rows
+    )
+    _out(args, rows, text or "no match")
+    return EXIT_OK if rows else EXIT_FAILED
 
 
 def _restore(args: argparse.Namespace) -> int:

@@ -1,0 +1,77 @@
+"""find: which snapshots hold a file, by name or path pattern (the patterns of ``backup
+--exclude``: a name glob like ``IMG_2024*.jpg``, or a path glob like ``Pictures/**/beach*``).
+
+Snapshots share most of their folders (a folder that did not change has the same listing id),
+so the matches under each folder listing are worked out once and reused by every snapshot that
+has it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from e2ebackup.repo.exclude import Excludes
+from e2ebackup.repo.objects import KIND_TREE
+from e2ebackup.repo.repository import Repository, SnapshotFilter
+from e2ebackup.repo.tree import Entry, decode_tree
+
+__all__ = ["Found", "find"]
+
+
+@dataclass(frozen=True)
+class Found:
+    snapshot: str
+    time: float
+    path: str  # as in the snapshot: the backed-up folder's name first
+    type: str
+    size: int
+    mtime_ns: int
+
+
+def find(
+    repo: Repository, patterns: Sequence[str], where: SnapshotFilter | None = None
+) -> Iterator[Found]:
+    """Every entry matching any of ``patterns`` in every snapshot ``where`` admits, oldest
+    snapshot first. A path pattern is matched against the path in the snapshot, from its top
+    folder (``photos/2024/beach.jpg``), and against the original absolute path."""
+    matcher = Excludes(patterns)
+    cache: dict[str, list[tuple[str, Entry]]] = {}
+
+    def matches(tree_id: str, origin: str) -> list[tuple[str, Entry]]:
+        # Relative to the folder; the origin (its absolute path at backup time) only serves
+        # absolute patterns, so listings are shared between snapshots of the same paths.
+        key = f"{tree_id}:{origin}"
+        if key not in cache:
+            found: list[tuple[str, Entry]] = []
+            for e in decode_tree(repo.read_blob(KIND_TREE, bytes.fromhex(tree_id))):
+                name = str(e["name"])
+                if matcher.excluded(f"{origin}/{name}", name):
+                    found.append((name, e))
+                if e.get("type") == "dir":
+                    found += [
+                        (f"{name}/{rel}", sub)
+                        for rel, sub in matches(e["subtree"], f"{origin}/{name}")
+                    ]
+            cache[key] = found
+        return cache[key]
+
+    for sid, snap in repo.snapshots():
+        if where is not None and not where.admits(snap):
+            continue
+        origins = {p.rstrip("/").rsplit("/", 1)[-1] or "root": p for p in snap.get("paths", [])}
+        for e in decode_tree(repo.read_blob(KIND_TREE, bytes.fromhex(str(snap["tree"])))):
+            name = str(e["name"])
+            origin = origins.get(name, "/" + name)
+            hits = [(name, e)] if matcher.excluded(origin, name) else []
+            if e.get("type") == "dir":
+                hits += [(f"{name}/{rel}", sub) for rel, sub in matches(e["subtree"], origin)]
+            for path, entry in hits:
+                yield Found(
+                    sid,
+                    float(snap["time"]),
+                    path,
+                    str(entry.get("type")),
+                    int(entry.get("size", 0)),
+                    int(entry.get("mtime_ns", 0)),
+                )
