@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 from e2ebackup.keys import Argon2idParams
@@ -12,6 +14,31 @@ from e2ebackup.storage import LocalStorage
 
 FAST = Argon2idParams(memory_kib=256, iterations=1, parallelism=1)
 PASSWORD = "correct horse"
+
+
+def env(tmp: Path, **extra: str) -> dict[str, str]:
+    """The environment of a command-line run: no E2EBACKUP_ settings from outside, the password
+    "pw", and a state folder of the test's own."""
+    e = {k: v for k, v in os.environ.items() if not k.startswith("E2EBACKUP_")}
+    e.update({"E2EBACKUP_PASSWORD": "pw", "E2EBACKUP_STATE_DIR": str(tmp / "state")})
+    e.update(extra)
+    return e
+
+
+def cli(
+    tmp: Path, *args: str, cwd: Path | None = None, **extra: str
+) -> subprocess.CompletedProcess[str]:
+    """``python -m e2ebackup ARGS`` as a user runs it (see :func:`env`)."""
+    return subprocess.run(
+        [sys.executable, "-m", "e2ebackup", *args],
+        capture_output=True,
+        text=True,
+        env=env(tmp, **extra),
+        stdin=subprocess.DEVNULL,
+        check=False,
+        timeout=600,
+        cwd=cwd,
+    )
 
 
 def new_repo(path: Path) -> Repository:

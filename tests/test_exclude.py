@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +12,7 @@ from e2ebackup.errors import InvalidArgument
 from e2ebackup.repo.backup import backup, scan_size
 from e2ebackup.repo.exclude import CACHEDIR_TAG, Excludes, read_exclude_file
 from e2ebackup.repo.restore import restore
-from repo_helpers import new_repo, open_repo
+from repo_helpers import cli, new_repo, open_repo
 
 TAG = b"Signature: 8a477f597d28d172789f06886806bc55\n# a cache\n"
 
@@ -117,29 +115,20 @@ def test_a_path_given_is_backed_up_even_if_a_pattern_matches_it(
 
 
 def test_command_line(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("E2EBACKUP_")}
-    env.update(E2EBACKUP_PASSWORD="pw", E2EBACKUP_STATE_DIR=str(tmp_path / "state"))
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "e2ebackup", *args], capture_output=True, text=True,
-            env=env, stdin=subprocess.DEVNULL, timeout=300,
-        )  # fmt: skip
-
     src = tmp_path / "src"
     make_source(src)
     repo = str(tmp_path / "repo")
-    assert cli("init", "-r", repo).returncode == 0
+    assert cli(tmp_path, "init", "-r", repo).returncode == 0
     patterns = tmp_path / "patterns"
     patterns.write_text("# build output\nnode_modules\n")
-    bad = cli("backup", "-r", repo, str(src), "-e", "[oops")
+    bad = cli(tmp_path, "backup", "-r", repo, str(src), "-e", "[oops")
     assert bad.returncode == 2
     assert "'[' without ']'" in bad.stderr
-    done = cli("backup", "-r", repo, str(src), "-e", "*.tmp", "--exclude-file", str(patterns),
-               "--exclude-caches", "--json")  # fmt: skip
+    done = cli(tmp_path, "backup", "-r", repo, str(src), "-e", "*.tmp",
+               "--exclude-file", str(patterns), "--exclude-caches", "--json")  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["stats"]["excluded"] == 3
-    shown = cli("ls", "-r", repo, "latest", "--json")
+    shown = cli(tmp_path, "ls", "-r", repo, "latest", "--json")
     names = {e["path"] for e in json.loads(shown.stdout)}
     assert not any("node_modules" in n or n.endswith(".tmp") or "blob.bin" in n for n in names)
     assert any(n.endswith("keep/deep/b.txt") for n in names)

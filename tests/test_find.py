@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from e2ebackup.repo.backup import backup
 from e2ebackup.repo.find import find
 from e2ebackup.repo.repository import SnapshotFilter
-from repo_helpers import new_repo
+from repo_helpers import cli, new_repo
 
 
 def test_find_across_snapshots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -50,30 +47,21 @@ def test_find_across_snapshots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_find_command(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("E2EBACKUP_")}
-    env.update(E2EBACKUP_PASSWORD="pw", E2EBACKUP_STATE_DIR=str(tmp_path / "state"))
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "e2ebackup", *args], capture_output=True, text=True,
-            env=env, stdin=subprocess.DEVNULL, timeout=300,
-        )  # fmt: skip
-
     src = tmp_path / "chats"
     (src / "Media").mkdir(parents=True)
     (src / "Media" / "IMG-20260101-WA0001.jpg").write_bytes(b"\xff\xd8\xff" + b"x" * 50)
     repo = str(tmp_path / "repo")
-    assert cli("init", "-r", repo).returncode == 0
-    assert cli("backup", "-r", repo, str(src)).returncode == 0
-    found = cli("find", "-r", repo, "IMG-2026*", "--json")
+    assert cli(tmp_path, "init", "-r", repo).returncode == 0
+    assert cli(tmp_path, "backup", "-r", repo, str(src)).returncode == 0
+    found = cli(tmp_path, "find", "-r", repo, "IMG-2026*", "--json")
     assert found.returncode == 0, found.stderr
     [row] = json.loads(found.stdout)
     assert row["path"] == "chats/Media/IMG-20260101-WA0001.jpg"
     assert row["size"] == 53
-    text = cli("find", "-r", repo, "IMG-2026*")
+    text = cli(tmp_path, "find", "-r", repo, "IMG-2026*")
     assert "chats/Media/IMG-20260101-WA0001.jpg" in text.stdout
-    missing = cli("find", "-r", repo, "*.mp4")
+    missing = cli(tmp_path, "find", "-r", repo, "*.mp4")
     assert missing.returncode == 1
     assert "no match" in missing.stdout
-    bad = cli("find", "-r", repo, "[oops")
+    bad = cli(tmp_path, "find", "-r", repo, "[oops")
     assert bad.returncode == 2

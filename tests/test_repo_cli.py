@@ -11,25 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from repo_helpers import make_tree, snapshot_of
-
-
-def env(tmp: Path, **extra: str) -> dict[str, str]:
-    e = {k: v for k, v in os.environ.items() if not k.startswith("E2EBACKUP_")}
-    e.update({"E2EBACKUP_PASSWORD": "pw", "E2EBACKUP_STATE_DIR": str(tmp / "state")})
-    e.update(extra)
-    return e
-
-
-def cli(tmp: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "e2ebackup", *args],
-        capture_output=True,
-        text=True,
-        env=env(tmp, **extra),
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
+from repo_helpers import cli, env, make_tree, snapshot_of
 
 
 def init(tmp: Path) -> str:

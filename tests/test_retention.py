@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +15,7 @@ from e2ebackup.repo.backup import backup
 from e2ebackup.repo.check import verify
 from e2ebackup.repo.prune import forget
 from e2ebackup.repo.retention import Retention, parse_duration, select
-from repo_helpers import make_tree, new_repo
+from repo_helpers import cli, make_tree, new_repo
 
 DAY = 86400.0
 
@@ -148,37 +145,32 @@ def test_forget_with_a_policy_then_prune(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_forget_command_line(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("E2EBACKUP_")}
-    env.update(E2EBACKUP_PASSWORD="pw", E2EBACKUP_STATE_DIR=str(tmp_path / "state"))
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "e2ebackup", *args], capture_output=True, text=True,
-            env=env, stdin=subprocess.DEVNULL, timeout=300,
-        )  # fmt: skip
-
     repo = str(tmp_path / "repo")
     src = tmp_path / "src"
     make_tree(src, small_files=3)
-    assert cli("init", "-r", repo).returncode == 0
+    assert cli(tmp_path, "init", "-r", repo).returncode == 0
     for _ in range(3):
-        assert cli("backup", "-r", repo, str(src), "-q").returncode == 0
+        assert cli(tmp_path, "backup", "-r", repo, str(src), "-q").returncode == 0
     # No policy: refused before anything is opened or asked.
-    refused = cli("forget", "-r", str(tmp_path / "nowhere"))
+    refused = cli(tmp_path, "forget", "-r", str(tmp_path / "nowhere"))
     assert refused.returncode == 2
     assert "give a policy" in refused.stderr
-    bad = cli("forget", "-r", repo, "--keep-within", "10 days")
+    bad = cli(tmp_path, "forget", "-r", repo, "--keep-within", "10 days")
     assert bad.returncode == 2
     assert "a duration is like" in bad.stderr
-    done = cli("forget", "-r", repo, "--keep-daily", "1", "--keep-within", "1y", "--json")
+    done = cli(tmp_path, "forget", "-r", repo, "--keep-daily", "1", "--keep-within", "1y", "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["snapshots_kept"] == 3  # all within a year of the newest
-    bad = cli("forget", "-r", str(tmp_path / "nowhere"), "--keep-last", "1", "--group-by", "x")
+    bad = cli(
+        tmp_path, "forget", "-r", str(tmp_path / "nowhere"), "--keep-last", "1", "--group-by", "x"
+    )
     assert bad.returncode == 2
     assert "cannot group by 'x'" in bad.stderr
-    done = cli("forget", "-r", repo, "--keep-daily", "1", "--prune", "--json", "--group-by", "")
+    done = cli(
+        tmp_path, "forget", "-r", repo, "--keep-daily", "1", "--prune", "--json", "--group-by", ""
+    )
     assert json.loads(done.stdout)["snapshots_removed"] == 2
-    listed = json.loads(cli("snapshots", "-r", repo, "--json").stdout)
+    listed = json.loads(cli(tmp_path, "snapshots", "-r", repo, "--json").stdout)
     assert len(listed) == 1
 
 

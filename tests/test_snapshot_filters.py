@@ -8,7 +8,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from e2ebackup.errors import InvalidArgument
 from e2ebackup.repo.backup import backup
 from e2ebackup.repo.repository import SnapshotFilter
 from e2ebackup.repo.restore import restore
-from repo_helpers import new_repo
+from repo_helpers import cli, new_repo
 
 
 def test_latest_of_a_filter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -43,31 +42,25 @@ def test_latest_of_a_filter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_command_line_filters(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("E2EBACKUP_")}
-    env.update(E2EBACKUP_PASSWORD="pw", E2EBACKUP_STATE_DIR=str(tmp_path / "state"))
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "e2ebackup", *args], capture_output=True, text=True,
-            env=env, stdin=subprocess.DEVNULL, timeout=300, cwd=tmp_path,
-        )  # fmt: skip
+    def here(*args: str) -> subprocess.CompletedProcess[str]:
+        return cli(tmp_path, *args, cwd=tmp_path)  # --path as given, relative to here
 
     for name in ("photos", "chats"):
         (tmp_path / name).mkdir()
         (tmp_path / name / f"{name}.bin").write_bytes(name.encode() * 100)
     repo = str(tmp_path / "repo")
-    assert cli("init", "-r", repo).returncode == 0
-    assert cli("backup", "-r", repo, "photos", "--tag", "media").returncode == 0
-    assert cli("backup", "-r", repo, "chats").returncode == 0
-    listed = json.loads(cli("snapshots", "-r", repo, "--tag", "media", "--json").stdout)
+    assert here("init", "-r", repo).returncode == 0
+    assert here("backup", "-r", repo, "photos", "--tag", "media").returncode == 0
+    assert here("backup", "-r", repo, "chats").returncode == 0
+    listed = json.loads(here("snapshots", "-r", repo, "--tag", "media", "--json").stdout)
     assert [s["paths"] for s in listed] == [[str(tmp_path / "photos")]]
     # --path takes the path as it was given to backup (relative to the current folder).
-    shown = cli("ls", "-r", repo, "latest", "--path", "photos", "--json")
+    shown = here("ls", "-r", repo, "latest", "--path", "photos", "--json")
     assert shown.returncode == 0, shown.stderr
     assert {e["path"] for e in json.loads(shown.stdout)} >= {"photos/photos.bin"}
-    done = cli("restore", "-r", repo, "latest", "--path", "photos", "--target", "out")
+    done = here("restore", "-r", repo, "latest", "--path", "photos", "--target", "out")
     assert done.returncode == 0, done.stderr
     assert os.listdir(tmp_path / "out") == ["photos"]
-    missing = cli("restore", "-r", repo, "latest", "--host", "nowhere", "--target", "out2")
+    missing = here("restore", "-r", repo, "latest", "--host", "nowhere", "--target", "out2")
     assert missing.returncode == 2
     assert "no snapshot from host nowhere" in missing.stderr

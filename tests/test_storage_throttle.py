@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import io
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from e2ebackup.storage import LocalStorage, RetryingStorage, Storage, ThrottledStorage
 from e2ebackup.storage.wrappers import TokenBucket
+from repo_helpers import cli
 from storage_conformance import StorageConformance, put
 
 
@@ -112,24 +111,15 @@ class TestThrottledConformance(StorageConformance):
 
 
 def test_command_line_limits(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("E2EBACKUP_")}
-    env.update(E2EBACKUP_PASSWORD="pw", E2EBACKUP_STATE_DIR=str(tmp_path / "state"))
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "e2ebackup", *args], capture_output=True, text=True,
-            env=env, stdin=subprocess.DEVNULL, timeout=300,
-        )  # fmt: skip
-
     repo = str(tmp_path / "repo")
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "f").write_bytes(b"x" * 1000)
-    assert cli("init", "-r", repo).returncode == 0
-    fast = cli("backup", "-r", repo, str(tmp_path / "src"), "--limit-upload", "1e6")
+    assert cli(tmp_path, "init", "-r", repo).returncode == 0
+    fast = cli(tmp_path, "backup", "-r", repo, str(tmp_path / "src"), "--limit-upload", "1e6")
     assert fast.returncode == 0, fast.stderr
     for bad in ("0", "-5", "fast", "inf", "nan"):
-        r = cli("backup", "-r", repo, str(tmp_path / "src"), "--limit-upload", bad)
+        r = cli(tmp_path, "backup", "-r", repo, str(tmp_path / "src"), "--limit-upload", bad)
         assert r.returncode == 2
         assert "a rate in KiB/s" in r.stderr
-    listed = cli("snapshots", "-r", repo, "--limit-download", "50000", "--json")
+    listed = cli(tmp_path, "snapshots", "-r", repo, "--limit-download", "50000", "--json")
     assert listed.returncode == 0, listed.stderr
