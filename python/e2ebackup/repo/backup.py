@@ -17,7 +17,7 @@ import stat
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 from e2ebackup import _core
 from e2ebackup.errors import E2EBackupError, InvalidArgument
@@ -152,36 +152,40 @@ class Archiver:
     def _chunks_of(self, path: str, *, divert_sqlite: bool) -> list[str] | None:
         """The ids of the file's chunks, stored as needed. With ``divert_sqlite``, returns None
         for an SQLite database, seen in the first block already read (no second open)."""
+        with open(path, "rb") as f:
+            return self._chunks_from(f, path, divert_sqlite=divert_sqlite)
+
+    def _chunks_from(self, f: BinaryIO, label: str, *, divert_sqlite: bool) -> list[str] | None:
+        """:meth:`_chunks_of` for an open stream (a file, or a pipe)."""
         ids: list[str] = []
         self.chunker.reset()
         carry = bytearray()
         block, view = self._block, self._view
         compress = True
         first = True
-        with open(path, "rb") as f:
-            while n := f.readinto(block):
-                data = view[:n]
-                if first:
-                    if divert_sqlite and data[: len(SQLITE_MAGIC)] == SQLITE_MAGIC:
-                        return None
-                    # Decided once per file: only the first chunk carries JPEG/MP4/ZIP magic.
-                    compress = not _core.looks_compressed(data[:64])
-                    first = False
-                chunks = []
-                prev = 0
-                for cut in self.chunker.feed(data):
-                    if carry:
-                        carry += data[prev:cut]
-                        chunks.append(bytes(carry))
-                        carry.clear()
-                    else:
-                        chunks.append(bytes(data[prev:cut]))  # the one copy out of the block
-                    prev = cut
-                carry += data[prev:]
-                if chunks:
-                    ids.extend(self._add_chunks(chunks, compress))
-                self.stats.bytes_read += n
-                self._report(path)
+        while n := _readinto(f, block):
+            data = view[:n]
+            if first:
+                if divert_sqlite and data[: len(SQLITE_MAGIC)] == SQLITE_MAGIC:
+                    return None
+                # Decided once per file: only the first chunk carries JPEG/MP4/ZIP magic.
+                compress = not _core.looks_compressed(data[:64])
+                first = False
+            chunks = []
+            prev = 0
+            for cut in self.chunker.feed(data):
+                if carry:
+                    carry += data[prev:cut]
+                    chunks.append(bytes(carry))
+                    carry.clear()
+                else:
+                    chunks.append(bytes(data[prev:cut]))  # the one copy out of the block
+                prev = cut
+            carry += data[prev:]
+            if chunks:
+                ids.extend(self._add_chunks(chunks, compress))
+            self.stats.bytes_read += n
+            self._report(label)
         if carry or not ids:
             ids.extend(self._add_chunks([bytes(carry)], compress))
         return ids
@@ -328,13 +332,53 @@ class Archiver:
         except BaseException:
             self.writer.abort()
             raise
+        return self._commit(tree, absolute, start, parent, tags)
+
+    def run_stream(self, source: BinaryIO, filename: str, *, tags: list[str] | None = None) -> str:
+        """Backs up what ``source`` yields as one file named ``filename`` (a database dump
+        piped in): a snapshot of the path ``/filename``, as restic's ``--stdin``."""
+        _check_stream_name(filename)
+        start = time.time()
+        try:
+            content = self._chunks_from(source, filename, divert_sqlite=False)
+            assert content is not None  # not diverted
+            now = time.time_ns()
+            entry: Entry = {
+                "name": filename,
+                "type": "file",
+                "mode": 0o600,
+                "mtime_ns": now,
+                "ctime_ns": now,
+                "uid": os.getuid(),
+                "gid": os.getgid(),
+                "size": self.stats.bytes_read,
+                "content": content,
+            }
+            self.stats.files_new += 1
+            self.stats.bytes_total += self.stats.bytes_read
+            tree = self._add_tree([entry])
+            self._seal_batch()
+            self.writer.finish()
+        except BaseException:
+            self.writer.abort()
+            raise
+        return self._commit(tree, ["/" + filename], start, None, tags)
+
+    def _commit(
+        self,
+        tree: str,
+        paths: list[str],
+        start: float,
+        parent: tuple[str, dict[str, Any]] | None,
+        tags: list[str] | None,
+    ) -> str:
         index_name = self.repo.index.save_new(self.repo.storage, self.repo.keys)
         snapshot = {
             "time": time.time(),
             "started": start,
             "hostname": socket.gethostname(),
             "username": _username(),
-            "paths": absolute,
+            "paths": paths,
             "tree": tree,
             "parent": parent[0] if parent else None,
             "tags": tags or [],
@@ -347,6 +391,20 @@ class Archiver:
 
 
 _SIDECARS = ("-journal", "-wal", "-shm")
+
+
+def _check_stream_name(filename: str) -> None:
+    if not filename or "/" in filename or filename in (".", "..") or "\0" in filename:
+        raise InvalidArgument(f"{filename!r} cannot be a file name")
+
+
+def _readinto(f: BinaryIO, block: bytearray) -> int:
+    readinto = getattr(f, "readinto", None)
+    if readinto is not None:
+        return int(readinto(block) or 0)
+    data = f.read(len(block))
+    block[: len(data)] = data
+    return len(data)
 
 
 def _sqlite_sidecar(folder: str, name: str, present: set[str]) -> bool:
@@ -399,6 +457,29 @@ def backup(
         )
         archiver.stats.packs_recovered = recovered
         sid = archiver.run(paths, parent=parent, tags=tags)
+        return sid, archiver.stats
+
+
+def backup_stream(
+    repo: Repository,
+    source: BinaryIO,
+    filename: str,
+    *,
+    threads: int | None = None,
+    progress: Progress | None = None,
+    tags: list[str] | None = None,
+    lock_wait: float = 0.0,
+) -> tuple[str, BackupStats]:
+    """Backs up a stream (``sys.stdin.buffer``, a socket, a decompressor...) as the one file
+    ``filename`` of a new snapshot; returns its id and the statistics. Chunks already stored
+    (an unchanged part of yesterday's dump) are not stored again."""
+    _check_stream_name(filename)
+    with repo.lock(exclusive=True, wait=lock_wait):
+        repo.head(refresh=True)
+        recovered = repo.recover_orphan_packs()
+        archiver = Archiver(repo, threads=threads, progress=progress)
+        archiver.stats.packs_recovered = recovered
+        sid = archiver.run_stream(source, filename, tags=tags)
         return sid, archiver.stats
 
 
