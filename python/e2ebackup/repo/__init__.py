@@ -1,0 +1,35 @@
+"""The backup repository from Python: what the ``e2ebackup`` command line does, as functions.
+
+    repo = Repository.init(open_storage("./repo", create=True), password=..., recovery_key=...)
+    snapshot_id, stats = backup(repo, ["/data/chats", "/data/Media"])
+    restore(Repository.open(storage, recovery_key=key), "latest", "/restored")
+
+The format is specified in docs/FORMAT.md (section Repository).
+"""
+
+from __future__ import annotations
+
+from e2ebackup.repo.backup import BackupStats, backup, backup_stream
+from e2ebackup.repo.check import VerifyReport, verify
+from e2ebackup.repo.find import Found, find
+from e2ebackup.repo.prune import PruneStats, forget
+from e2ebackup.repo.repository import Repository, SnapshotFilter
+from e2ebackup.repo.restore import RestoreStats, restore
+from e2ebackup.repo.retention import Retention
+
+__all__ = [
+    "BackupStats",
+    "Found",
+    "PruneStats",
+    "Repository",
+    "RestoreStats",
+    "Retention",
+    "SnapshotFilter",
+    "VerifyReport",
+    "backup",
+    "backup_stream",
+    "find",
+    "forget",
+    "restore",
+    "verify",
+]
