@@ -54,6 +54,11 @@ def test_command_line_filters(tmp_path: Path) -> None:
     assert here("backup", "-r", repo, "chats").returncode == 0
     listed = json.loads(here("snapshots", "-r", repo, "--tag", "media", "--json").stdout)
     assert [s["paths"] for s in listed] == [[str(tmp_path / "photos")]]
+    table = here("snapshots", "-r", repo).stdout.splitlines()
+    assert table[0].split() == ["ID", "TIME", "HOST", "SIZE", "TAGS", "PATHS"]
+    assert "600 B  media" in table[1]
+    assert table[1].endswith(str(tmp_path / "photos"))
+    assert table[2].endswith(str(tmp_path / "chats"))
     # --path takes the path as it was given to backup (relative to the current folder).
     shown = here("ls", "-r", repo, "latest", "--path", "photos", "--json")
     assert shown.returncode == 0, shown.stderr

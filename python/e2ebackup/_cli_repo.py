@@ -404,12 +404,26 @@ def _snapshots(args: argparse.Namespace) -> int:
     repo = open_repo(args)
     where = _filter(args)
     snaps = [dict(s, id=sid) for sid, s in repo.snapshots() if where.admits(s)]
-    lines = [f"{'ID':<10}{'TIME':<21}{'HOST':<16}PATHS"]
+    lines = [f"{'ID':<10}{'TIME':<21}{'HOST':<16}{'SIZE':>10}  {'TAGS':<12}PATHS"]
     for s in snaps:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s["time"]))
-        lines.append(f"{s['id'][:8]:<10}{when:<21}{s['hostname'][:15]:<16}{' '.join(s['paths'])}")
+        size = _human(int(s.get("stats", {}).get("bytes_total", 0)))
+        tags = ",".join(s.get("tags", []))[:11]
+        lines.append(
+            f"{s['id'][:8]:<10}{when:<21}{s['hostname'][:15]:<16}{size:>10}  {tags:<12}"
+            f"{' '.join(s['paths'])}"
+        )
     _out(args, snaps, "\n".join(lines))
     return EXIT_OK
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} TB"
 
 
 def _ls(args: argparse.Namespace) -> int:
