@@ -26,6 +26,7 @@ from e2ebackup.errors import InvalidArgument
 from e2ebackup.keys import Argon2idParams, RecoveryKey, ScryptParams
 from e2ebackup.repo.backup import BackupStats, backup, backup_stream, scan_size
 from e2ebackup.repo.check import VerifyReport, parse_subset, verify
+from e2ebackup.repo.diff import diff
 from e2ebackup.repo.exclude import Excludes, read_exclude_file
 from e2ebackup.repo.find import find
 from e2ebackup.repo.objects import KIND_TREE
@@ -46,7 +47,7 @@ _PERIOD_NAMES = {
     "monthly": "months",
     "yearly": "years",
 }
-COMMANDS = ("init", "backup", "snapshots", "ls", "find", "restore", "verify", "forget")
+COMMANDS = ("init", "backup", "snapshots", "ls", "find", "diff", "restore", "verify", "forget")
 
 
 def add_repo_option(parser: argparse.ArgumentParser) -> None:
@@ -156,6 +157,11 @@ def add_parsers(commands: Any) -> None:
         help="a name glob ('IMG_2024*.jpg') or path glob ('Pictures/**/beach*'), as --exclude",
     )
     add_filter_options(fd)
+
+    df = commands.add_parser("diff", help="what changed between two snapshots")
+    add_repo_option(df)
+    df.add_argument("old", metavar="SNAPSHOT1", help="id, unique prefix, or latest")
+    df.add_argument("new", metavar="SNAPSHOT2", help="id, unique prefix, or latest")
 
     r = commands.add_parser("restore", help="restore a snapshot")
     add_repo_option(r)
@@ -473,6 +479,19 @@ def _find(args: argparse.Namespace) -> int:
     )
     _out(args, rows, text or "no match")
     return EXIT_OK if rows else EXIT_FAILED
+
+
+def _diff(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+    changes = list(diff(repo, args.old, args.new))
+    counts = {k: sum(c.kind == k for c in changes) for k in "+-MTU"}
+    summary = (
+        f"{counts['+']} added, {counts['-']} removed, {counts['M']} modified, "
+        f"{counts['T']} changed type, {counts['U']} metadata only"
+    )
+    lines = [f"{c.kind}  {c.path}" + ("/" if c.type == "dir" else "") for c in changes]
+    _out(args, [asdict(c) for c in changes], "\n".join([*lines, summary]))
+    return EXIT_OK
 
 
 def _restore(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from e2ebackup.repo.backup import BackupStats, backup, backup_stream
 from e2ebackup.repo.check import VerifyReport, verify
+from e2ebackup.repo.diff import Change, diff
 from e2ebackup.repo.find import Found, find
 from e2ebackup.repo.prune import PruneStats, forget
 from e2ebackup.repo.repository import Repository, SnapshotFilter
@@ -19,6 +20,7 @@ from e2ebackup.repo.retention import Retention
 
 __all__ = [
     "BackupStats",
+    "Change",
     "Found",
     "PruneStats",
     "Repository",
@@ -28,6 +30,7 @@ __all__ = [
     "VerifyReport",
     "backup",
     "backup_stream",
+    "diff",
     "find",
     "forget",
     "restore",
