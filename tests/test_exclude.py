@@ -132,3 +132,26 @@ def test_command_line(tmp_path: Path) -> None:
     names = {e["path"] for e in json.loads(shown.stdout)}
     assert not any("node_modules" in n or n.endswith(".tmp") or "blob.bin" in n for n in names)
     assert any(n.endswith("keep/deep/b.txt") for n in names)
+
+
+def test_restore_leaves_out_what_is_excluded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("E2EBACKUP_STATE_DIR", str(tmp_path / "state"))
+    src = tmp_path / "src"
+    make_source(src)
+    repo = new_repo(tmp_path / "repo")
+    backup(repo, [str(src)])
+    stats = restore(repo, "latest", str(tmp_path / "out"), exclude=["*.tmp", "/src/cache"])
+    assert stats.excluded == 2
+    assert listing(tmp_path / "out" / "src") == [
+        "fake-cache", f"fake-cache/{CACHEDIR_TAG}", "fake-cache/kept.bin",
+        "keep", "keep/a.txt", "keep/deep", "keep/deep/b.txt",
+        "node_modules", "node_modules/pkg", "node_modules/pkg/index.js",
+    ]  # fmt: skip
+    assert stats.bytes == stats.bytes_total  # the total leaves out the same files
+    # With --include, patterns still match whole paths in the snapshot.
+    sub = restore(repo, "latest", str(tmp_path / "sub"), subpath="src/keep",
+                  exclude=["/src/keep/deep"])  # fmt: skip
+    assert listing(tmp_path / "sub") == ["keep", "keep/a.txt"]
+    assert sub.bytes == sub.bytes_total == 1

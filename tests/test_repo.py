@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import sqlite3
@@ -13,7 +14,6 @@ from typing import Any
 import pytest
 from e2ebackup.errors import InvalidArgument, WrongPassword, WrongRecoveryKey
 from e2ebackup.keys import RecoveryKey
-from e2ebackup.repo import restore as restore_module
 from e2ebackup.repo.backup import backup
 from e2ebackup.repo.check import verify
 from e2ebackup.repo.lock import RepositoryLocked
@@ -23,6 +23,9 @@ from e2ebackup.repo.repository import Repository
 from e2ebackup.repo.restore import Restorer, restore
 from e2ebackup.storage import LocalStorage
 from repo_helpers import PASSWORD, make_tree, new_repo, open_repo, snapshot_of
+
+# The module, not the function of the same name that e2ebackup.repo exports.
+restore_module = importlib.import_module("e2ebackup.repo.restore")
 
 
 @pytest.fixture(autouse=True)

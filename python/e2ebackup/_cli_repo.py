@@ -169,6 +169,14 @@ def add_parsers(commands: Any) -> None:
     r.add_argument("--target", required=True, help="folder to restore into")
     r.add_argument("--include", metavar="PATH", help="only this file or folder of the snapshot")
     r.add_argument("--overwrite", action="store_true", help="replace existing files")
+    r.add_argument(
+        "-e",
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="leave out what matches (repeatable; as backup's, on paths in the snapshot)",
+    )
     add_filter_options(r)
 
     v = commands.add_parser("verify", help="check the repository")
@@ -510,6 +518,7 @@ def _restore(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             progress=progress,
             where=_filter(args),
+            exclude=args.exclude,
         )
     for path in stats.skipped_existing:
         print(f"e2ebackup: not replaced (exists; use --overwrite): {path}", file=sys.stderr)

@@ -20,12 +20,13 @@ import contextlib
 import os
 import tempfile
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO
 
 from e2ebackup.errors import E2EBackupError, InvalidArgument, InvalidTag
+from e2ebackup.repo.exclude import Excludes
 from e2ebackup.repo.objects import KIND_DATA, KIND_TREE, RepositoryCorrupted, pack_name
 from e2ebackup.repo.pack import BlobLocation
 from e2ebackup.repo.repository import Repository, SnapshotFilter
@@ -50,6 +51,7 @@ class RestoreStats:
     symlinks: int = 0
     bytes: int = 0
     bytes_total: int = 0
+    excluded: int = 0
     skipped_existing: list[str] = field(default_factory=list)
 
 
@@ -153,8 +155,10 @@ class Restorer:
         overwrite: bool = False,
         progress: Progress | None = None,
         threads: int | None = None,
+        excludes: Excludes | None = None,
     ) -> None:
         self.repo = repo
+        self.excludes = excludes or Excludes()
         self.overwrite = overwrite
         self.progress = progress
         self.threads = threads or max(2, repo.storage.upload_concurrency)
@@ -177,26 +181,37 @@ class Restorer:
             self._trees_size -= len(raw)
         return decode_tree(raw)
 
-    def _measure(self, entries: list[Entry], pool: ThreadPoolExecutor) -> int:
+    def _excluded(self, entry: Entry, rel: str) -> bool:
+        """Whether ``--exclude`` leaves out the entry at ``rel`` (its path in the snapshot)."""
+        return bool(self.excludes) and self.excludes.excluded("/" + rel, entry["name"])
+
+    def _measure(self, entries: list[Entry], base: str, pool: ThreadPoolExecutor) -> int:
         """The bytes to restore, walking the folders level by level with the listings of one
         level fetched at once; keeps the listings (up to TREE_CACHE) for the restore."""
         total = 0
-        while entries:
-            subtrees = []
-            for e in entries:
-                if e.get("type") == "file":
-                    total += int(e.get("size", 0))
-                elif e.get("type") == "dir":
-                    subtrees.append(str(e["subtree"]))
-            entries = []
-            for tree_id, raw in zip(subtrees, pool.map(self._read_tree, subtrees), strict=True):
-                children = decode_tree(raw)
+        folders: list[tuple[str, str]] = []  # (listing id, path in the snapshot)
+
+        def visit(children: list[Entry], parent: str) -> None:
+            # Files are summed at once; only folders go on to the next level.
+            nonlocal total
+            for c in children:
+                rel = f"{parent}/{c['name']}" if parent else c["name"]
+                if self._excluded(c, rel):
+                    continue
+                if c.get("type") == "file":
+                    total += int(c.get("size", 0))
+                elif c.get("type") == "dir":
+                    folders.append((str(c["subtree"]), rel))
+
+        visit(entries, base)
+        while folders:
+            level, folders = folders, []
+            ids = [tree_id for tree_id, _ in level]
+            for (tree_id, rel), raw in zip(level, pool.map(self._read_tree, ids), strict=True):
                 if self._trees_size + len(raw) <= TREE_CACHE and tree_id not in self._trees:
                     self._trees[tree_id] = raw
                     self._trees_size += len(raw)
-                # Files are summed now; only folders go on to the next level.
-                total += sum(int(c.get("size", 0)) for c in children if c.get("type") == "file")
-                entries += [c for c in children if c.get("type") == "dir"]
+                visit(decode_tree(raw), rel)
         return total
 
     # -- the plan -------------------------------------------------------------------------------
@@ -207,9 +222,13 @@ class Restorer:
             return True
         return False
 
-    def _plan(self, entries: list[Entry], folder: str) -> Iterator[_Step]:
+    def _plan(self, entries: list[Entry], folder: str, base: str) -> Iterator[_Step]:
         for entry in entries:
             path = os.path.join(folder, entry["name"])
+            rel = f"{base}/{entry['name']}" if base else entry["name"]
+            if self._excluded(entry, rel):
+                self.stats.excluded += 1
+                continue
             kind = entry.get("type")
             if kind == "file":
                 if not self._skip_existing(path):
@@ -224,7 +243,7 @@ class Restorer:
                     self.stats.skipped_existing.append(path)
                     continue
                 yield _Dir(entry, path, done=False)
-                yield from self._plan(self._tree(entry["subtree"]), path)
+                yield from self._plan(self._tree(entry["subtree"]), path, rel)
                 yield _Dir(entry, path, done=True)
             elif kind == "symlink":
                 if not self._skip_existing(path):
@@ -405,10 +424,12 @@ class Restorer:
     ) -> RestoreStats:
         root = _tree(self.repo, str(snapshot["tree"]))
         selected = _select(self.repo, root, subpath)
+        # Where the selected entries sit in the snapshot: excludes match whole snapshot paths.
+        base = (subpath or "").strip("/").rpartition("/")[0]
         with ThreadPoolExecutor(self.threads, thread_name_prefix="e2ebackup-restore") as pool:
-            self.stats.bytes_total = self._measure(selected, pool)
+            self.stats.bytes_total = self._measure(selected, base, pool)
             os.makedirs(target, exist_ok=True)
-            self._pipeline(self._plan(selected, target), pool)
+            self._pipeline(self._plan(selected, target, base), pool)
         # One flush of everything at the end instead of an fsync per file (which made restoring
         # many small files several times slower): a file is renamed into place only once all
         # of it authenticated; this makes the whole restore durable before it reports success.
@@ -426,9 +447,14 @@ def restore(
     overwrite: bool = False,
     progress: Progress | None = None,
     where: SnapshotFilter | None = None,
+    exclude: Sequence[str] = (),
 ) -> RestoreStats:
     """Restores a snapshot (id, unique prefix or ``latest``, the newest that ``where``
-    admits) into ``target``."""
+    admits) into ``target``: all of it, or the file or folder at ``subpath``, less what the
+    ``exclude`` patterns match (as backup's, against paths in the snapshot: ``*.mp4``,
+    ``Media/Video``, ``/chats/Media``)."""
+    excludes = Excludes(exclude)
     with repo.lock(exclusive=False):
         _, snapshot = repo.find_snapshot(snapshot_ref, where)
-        return Restorer(repo, overwrite=overwrite, progress=progress).run(snapshot, target, subpath)
+        restorer = Restorer(repo, overwrite=overwrite, progress=progress, excludes=excludes)
+        return restorer.run(snapshot, target, subpath)
