@@ -308,6 +308,35 @@ def test_forget_and_prune_free_space_and_keep_the_rest(tmp_path: Path) -> None:
     assert snapshot_of(tmp_path / "out" / "src") == snapshot_of(src)
 
 
+def test_prune_rewrites_a_pack_only_when_enough_of_it_is_unused(tmp_path: Path) -> None:
+    """Forgetting the snapshot that alone used a small file leaves that file's blob in a pack
+    that is otherwise live: rewriting 8 MiB to free 20 kB is not worth it (by default); with a
+    zero threshold it is rewritten, and the bytes freed are the net saving."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "video.mp4").write_bytes(os.urandom(8 << 20))
+    (src / "notes.txt").write_bytes(os.urandom(20_000))
+    for threshold, name in ((None, "default"), (0.0, "eager")):
+        repo = new_repo(tmp_path / name)
+        backup(repo, [str(src)])
+        (src / "notes.txt").write_bytes(os.urandom(20_000))
+        backup(repo, [str(src)])
+        kw = {} if threshold is None else {"repack_unused": threshold}
+        stats = forget(repo, keep_last=1, prune=True, **kw)  # type: ignore[arg-type]
+        if threshold is None:
+            assert stats.packs_repacked == 0
+            assert 20_000 <= stats.bytes_unused_kept < 21_000
+            assert stats.bytes_repacked == 0
+        else:
+            assert stats.packs_repacked >= 1
+            assert stats.bytes_unused_kept == 0
+            assert stats.bytes_repacked > 8 << 20
+            assert 20_000 <= stats.bytes_freed < 40_000  # net, not the 8 MiB pack deleted
+        assert verify(open_repo(tmp_path / name), read_data=True).ok
+        restore(open_repo(tmp_path / name), "latest", str(tmp_path / f"out-{name}"))
+        assert snapshot_of(tmp_path / f"out-{name}" / "src") == snapshot_of(src)
+
+
 def test_locks_exclude_writers_and_stale_locks_are_recovered(tmp_path: Path) -> None:
     repo = new_repo(tmp_path / "repo")
     (tmp_path / "src").mkdir()

@@ -19,6 +19,10 @@ from e2ebackup.repo.repository import Repository
 from e2ebackup.repo.retention import Retention, group_key, select
 from e2ebackup.repo.tree import decode_tree
 
+# A pack whose unreferenced blobs are at most this share of it is kept as it is (restic's
+# --max-unused, per pack): repacking reads and writes the whole pack to free that share.
+REPACK_UNUSED = 0.2
+
 
 @dataclass
 class PruneStats:
@@ -27,7 +31,9 @@ class PruneStats:
     packs_deleted: int = 0
     packs_repacked: int = 0
     blobs_removed: int = 0
-    bytes_freed: int = 0
+    bytes_freed: int = 0  # net: packs deleted, less the repacked copies of their live blobs
+    bytes_repacked: int = 0  # written again (a download and an upload on a cloud store)
+    bytes_unused_kept: int = 0  # unreferenced blobs left in packs not worth rewriting yet
 
 
 def _used_blobs(repo: Repository, snapshots: list[str]) -> set[bytes]:
@@ -53,10 +59,13 @@ def forget(
     prune: bool = False,
     lock_wait: float = 0.0,
     group_by: Sequence[str] = ("host", "paths"),
+    repack_unused: float = REPACK_UNUSED,
 ) -> PruneStats:
     """Forgets the snapshots the retention ``policy`` (or just ``keep_last``) does not keep,
     applied to each group of snapshots (by default: same host, same paths) apart, and with
-    ``prune`` removes the data nothing references any more."""
+    ``prune`` removes the data nothing references any more: packs with nothing live are
+    deleted, packs more than ``repack_unused`` unreferenced are rewritten with their live blobs
+    only, and the others are kept as they are until they cross that line."""
     policy = policy or Retention(keep_last=keep_last)
     stats = PruneStats()
     with repo.lock(exclusive=True, wait=lock_wait):
@@ -74,11 +83,11 @@ def forget(
                 repo.storage.delete(f"snapshots/{sid}")
             stats.snapshots_removed = len(drop)
         if prune:
-            _prune(repo, stats)
+            _prune(repo, stats, repack_unused)
     return stats
 
 
-def _prune(repo: Repository, stats: PruneStats) -> None:
+def _prune(repo: Repository, stats: PruneStats, repack_unused: float) -> None:
     head = repo.head(refresh=True)
     index = repo.index
     used = _used_blobs(repo, head.snapshots)
@@ -95,10 +104,13 @@ def _prune(repo: Repository, stats: PruneStats) -> None:
     try:
         for pack_id, blobs in by_pack.items():
             live = [b for b in blobs if b[0] in used]
-            if len(live) == len(blobs):
-                new_index.add_pack(
-                    pack_id, index.pack_sizes[pack_id], [(b[0], index.get(b[0])) for b in blobs]
-                )
+            unused = sum(b[3] for b in blobs if b[0] not in used)
+            size = index.pack_sizes[pack_id]
+            if live and unused <= repack_unused * size:
+                # Mostly live: rewriting it (a download and an upload on a cloud store) would
+                # cost more than the space it frees. Its unused blobs stay until it is worth it.
+                new_index.add_pack(pack_id, size, [(b[0], index.get(b[0])) for b in blobs])
+                stats.bytes_unused_kept += unused
                 continue
             doomed.append(pack_id)
             stats.blobs_removed += len(blobs) - len(live)
@@ -112,6 +124,7 @@ def _prune(repo: Repository, stats: PruneStats) -> None:
     except BaseException:
         writer.abort()
         raise
+    stats.bytes_repacked = writer.bytes_uploaded
     new_name = new_index.save_new(repo.storage, repo.keys) if (new_index.has_new()) else None
     old_indexes = list(head.indexes)
     repo.commit(remove_indexes=old_indexes, add_indexes=[new_name] if new_name else [])
@@ -136,4 +149,5 @@ def _prune(repo: Repository, stats: PruneStats) -> None:
             stats.bytes_freed += info.size
             repo.storage.delete(info.name)
             stats.packs_deleted += 1
+    stats.bytes_freed -= stats.bytes_repacked
     repo.reload_index()
