@@ -12,7 +12,7 @@ from e2ebackup.errors import InvalidArgument
 from e2ebackup.repo.backup import backup, scan_size
 from e2ebackup.repo.exclude import CACHEDIR_TAG, Excludes, read_exclude_file
 from e2ebackup.repo.restore import restore
-from repo_helpers import cli, new_repo, open_repo
+from repo_helpers import PASSWORD, cli, new_repo, open_repo
 
 TAG = b"Signature: 8a477f597d28d172789f06886806bc55\n# a cache\n"
 
@@ -155,3 +155,28 @@ def test_restore_leaves_out_what_is_excluded(
                   exclude=["/src/keep/deep"])  # fmt: skip
     assert listing(tmp_path / "sub") == ["keep", "keep/a.txt"]
     assert sub.bytes == sub.bytes_total == 1
+
+
+def test_restore_several_includes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("E2EBACKUP_STATE_DIR", str(tmp_path / "state"))
+    src = tmp_path / "src"
+    make_source(src)
+    repo = new_repo(tmp_path / "repo")
+    backup(repo, [str(src)])
+    stats = restore(repo, "latest", str(tmp_path / "out"),
+                    subpath=["src/keep/deep", "/src/fake-cache/kept.bin"])  # fmt: skip
+    assert listing(tmp_path / "out") == [
+        "deep", "deep/b.txt", "deep/scratch.tmp", "kept.bin",
+    ]  # fmt: skip
+    assert stats.bytes == stats.bytes_total == len("b") + len("tmp") + len("kept")
+    with pytest.raises(InvalidArgument, match="same name"):
+        restore(repo, "latest", str(tmp_path / "x"), subpath=["src/keep", "src/keep"])
+    with pytest.raises(InvalidArgument, match="is inside"):
+        restore(repo, "latest", str(tmp_path / "x"), subpath=["src/keep", "src/keep/deep"])
+    r = cli(tmp_path, "restore", "-r", str(tmp_path / "repo"), "latest", "--target",
+            str(tmp_path / "cli"), "--include", "src/keep/a.txt", "--include", "src/cache",
+            E2EBACKUP_PASSWORD=PASSWORD)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert listing(tmp_path / "cli") == [
+        "a.txt", "cache", f"cache/{CACHEDIR_TAG}", "cache/blob.bin",
+    ]  # fmt: skip

@@ -167,7 +167,13 @@ def add_parsers(commands: Any) -> None:
     add_repo_option(r)
     r.add_argument("snapshot", metavar="SNAPSHOT", help="id, unique prefix, or latest")
     r.add_argument("--target", required=True, help="folder to restore into")
-    r.add_argument("--include", metavar="PATH", help="only this file or folder of the snapshot")
+    r.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="only this file or folder of the snapshot (repeatable)",
+    )
     r.add_argument("--overwrite", action="store_true", help="replace existing files")
     r.add_argument(
         "-e",
@@ -514,7 +520,7 @@ def _restore(args: argparse.Namespace) -> int:
             repo,
             args.snapshot,
             args.target,
-            subpath=args.include,
+            subpath=args.include or None,
             overwrite=args.overwrite,
             progress=progress,
             where=_filter(args),

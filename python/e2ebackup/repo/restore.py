@@ -17,6 +17,7 @@ happen in order, in the calling thread.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import tempfile
 from collections import deque
@@ -60,6 +61,18 @@ Progress = Callable[[RestoreStats, str], None]
 
 class RestoreConflict(E2EBackupError):
     """Files in the target exist and overwriting was not asked for."""
+
+
+def _check_includes(paths: list[str]) -> None:
+    """Parts restored side by side must not land on one name or hold one another."""
+    clean = [p.strip("/") for p in paths]
+    names = [p.rpartition("/")[2] for p in clean]
+    if len(set(names)) != len(names):
+        raise InvalidArgument("two --include paths have the same name; restore them apart")
+    for a in clean:
+        for b in clean:
+            if a != b and b.startswith(a + "/"):
+                raise InvalidArgument(f"--include {b!r} is inside --include {a!r}")
 
 
 def _tree(repo: Repository, tree_id: str) -> list[Entry]:
@@ -420,16 +433,25 @@ class Restorer:
             raise
 
     def run(
-        self, snapshot: dict[str, object], target: str, subpath: str | None = None
+        self,
+        snapshot: dict[str, object],
+        target: str,
+        subpath: str | Sequence[str] | None = None,
     ) -> RestoreStats:
+        """Restores all of ``snapshot``, or the files or folders at ``subpath`` (one path or
+        several), each into ``target`` under its own name."""
         root = _tree(self.repo, str(snapshot["tree"]))
-        selected = _select(self.repo, root, subpath)
-        # Where the selected entries sit in the snapshot: excludes match whole snapshot paths.
-        base = (subpath or "").strip("/").rpartition("/")[0]
+        # Each part with where it sits in the snapshot: excludes match whole snapshot paths.
+        parts = [(root, "")]
+        if subpath:
+            paths = [subpath] if isinstance(subpath, str) else list(subpath)
+            _check_includes(paths)
+            parts = [(_select(self.repo, root, p), p.strip("/").rpartition("/")[0]) for p in paths]
         with ThreadPoolExecutor(self.threads, thread_name_prefix="e2ebackup-restore") as pool:
-            self.stats.bytes_total = self._measure(selected, base, pool)
+            self.stats.bytes_total = sum(self._measure(e, base, pool) for e, base in parts)
             os.makedirs(target, exist_ok=True)
-            self._pipeline(self._plan(selected, target, base), pool)
+            steps = itertools.chain.from_iterable(self._plan(e, target, base) for e, base in parts)
+            self._pipeline(steps, pool)
         # One flush of everything at the end instead of an fsync per file (which made restoring
         # many small files several times slower): a file is renamed into place only once all
         # of it authenticated; this makes the whole restore durable before it reports success.
@@ -443,14 +465,14 @@ def restore(
     snapshot_ref: str,
     target: str,
     *,
-    subpath: str | None = None,
+    subpath: str | Sequence[str] | None = None,
     overwrite: bool = False,
     progress: Progress | None = None,
     where: SnapshotFilter | None = None,
     exclude: Sequence[str] = (),
 ) -> RestoreStats:
     """Restores a snapshot (id, unique prefix or ``latest``, the newest that ``where``
-    admits) into ``target``: all of it, or the file or folder at ``subpath``, less what the
+    admits) into ``target``: all of it, or the files or folders at ``subpath``, less what the
     ``exclude`` patterns match (as backup's, against paths in the snapshot: ``*.mp4``,
     ``Media/Video``, ``/chats/Media``)."""
     excludes = Excludes(exclude)
