@@ -26,15 +26,11 @@ from e2ebackup.errors import InvalidArgument
 from e2ebackup.keys import Argon2idParams, RecoveryKey, ScryptParams
 from e2ebackup.repo.backup import BackupStats, backup, backup_stream, scan_size
 from e2ebackup.repo.check import VerifyReport, parse_subset, verify
-from e2ebackup.repo.diff import diff
 from e2ebackup.repo.exclude import Excludes, read_exclude_file
-from e2ebackup.repo.find import find
-from e2ebackup.repo.objects import KIND_TREE
 from e2ebackup.repo.prune import forget
 from e2ebackup.repo.repository import Repository, SnapshotFilter
 from e2ebackup.repo.restore import RestoreStats, restore
 from e2ebackup.repo.retention import Retention, group_key, parse_duration
-from e2ebackup.repo.tree import decode_tree
 from e2ebackup.storage import open_storage
 from e2ebackup.vault import cli as vault_cli
 
@@ -328,7 +324,10 @@ def _bar(args: argparse.Namespace, what: str) -> Iterator[Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    return int(globals()[f"_{args.command}"](args))
+    from e2ebackup import _cli_browse
+
+    handler = getattr(_cli_browse, f"_{args.command}", None) or globals()[f"_{args.command}"]
+    return int(handler(args))
 
 
 def _init(args: argparse.Namespace) -> int:
@@ -418,94 +417,6 @@ def _backup(args: argparse.Namespace) -> int:
         + (f"; {stats.excluded} excluded" if stats.excluded else ""),
     )
     return EXIT_INCOMPLETE if stats.errors else EXIT_OK
-
-
-def _snapshots(args: argparse.Namespace) -> int:
-    repo = open_repo(args)
-    where = _filter(args)
-    snaps = [dict(s, id=sid) for sid, s in repo.snapshots() if where.admits(s)]
-    lines = [f"{'ID':<10}{'TIME':<21}{'HOST':<16}{'SIZE':>10}  {'TAGS':<12}PATHS"]
-    for s in snaps:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s["time"]))
-        size = _human(int(s.get("stats", {}).get("bytes_total", 0)))
-        tags = ",".join(s.get("tags", []))[:11]
-        lines.append(
-            f"{s['id'][:8]:<10}{when:<21}{s['hostname'][:15]:<16}{size:>10}  {tags:<12}"
-            f"{' '.join(s['paths'])}"
-        )
-    _out(args, snaps, "\n".join(lines))
-    return EXIT_OK
-
-
-def _human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000:
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{size:.1f} TB"
-
-
-def _ls(args: argparse.Namespace) -> int:
-    repo = open_repo(args)
-    _, snap = repo.find_snapshot(args.snapshot, _filter(args))
-    rows: list[dict[str, Any]] = []
-    prefix = args.path.strip("/")
-
-    def walk(tree: str, base: str) -> None:
-        for e in decode_tree(repo.read_blob(KIND_TREE, bytes.fromhex(tree))):
-            path = f"{base}/{e['name']}" if base else e["name"]
-            if (
-                not prefix
-                or path == prefix
-                or path.startswith(prefix + "/")
-                or prefix.startswith(path + "/")
-            ):
-                if not prefix or path == prefix or path.startswith(prefix + "/"):
-                    rows.append(
-                        {
-                            "path": path,
-                            "type": e.get("type"),
-                            "size": e.get("size", 0),
-                            "mode": e.get("mode"),
-                            "mtime_ns": e.get("mtime_ns"),
-                        }
-                    )
-                if e.get("type") == "dir":
-                    walk(e["subtree"], path)
-
-    walk(str(snap["tree"]), "")
-    text = "\n".join(
-        f"{r['type'][0] if r['type'] else '?'} {r['size']:>12} {r['path']}" for r in rows
-    )
-    _out(args, rows, text)
-    return EXIT_OK
-
-
-def _find(args: argparse.Namespace) -> int:
-    Excludes(args.patterns)  # a bad pattern fails before any password is asked
-    repo = open_repo(args)
-    rows = [asdict(f) for f in find(repo, args.patterns, _filter(args))]
-    text = "\n".join(
-        f"{r['snapshot'][:8]}  {time.strftime('%Y-%m-%d %H:%M', time.localtime(r['time']))}  "
-        f"{r['size']:>12}  {r['path']}"
-        for r in rows
-    )
-    _out(args, rows, text or "no match")
-    return EXIT_OK if rows else EXIT_FAILED
-
-
-def _diff(args: argparse.Namespace) -> int:
-    repo = open_repo(args)
-    changes = list(diff(repo, args.old, args.new))
-    counts = {k: sum(c.kind == k for c in changes) for k in "+-MTU"}
-    summary = (
-        f"{counts['+']} added, {counts['-']} removed, {counts['M']} modified, "
-        f"{counts['T']} changed type, {counts['U']} metadata only"
-    )
-    lines = [f"{c.kind}  {c.path}" + ("/" if c.type == "dir" else "") for c in changes]
-    _out(args, [asdict(c) for c in changes], "\n".join([*lines, summary]))
-    return EXIT_OK
 
 
 def _restore(args: argparse.Namespace) -> int:
