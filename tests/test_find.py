@@ -65,3 +65,25 @@ def test_find_command(tmp_path: Path) -> None:
     assert "no match" in missing.stdout
     bad = cli(tmp_path, "find", "-r", repo, "[oops")
     assert bad.returncode == 2
+
+
+def test_find_and_diff_wait_for_no_one_holding_the_repository(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both read under a shared lock: while a prune (an exclusive lock) runs, they refuse
+    rather than read packs that may be going away."""
+    from e2ebackup.repo import diff
+    from e2ebackup.repo.lock import RepositoryLocked
+
+    monkeypatch.setenv("E2EBACKUP_STATE_DIR", str(tmp_path / "state"))
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("a")
+    repo = new_repo(tmp_path / "repo")
+    sid, _ = backup(repo, [str(src)])
+    with repo.lock(exclusive=True):
+        with pytest.raises(RepositoryLocked):
+            list(find(repo, ["a.txt"]))
+        with pytest.raises(RepositoryLocked):
+            list(diff(repo, sid, "latest"))
+    assert [f.path for f in find(repo, ["a.txt"])] == ["src/a.txt"]

@@ -8,7 +8,7 @@ has it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from e2ebackup.repo.exclude import Excludes
@@ -56,6 +56,16 @@ def find(
             cache[key] = found
         return cache[key]
 
+    with repo.lock(exclusive=False):  # a prune running meanwhile waits, or is waited for
+        yield from _search(repo, matcher, matches, where)
+
+
+def _search(
+    repo: Repository,
+    matcher: Excludes,
+    matches: Callable[[str, str], list[tuple[str, Entry]]],
+    where: SnapshotFilter | None,
+) -> Iterator[Found]:
     for sid, snap in repo.snapshots():
         if where is not None and not where.admits(snap):
             continue
