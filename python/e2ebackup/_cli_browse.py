@@ -21,7 +21,8 @@ from e2ebackup.repo.tree import decode_tree
 def _snapshots(args: argparse.Namespace) -> int:
     repo = open_repo(args)
     where = _filter(args)
-    snaps = [dict(s, id=sid) for sid, s in repo.snapshots() if where.admits(s)]
+    with repo.lock(exclusive=False):
+        snaps = [dict(s, id=sid) for sid, s in repo.snapshots() if where.admits(s)]
     lines = [f"{'ID':<10}{'TIME':<21}{'HOST':<16}{'SIZE':>10}  {'TAGS':<12}PATHS"]
     for s in snaps:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s["time"]))
@@ -46,7 +47,6 @@ def _human(n: int) -> str:
 
 def _ls(args: argparse.Namespace) -> int:
     repo = open_repo(args)
-    _, snap = repo.find_snapshot(args.snapshot, _filter(args))
     rows: list[dict[str, Any]] = []
     prefix = args.path.strip("/")
 
@@ -72,7 +72,9 @@ def _ls(args: argparse.Namespace) -> int:
                 if e.get("type") == "dir":
                     walk(e["subtree"], path)
 
-    walk(str(snap["tree"]), "")
+    with repo.lock(exclusive=False):  # no prune removes what is being read
+        _, snap = repo.find_snapshot(args.snapshot, _filter(args))
+        walk(str(snap["tree"]), "")
     text = "\n".join(
         f"{r['type'][0] if r['type'] else '?'} {r['size']:>12} {r['path']}" for r in rows
     )
