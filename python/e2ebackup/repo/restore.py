@@ -8,10 +8,11 @@ Existing files are never replaced unless ``overwrite`` is set.
 The walk is a plan of steps in order (make a folder, start a file, write a run of blobs, finish
 a file, finish a folder). Adjacent blobs of one pack are fetched with one ranged read, also
 across files (a folder of small files backed up together is a few reads, not one per file).
-Reading and opening blobs runs ahead of writing, in a few threads, by at most ``LOOKAHEAD``
-sealed bytes: reads, decryption and writes overlap, and a remote store's latency hides behind
-several reads at once, while memory stays bounded whatever the size of the snapshot. Writes
-happen in order, in the calling thread.
+Reading and opening blobs runs ahead of writing in a few threads (the storage's concurrency:
+2 on a local disk, 4 on S3), by at most ``LOOKAHEAD`` sealed bytes a thread: reads,
+decryption and writes overlap, and a remote store's latency hides behind several reads at
+once, while memory stays bounded whatever the size of the snapshot. Writes happen in order,
+in the calling thread.
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ from e2ebackup.repo.tree import Entry, decode_tree
 
 # Adjacent blobs of one pack are fetched with one ranged read of at most this size.
 COALESCE = 8 << 20
-# Sealed bytes being read or opened ahead of the writer; with the run being written, this
-# bounds what restore holds in memory.
-LOOKAHEAD = 16 << 20
+# Sealed bytes a thread reads or opens ahead of the writer (one read each in flight); with the
+# run being written, this bounds what restore holds in memory: about 2 x 8 MiB x threads.
+LOOKAHEAD = 8 << 20
 # Steps queued ahead of the writer (folders and empty files cost no bytes but still count).
 MAX_STEPS_AHEAD = 4096
 # Folder listings (tree blobs) kept from the first walk, which sizes the restore, for the
@@ -395,6 +396,7 @@ class Restorer:
     def _pipeline(self, steps: Iterator[_Step], pool: ThreadPoolExecutor) -> None:
         ahead: deque[_Step] = deque()
         in_flight = 0
+        window = LOOKAHEAD * self.threads
 
         def submit(read: _Read) -> None:
             if read.future is None:
@@ -421,7 +423,7 @@ class Restorer:
                         step.read = growing
                     in_flight += step.end - step.start
                 ahead.append(step)
-                while ahead and (in_flight > LOOKAHEAD or len(ahead) > MAX_STEPS_AHEAD):
+                while ahead and (in_flight > window or len(ahead) > MAX_STEPS_AHEAD):
                     in_flight -= write_next()
             while ahead:
                 in_flight -= write_next()
