@@ -69,3 +69,24 @@ def test_command_line_filters(tmp_path: Path) -> None:
     missing = here("restore", "-r", repo, "latest", "--host", "nowhere", "--target", "out2")
     assert missing.returncode == 2
     assert "no snapshot from host nowhere" in missing.stderr
+
+
+def test_stats_command(tmp_path: Path) -> None:
+    """Two backups of the same 2 MB of random data hold 4 MB and store about 2 MB."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.bin").write_bytes(os.urandom(2_000_000))
+    repo = str(tmp_path / "repo")
+    assert cli(tmp_path, "init", "-r", repo).returncode == 0
+    for _ in range(2):
+        assert cli(tmp_path, "backup", "-r", repo, str(src)).returncode == 0
+    shown = cli(tmp_path, "stats", "-r", repo, "--json")
+    assert shown.returncode == 0, shown.stderr
+    value = json.loads(shown.stdout)
+    assert value["snapshots"] == 2
+    assert value["snapshot_bytes"] == 4_000_000
+    assert value["latest_bytes"] == 2_000_000
+    assert 2_000_000 < value["stored_bytes"] < 2_100_000
+    assert 1.9 < value["saving"] <= 2.0
+    text = cli(tmp_path, "stats", "-r", repo).stdout
+    assert "2 snapshots hold 4.0 MB (the newest 2.0 MB)" in text

@@ -1,4 +1,4 @@
-"""The read-only commands on a repository: ``snapshots``, ``ls``, ``find`` and ``diff``.
+"""The read-only commands on a repository: ``snapshots``, ``ls``, ``find``, ``diff``, ``stats``.
 
 Their options are declared with the others in :mod:`e2ebackup._cli_repo`, which runs them.
 """
@@ -105,4 +105,30 @@ def _diff(args: argparse.Namespace) -> int:
     )
     lines = [f"{c.kind}  {c.path}" + ("/" if c.type == "dir" else "") for c in changes]
     _out(args, [asdict(c) for c in changes], "\n".join([*lines, summary]))
+    return EXIT_OK
+
+
+def _stats(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+    with repo.lock(exclusive=False):
+        snaps = [s for _, s in repo.snapshots() if _filter(args).admits(s)]
+        index = repo.index
+        stored = sum(index.pack_sizes.values())
+        value: dict[str, Any] = {
+            "snapshots": len(snaps),
+            "packs": len(index.pack_sizes),
+            "blobs": len(index),
+            "stored_bytes": stored,
+            # What the snapshots hold, each counted whole: restoring all of them writes this.
+            "snapshot_bytes": sum(int(s.get("stats", {}).get("bytes_total", 0)) for s in snaps),
+            "latest_bytes": int(snaps[-1].get("stats", {}).get("bytes_total", 0)) if snaps else 0,
+        }
+    value["saving"] = round(value["snapshot_bytes"] / stored, 2) if stored else None
+    text = (
+        f"{value['snapshots']} snapshots hold {_human(value['snapshot_bytes'])} "
+        f"(the newest {_human(value['latest_bytes'])}); stored: {_human(stored)} in "
+        f"{value['packs']} packs, {value['blobs']} blobs"
+        + (f": {value['saving']}x less by deduplication and compression" if stored else "")
+    )
+    _out(args, value, text)
     return EXIT_OK

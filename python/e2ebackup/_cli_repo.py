@@ -43,7 +43,18 @@ _PERIOD_NAMES = {
     "monthly": "months",
     "yearly": "years",
 }
-COMMANDS = ("init", "backup", "snapshots", "ls", "find", "diff", "restore", "verify", "forget")
+COMMANDS = (
+    "init",
+    "backup",
+    "snapshots",
+    "ls",
+    "find",
+    "diff",
+    "stats",
+    "restore",
+    "verify",
+    "forget",
+)
 
 
 def add_repo_option(parser: argparse.ArgumentParser) -> None:
@@ -158,6 +169,10 @@ def add_parsers(commands: Any) -> None:
     add_repo_option(df)
     df.add_argument("old", metavar="SNAPSHOT1", help="id, unique prefix, or latest")
     df.add_argument("new", metavar="SNAPSHOT2", help="id, unique prefix, or latest")
+
+    st = commands.add_parser("stats", help="what the snapshots hold and what is stored")
+    add_repo_option(st)
+    add_filter_options(st)
 
     r = commands.add_parser("restore", help="restore a snapshot")
     add_repo_option(r)
