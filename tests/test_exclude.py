@@ -3,6 +3,7 @@ the API and the command line, with the progress total counting the same files.""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 from pathlib import Path
@@ -12,6 +13,8 @@ from e2ebackup.errors import InvalidArgument
 from e2ebackup.repo.backup import backup, scan_size
 from e2ebackup.repo.exclude import CACHEDIR_TAG, Excludes, read_exclude_file
 from e2ebackup.repo.restore import restore
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from repo_helpers import PASSWORD, cli, new_repo, open_repo
 
 TAG = b"Signature: 8a477f597d28d172789f06886806bc55\n# a cache\n"
@@ -38,6 +41,14 @@ TAG = b"Signature: 8a477f597d28d172789f06886806bc55\n# a cache\n"
         ("[!.]*.log", "/var/.x.log", False),
         ("cache/", "/home/ann/cache", True),  # a trailing slash names the folder
         ("a+b(c)", "/x/a+b(c)", True),  # regular-expression characters are literal
+        ("[]x]y", "/p/]y", True),  # a "]" first in a set is a member, as in fnmatch
+        ("[!]x]y", "/p/]y", False),
+        ("[!]x]y", "/p/ay", True),
+        ("[^a]", "/p/^", True),  # "^" is a member, not a negation
+        ("[^a]", "/p/b", False),
+        ("[[&~|]", "/p/&", True),
+        ("[a-c]", "/p/b", True),
+        ("\\x", "/p/\\x", True),
     ],
 )
 def test_patterns(pattern: str, path: str, matches: bool) -> None:
@@ -49,6 +60,8 @@ def test_home_folder_and_bad_patterns() -> None:
     assert Excludes(["~/Downloads"]).excluded(f"{home}/Downloads", "Downloads")
     with pytest.raises(InvalidArgument, match="without"):
         Excludes(["photo[12"])
+    with pytest.raises(InvalidArgument, match="exclude pattern"):
+        Excludes(["[z-a]"])
     assert not Excludes([])
     assert Excludes([], exclude_caches=True)
 
@@ -180,3 +193,20 @@ def test_restore_several_includes(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert listing(tmp_path / "cli") == [
         "a.txt", "cache", f"cache/{CACHEDIR_TAG}", "cache/blob.bin",
     ]  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    pattern=st.text(alphabet="ab*?[]!^-&", max_size=8),
+    name=st.text(alphabet="ab^-]&!", min_size=1, max_size=6),
+)
+def test_name_patterns_match_as_fnmatch_does(pattern: str, name: str) -> None:
+    """On names, the glob is fnmatch's (where fnmatch's pattern is one we accept)."""
+    try:
+        ours = Excludes([pattern])
+    except InvalidArgument:
+        assume(False)
+        return
+    if not pattern.strip():
+        return
+    assert ours.excluded(f"/x/{name}", name) is fnmatch.fnmatchcase(name, pattern.strip())

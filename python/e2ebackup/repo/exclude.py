@@ -44,13 +44,17 @@ def _translate(pattern: str) -> str:
         elif c == "?":
             out.append("[^/]")
         elif c == "[":
-            end = pattern.find("]", i + 2 if pattern[i + 1 : i + 2] in ("!", "]") else i + 1)
+            # As fnmatch: "!" first negates, a "]" right after "[" or "[!" is a member.
+            j = i + 1
+            negate = pattern[j : j + 1] == "!"
+            j += negate
+            j += pattern[j : j + 1] == "]"
+            end = pattern.find("]", j)
             if end < 0:
                 raise InvalidArgument(f"exclude pattern {pattern!r}: '[' without ']'")
-            body = pattern[i + 1 : end]
-            if body.startswith("!"):
-                body = "^" + body[1:]
-            out.append("[" + body.replace("\\", "\\\\") + "]")
+            raw = pattern[i + 1 + negate : end]
+            members = "".join("\\" + ch if ch in "\\^[]&~|" else ch for ch in raw)
+            out.append("[" + ("^" if negate else "") + members + "]")
             i = end
         else:
             out.append(re.escape(c))
@@ -74,8 +78,11 @@ class Excludes:
                 paths.append(_translate(p))
             else:
                 paths.append("(?:.*/)?" + _translate(p))
-        self._name = re.compile("|".join(f"(?:{n})" for n in names)) if names else None
-        self._path = re.compile("|".join(f"(?:{p})" for p in paths)) if paths else None
+        try:
+            self._name = re.compile("|".join(f"(?:{n})" for n in names)) if names else None
+            self._path = re.compile("|".join(f"(?:{p})" for p in paths)) if paths else None
+        except re.error as e:  # a character range backwards, like [z-a]
+            raise InvalidArgument(f"exclude pattern: {e}") from None
 
     def __bool__(self) -> bool:
         return bool(self.patterns) or self.exclude_caches
