@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 from collections.abc import Iterable
@@ -52,14 +53,22 @@ def _translate(pattern: str) -> str:
             end = pattern.find("]", j)
             if end < 0:
                 raise InvalidArgument(f"exclude pattern {pattern!r}: '[' without ']'")
-            raw = pattern[i + 1 + negate : end]
-            members = "".join("\\" + ch if ch in "\\^[]&~|" else ch for ch in raw)
-            out.append("[" + ("^" if negate else "") + members + "]")
+            out.append(_bracket(pattern[i : end + 1]))
             i = end
         else:
             out.append(re.escape(c))
         i += 1
     return "".join(out)
+
+
+def _bracket(expression: str) -> str:
+    """The regular expression of one ``[...]`` set, exactly as fnmatch reads it (ranges,
+    negation, and the characters a regular expression would take for operators)."""
+    translated = fnmatch.translate(expression)  # "(?s:" + the set + ")\\Z"
+    prefix, suffix = "(?s:", ")\\Z"
+    if not (translated.startswith(prefix) and translated.endswith(suffix)):
+        raise InvalidArgument(f"exclude pattern: cannot read {expression!r}")
+    return translated[len(prefix) : -len(suffix)]
 
 
 class Excludes:
