@@ -6,6 +6,8 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -209,3 +211,45 @@ def test_name_patterns_match_as_fnmatch_does(pattern: str, name: str) -> None:
     if not pattern.strip():
         return
     assert ours.excluded(f"/x/{name}", name) is fnmatch.fnmatchcase(name, pattern.strip())
+
+
+@pytest.fixture
+def mounted(tmp_path: Path) -> Iterator[Path]:
+    """A tmpfs mounted inside the tree to back up (needs root, as a real mount does)."""
+    point = tmp_path / "src" / "keep" / "usb-disk"
+    point.mkdir(parents=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(point)],
+        capture_output=True, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        (point / "on-the-other-disk.bin").write_bytes(b"elsewhere" * 100)
+        yield point
+    finally:
+        subprocess.run(["umount", str(point)], check=False)
+
+
+def test_one_file_system_keeps_the_mount_point_empty(
+    tmp_path: Path, mounted: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("E2EBACKUP_STATE_DIR", str(tmp_path / "state"))
+    src = tmp_path / "src"
+    make_source(src)
+    repo = new_repo(tmp_path / "repo")
+    _, whole = backup(repo, [str(src)])
+    assert whole.excluded == 0
+    _, stats = backup(repo, [str(src)], one_file_system=True)
+    assert stats.excluded == 1
+    restore(repo, "latest", str(tmp_path / "out"))
+    assert (tmp_path / "out" / "src" / "keep" / "usb-disk").is_dir()
+    assert list((tmp_path / "out" / "src" / "keep" / "usb-disk").iterdir()) == []
+    assert (tmp_path / "out" / "src" / "keep" / "a.txt").read_text() == "a"
+    with_mount = scan_size([str(src)])
+    without = scan_size([str(src)], one_file_system=True)
+    assert with_mount == (without[0] + 1, without[1] + 900)
+    r = cli(tmp_path, "backup", "-r", str(tmp_path / "repo"), str(src), "-x", "--json",
+            E2EBACKUP_PASSWORD=PASSWORD)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["stats"]["excluded"] == 1

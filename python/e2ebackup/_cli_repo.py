@@ -138,6 +138,12 @@ def add_parsers(commands: Any) -> None:
         help="patterns from FILE, one a line ('#' starts a comment)",
     )
     b.add_argument(
+        "-x",
+        "--one-file-system",
+        action="store_true",
+        help="do not descend into other file systems mounted inside the paths",
+    )
+    b.add_argument(
         "--exclude-caches",
         action="store_true",
         help="leave out the contents of folders tagged with a CACHEDIR.TAG file",
@@ -390,7 +396,10 @@ def _backup(args: argparse.Namespace) -> int:
         total: list[tuple[int, int]] = []
         if bar is not None:
             threading.Thread(
-                target=lambda: total.append(scan_size(args.paths, excludes)), daemon=True
+                target=lambda: total.append(
+                    scan_size(args.paths, excludes, one_file_system=args.one_file_system)
+                ),
+                daemon=True,
             ).start()
 
         def progress(stats: BackupStats, path: str) -> None:
@@ -414,6 +423,7 @@ def _backup(args: argparse.Namespace) -> int:
             lock_wait=args.lock_wait,
             exclude=patterns,
             exclude_caches=args.exclude_caches,
+            one_file_system=args.one_file_system,
         )
     elapsed = time.monotonic() - start
     value = {

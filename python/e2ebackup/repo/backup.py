@@ -64,9 +64,12 @@ class Archiver:
         progress: Progress | None = None,
         on_error: Callable[[str, Exception], None] | None = None,
         excludes: Excludes | None = None,
+        one_file_system: bool = False,
     ) -> None:
         self.repo = repo
         self.excludes = excludes or Excludes()
+        self.one_file_system = one_file_system
+        self._device: int | None = None  # of the path given that is being walked
         self.codec = repo.codec
         chunker = repo.config["chunker"]
         self.chunker = _core.Chunker(
@@ -237,7 +240,12 @@ class Archiver:
         elif stat.S_ISDIR(st.st_mode):
             entry["type"] = "dir"
             old_tree = old.get("subtree") if old and old.get("type") == "dir" else None
-            entry["subtree"] = self._dir(path, old_tree)
+            if self.one_file_system and st.st_dev != self._device:
+                # Another file system mounted here: the mount point is kept, empty, as restic's -x.
+                self.stats.excluded += 1
+                entry["subtree"] = self._add_tree([])
+            else:
+                entry["subtree"] = self._dir(path, old_tree)
         elif stat.S_ISLNK(st.st_mode):
             entry["type"] = "symlink"
             entry["target"] = os.readlink(path)
@@ -323,6 +331,7 @@ class Archiver:
         try:
             root: list[Entry] = []
             for path, name in zip(absolute, names, strict=True):
+                self._device = os.lstat(path).st_dev
                 entry = self._entry(path, name, old_root.get(name))
                 if entry is not None:
                     root.append(entry)
@@ -435,10 +444,12 @@ def backup(
     lock_wait: float = 0.0,
     exclude: Sequence[str] = (),
     exclude_caches: bool = False,
+    one_file_system: bool = False,
 ) -> tuple[str, BackupStats]:
     """Backs up ``paths`` into ``repo`` under an exclusive lock; returns the snapshot id and
     the statistics. The parent is the newest snapshot of the same paths from this host.
-    ``exclude`` patterns and ``exclude_caches`` leave things out (:mod:`.exclude`); the paths
+    ``exclude`` patterns and ``exclude_caches`` leave things out (:mod:`.exclude`), and
+    ``one_file_system`` the contents of other file systems mounted inside the paths; the paths
     given are always backed up."""
     excludes = Excludes(exclude, exclude_caches=exclude_caches)
     with repo.lock(exclusive=True, wait=lock_wait):
@@ -453,7 +464,12 @@ def backup(
             ):
                 parent = (sid, snap)
         archiver = Archiver(
-            repo, threads=threads, progress=progress, on_error=on_error, excludes=excludes
+            repo,
+            threads=threads,
+            progress=progress,
+            on_error=on_error,
+            excludes=excludes,
+            one_file_system=one_file_system,
         )
         archiver.stats.packs_recovered = recovered
         sid = archiver.run(paths, parent=parent, tags=tags)
@@ -483,19 +499,25 @@ def backup_stream(
         return sid, archiver.stats
 
 
-def scan_size(paths: list[str], excludes: Excludes | None = None) -> tuple[int, int]:
-    """Files and bytes under ``paths`` (regular files, no symlinks followed, ``excludes`` left
-    out): the progress bar's total, computed while the backup runs."""
+def scan_size(
+    paths: list[str], excludes: Excludes | None = None, *, one_file_system: bool = False
+) -> tuple[int, int]:
+    """Files and bytes under ``paths`` (regular files, no symlinks followed, ``excludes`` and,
+    with ``one_file_system``, other file systems left out): the progress bar's total, computed
+    while the backup runs."""
     excludes = excludes or Excludes()
     files = size = 0
-    stack = [os.path.abspath(p) for p in paths]
+    stack: list[tuple[str, int | None]] = [(os.path.abspath(p), None) for p in paths]
     while stack:
-        path = stack.pop()
+        path, device = stack.pop()
         try:
             st = os.lstat(path)
         except OSError:
             continue
+        device = st.st_dev if device is None else device
         if stat.S_ISDIR(st.st_mode):
+            if one_file_system and st.st_dev != device:
+                continue
             try:
                 names = os.listdir(path)
             except OSError:
@@ -503,7 +525,7 @@ def scan_size(paths: list[str], excludes: Excludes | None = None) -> tuple[int, 
             if excludes.is_cache_dir(path):
                 names = [CACHEDIR_TAG]
             stack.extend(
-                os.path.join(path, n)
+                (os.path.join(path, n), device)
                 for n in names
                 if not excludes.excluded(os.path.join(path, n), n)
             )
