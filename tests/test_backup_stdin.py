@@ -74,6 +74,9 @@ def test_command_line(tmp_path: Path) -> None:
     both = cli(tmp_path, "backup", "-r", repo, "--stdin", str(tmp_path))
     assert both.returncode == 2
     assert "no paths" in both.stderr
+    dry = cli(tmp_path, "backup", "-r", repo, "--stdin", "--dry-run")
+    assert dry.returncode == 2
+    assert "--dry-run" in dry.stderr
     nothing = cli(tmp_path, "backup", "-r", repo)
     assert nothing.returncode == 2
     assert "give at least one path, or --stdin" in nothing.stderr

@@ -253,3 +253,30 @@ def test_one_file_system_keeps_the_mount_point_empty(
             E2EBACKUP_PASSWORD=PASSWORD)  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["stats"]["excluded"] == 1
+
+
+def test_dry_run_stores_nothing_and_says_what_a_backup_would_add(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("E2EBACKUP_STATE_DIR", str(tmp_path / "state"))
+    src = tmp_path / "src"
+    make_source(src)
+    (src / "big.bin").write_bytes(os.urandom(3 << 20))
+    repo = new_repo(tmp_path / "repo")
+
+    def stored() -> list[str]:
+        return sorted(o.name for o in repo.storage.list("") if not o.name.startswith("locks/"))
+
+    before = stored()
+    sid, dry = backup(repo, [str(src)], exclude=["*.tmp"], dry_run=True)
+    assert sid == ""
+    assert stored() == before
+    assert list(repo.snapshots()) == []
+    _, real = backup(repo, [str(src)], exclude=["*.tmp"])
+    assert dry.bytes_added == real.bytes_added > 3 << 20  # sealing is deterministic in size
+    assert (dry.files_new, dry.excluded) == (real.files_new, real.excluded)
+    r = cli(tmp_path, "backup", "-r", str(tmp_path / "repo"), str(src), "-n",
+            E2EBACKUP_PASSWORD=PASSWORD)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("dry run, nothing stored: ")
+    assert len(list(repo.snapshots())) == 1

@@ -138,6 +138,12 @@ def add_parsers(commands: Any) -> None:
         help="patterns from FILE, one a line ('#' starts a comment)",
     )
     b.add_argument(
+        "-n",
+        "--dry-run",
+        action="store_true",
+        help="read and seal everything, store nothing: what a backup would add",
+    )
+    b.add_argument(
         "-x",
         "--one-file-system",
         action="store_true",
@@ -251,8 +257,10 @@ def _rate(text: str) -> float:
 
 
 def _backup_stdin(args: argparse.Namespace) -> int:
-    if args.paths or args.exclude or args.exclude_file:
+    if args.paths or args.exclude or args.exclude_file or args.one_file_system:
         raise InvalidArgument("--stdin backs up standard input only: no paths or excludes")
+    if args.dry_run:
+        raise InvalidArgument("--dry-run cannot read standard input without storing it")
     if sys.stdin.isatty():
         raise InvalidArgument("--stdin wants data piped in, not a terminal")
     repo = open_repo(args)
@@ -424,6 +432,7 @@ def _backup(args: argparse.Namespace) -> int:
             exclude=patterns,
             exclude_caches=args.exclude_caches,
             one_file_system=args.one_file_system,
+            dry_run=args.dry_run,
         )
     elapsed = time.monotonic() - start
     value = {
@@ -436,10 +445,11 @@ def _backup(args: argparse.Namespace) -> int:
     _out(
         args,
         value,
-        f"snapshot {sid[:8]} saved: {files} files ({stats.files_new} new, {stats.files_changed} "
-        f"changed, {stats.files_unmodified} unmodified), {stats.bytes_total / 1e6:,.1f} MB, "
-        f"{stats.bytes_added / 1e6:,.1f} MB added, in {elapsed:.1f}s"
-        + (f"; {stats.excluded} excluded" if stats.excluded else ""),
+        ("dry run, nothing stored: " if args.dry_run else f"snapshot {sid[:8]} saved: ")
+        + f"{files} files ({stats.files_new} new, {stats.files_changed} changed, "
+        f"{stats.files_unmodified} unmodified), {stats.bytes_total / 1e6:,.1f} MB, "
+        f"{stats.bytes_added / 1e6:,.1f} MB {'to add' if args.dry_run else 'added'}, "
+        f"in {elapsed:.1f}s" + (f"; {stats.excluded} excluded" if stats.excluded else ""),
     )
     return EXIT_INCOMPLETE if stats.errors else EXIT_OK
 

@@ -65,8 +65,10 @@ class Archiver:
         on_error: Callable[[str, Exception], None] | None = None,
         excludes: Excludes | None = None,
         one_file_system: bool = False,
+        dry_run: bool = False,
     ) -> None:
         self.repo = repo
+        self.dry_run = dry_run
         self.excludes = excludes or Excludes()
         self.one_file_system = one_file_system
         self._device: int | None = None  # of the path given that is being walked
@@ -88,7 +90,9 @@ class Archiver:
         self._batch_ids: list[bytes] = []
         self._batch_compress: list[bool] = []
         self._batch_bytes = 0
-        self.writer = PackWriter(repo.storage, repo.keys, self._stored)
+        self.writer: PackWriter | _Discard = (
+            _Discard() if dry_run else PackWriter(repo.storage, repo.keys, self._stored)
+        )
         # One read buffer for the whole run: zero-filling 8 MiB per file dominated small files.
         self._block = bytearray(READ_BLOCK)
         self._view = memoryview(self._block)
@@ -341,6 +345,8 @@ class Archiver:
         except BaseException:
             self.writer.abort()
             raise
+        if self.dry_run:
+            return ""
         return self._commit(tree, absolute, start, parent, tags)
 
     def run_stream(self, source: BinaryIO, filename: str, *, tags: list[str] | None = None) -> str:
@@ -402,6 +408,22 @@ class Archiver:
 _SIDECARS = ("-journal", "-wal", "-shm")
 
 
+class _Discard:
+    """A pack writer for ``dry_run``: blobs are sealed (so their stored size is known) and
+    dropped; nothing reaches the storage."""
+
+    bytes_uploaded = 0
+
+    def add(self, kind: int, blob_id: bytes, sealed: bytes) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
 def _check_stream_name(filename: str) -> None:
     if not filename or "/" in filename or filename in (".", "..") or "\0" in filename:
         raise InvalidArgument(f"{filename!r} cannot be a file name")
@@ -445,16 +467,18 @@ def backup(
     exclude: Sequence[str] = (),
     exclude_caches: bool = False,
     one_file_system: bool = False,
+    dry_run: bool = False,
 ) -> tuple[str, BackupStats]:
     """Backs up ``paths`` into ``repo`` under an exclusive lock; returns the snapshot id and
     the statistics. The parent is the newest snapshot of the same paths from this host.
     ``exclude`` patterns and ``exclude_caches`` leave things out (:mod:`.exclude`), and
     ``one_file_system`` the contents of other file systems mounted inside the paths; the paths
-    given are always backed up."""
+    given are always backed up. ``dry_run`` reads, chunks and seals everything as a backup
+    would and stores nothing: the statistics say what a backup would add, the id is ""."""
     excludes = Excludes(exclude, exclude_caches=exclude_caches)
     with repo.lock(exclusive=True, wait=lock_wait):
         repo.head(refresh=True)
-        recovered = repo.recover_orphan_packs()
+        recovered = 0 if dry_run else repo.recover_orphan_packs()
         absolute = sorted(os.path.abspath(p) for p in paths)
         parent = None
         for sid, snap in repo.snapshots():
@@ -470,6 +494,7 @@ def backup(
             on_error=on_error,
             excludes=excludes,
             one_file_system=one_file_system,
+            dry_run=dry_run,
         )
         archiver.stats.packs_recovered = recovered
         sid = archiver.run(paths, parent=parent, tags=tags)
