@@ -33,8 +33,9 @@ def find(
     repo: Repository, patterns: Sequence[str], where: SnapshotFilter | None = None
 ) -> Iterator[Found]:
     """Every entry matching any of ``patterns`` in every snapshot ``where`` admits, oldest
-    snapshot first. A path pattern is matched against the path in the snapshot, from its top
-    folder (``photos/2024/beach.jpg``), and against the original absolute path."""
+    snapshot first. Name patterns match a name anywhere; path patterns match the entry's
+    absolute path when it was backed up, so ``2024/*.jpg`` (a path end) and
+    ``/home/ann/photos/2024/*.jpg`` both find ``photos/2024/beach.jpg``."""
     matcher = Excludes(patterns)
     cache: dict[str, list[tuple[str, Entry]]] = {}
 
