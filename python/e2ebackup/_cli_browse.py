@@ -21,7 +21,7 @@ from e2ebackup.repo.tree import decode_tree
 def _snapshots(args: argparse.Namespace) -> int:
     repo = open_repo(args)
     where = _filter(args)
-    with repo.lock(exclusive=False):
+    with repo.read_lock():
         snaps = [dict(s, id=sid) for sid, s in repo.snapshots() if where.admits(s)]
     lines = [f"{'ID':<10}{'TIME':<21}{'HOST':<16}{'SIZE':>10}  {'TAGS':<12}PATHS"]
     for s in snaps:
@@ -72,7 +72,7 @@ def _ls(args: argparse.Namespace) -> int:
                 if e.get("type") == "dir":
                     walk(e["subtree"], path)
 
-    with repo.lock(exclusive=False):  # no prune removes what is being read
+    with repo.read_lock():  # no prune removes what is being read
         _, snap = repo.find_snapshot(args.snapshot, _filter(args))
         walk(str(snap["tree"]), "")
     text = "\n".join(
@@ -110,7 +110,7 @@ def _diff(args: argparse.Namespace) -> int:
 
 def _stats(args: argparse.Namespace) -> int:
     repo = open_repo(args)
-    with repo.lock(exclusive=False):
+    with repo.read_lock():
         snaps = [s for _, s in repo.snapshots() if _filter(args).admits(s)]
         index = repo.index
         stored = sum(index.pack_sizes.values())

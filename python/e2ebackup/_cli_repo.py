@@ -78,6 +78,14 @@ def add_repo_option(parser: argparse.ArgumentParser) -> None:
     add_recovery_key_options(parser)
 
 
+def add_no_lock_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-lock",
+        action="store_true",
+        help="take no lock: for storage this device may only read (safe while no prune runs)",
+    )
+
+
 def add_filter_options(parser: argparse.ArgumentParser) -> None:
     """Which snapshots ``latest`` (and the list) means, as restic's filters."""
     parser.add_argument("--host", help="only snapshots from this host")
@@ -160,12 +168,14 @@ def add_parsers(commands: Any) -> None:
     s = commands.add_parser("snapshots", help="list snapshots")
     add_repo_option(s)
     add_filter_options(s)
+    add_no_lock_option(s)
 
     ls = commands.add_parser("ls", help="list the files of a snapshot")
     add_repo_option(ls)
     ls.add_argument("snapshot", metavar="SNAPSHOT", help="id, unique prefix, or latest")
     ls.add_argument("path", nargs="?", default="", help="only under this path")
     add_filter_options(ls)
+    add_no_lock_option(ls)
 
     fd = commands.add_parser("find", help="find files by name or path in every snapshot")
     add_repo_option(fd)
@@ -176,15 +186,18 @@ def add_parsers(commands: Any) -> None:
         help="a name glob ('IMG_2024*.jpg') or path glob ('Pictures/**/beach*'), as --exclude",
     )
     add_filter_options(fd)
+    add_no_lock_option(fd)
 
     df = commands.add_parser("diff", help="what changed between two snapshots")
     add_repo_option(df)
+    add_no_lock_option(df)
     df.add_argument("old", metavar="SNAPSHOT1", help="id, unique prefix, or latest")
     df.add_argument("new", metavar="SNAPSHOT2", help="id, unique prefix, or latest")
 
     st = commands.add_parser("stats", help="what the snapshots hold and what is stored")
     add_repo_option(st)
     add_filter_options(st)
+    add_no_lock_option(st)
 
     r = commands.add_parser("restore", help="restore a snapshot")
     add_repo_option(r)
@@ -207,9 +220,11 @@ def add_parsers(commands: Any) -> None:
         help="leave out what matches (repeatable; as backup's, on paths in the snapshot)",
     )
     add_filter_options(r)
+    add_no_lock_option(r)
 
     v = commands.add_parser("verify", help="check the repository")
     add_repo_option(v)
+    add_no_lock_option(v)
     v.add_argument("--read-data", action="store_true", help="decrypt and check every object")
     v.add_argument(
         "--read-data-subset",
@@ -311,8 +326,11 @@ def open_repo(args: argparse.Namespace) -> Repository:
     storage = _storage(args)
     recovery_key = read_recovery_key(args)
     if recovery_key is not None:
-        return Repository.open(storage, recovery_key=recovery_key)
-    return Repository.open(storage, password=read_password(args))
+        repo = Repository.open(storage, recovery_key=recovery_key)
+    else:
+        repo = Repository.open(storage, password=read_password(args))
+    repo.no_lock = bool(getattr(args, "no_lock", False))
+    return repo
 
 
 def _out(args: argparse.Namespace, value: Any, text: str) -> None:

@@ -56,7 +56,7 @@ def verify(
     report = VerifyReport()
     threads = threads or max(2, repo.storage.upload_concurrency)
     with (
-        repo.lock(exclusive=False),
+        repo.read_lock(),
         ThreadPoolExecutor(threads, thread_name_prefix="e2ebackup-verify") as pool,
     ):
         _structure(repo, report, pool)

@@ -31,7 +31,7 @@ class Change:
 def diff(repo: Repository, old_ref: str, new_ref: str) -> Iterator[Change]:
     """The changes from snapshot ``old_ref`` to ``new_ref`` (ids, prefixes or ``latest``), in
     path order."""
-    with repo.lock(exclusive=False):  # a prune running meanwhile waits, or is waited for
+    with repo.read_lock():  # a prune running meanwhile waits, or is waited for
         _, old = repo.find_snapshot(old_ref)
         _, new = repo.find_snapshot(new_ref)
         yield from _compare(repo, str(old["tree"]), str(new["tree"]), "")

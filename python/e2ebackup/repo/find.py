@@ -57,7 +57,7 @@ def find(
             cache[key] = found
         return cache[key]
 
-    with repo.lock(exclusive=False):  # a prune running meanwhile waits, or is waited for
+    with repo.read_lock():  # a prune running meanwhile waits, or is waited for
         yield from _search(repo, matcher, matches, where)
 
 

@@ -14,7 +14,7 @@ import threading
 import time
 from types import TracebackType
 
-from e2ebackup.errors import E2EBackupError, ObjectNotFound
+from e2ebackup.errors import E2EBackupError, ObjectNotFound, StoragePermissionDenied
 from e2ebackup.repo.objects import RepoKeys, RepositoryCorrupted, new_id, read_json, write_json
 from e2ebackup.storage.base import Storage
 
@@ -84,7 +84,15 @@ class Lock:
     def acquire(self) -> Lock:
         deadline = time.monotonic() + self.wait
         while True:
-            write_json(self.storage, self.keys, self.name, self._record())
+            try:
+                write_json(self.storage, self.keys, self.name, self._record())
+            except StoragePermissionDenied as e:
+                if self.exclusive:
+                    raise
+                raise StoragePermissionDenied(
+                    f"{e}; reading takes a lock object this storage does not let us write "
+                    "(read-only access?): --no-lock reads without one"
+                ) from None
             holders = self._conflicts()
             if not holders:
                 break

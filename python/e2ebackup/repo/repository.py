@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -366,8 +367,16 @@ class Repository:
             found += 1
         return found
 
+    #: Read without taking a shared lock (``--no-lock``): for storage this device may only
+    #: read. Safe as long as no prune runs meanwhile.
+    no_lock = False
+
     def lock(self, *, exclusive: bool, wait: float = 0.0) -> Lock:
         return Lock(self.storage, self.keys, exclusive=exclusive, wait=wait)
+
+    def read_lock(self) -> AbstractContextManager[object]:
+        """The shared lock readers take (restore, verify, listings), or none with ``no_lock``."""
+        return nullcontext() if self.no_lock else self.lock(exclusive=False)
 
     # -- snapshots
 

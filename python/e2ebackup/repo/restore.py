@@ -478,7 +478,7 @@ def restore(
     ``exclude`` patterns match (as backup's, against paths in the snapshot: ``*.mp4``,
     ``Media/Video``, ``/chats/Media``)."""
     excludes = Excludes(exclude)
-    with repo.lock(exclusive=False):
+    with repo.read_lock():
         _, snapshot = repo.find_snapshot(snapshot_ref, where)
         restorer = Restorer(repo, overwrite=overwrite, progress=progress, excludes=excludes)
         return restorer.run(snapshot, target, subpath)
