@@ -280,3 +280,19 @@ def test_dry_run_stores_nothing_and_says_what_a_backup_would_add(
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("dry run, nothing stored: ")
     assert len(list(repo.snapshots())) == 1
+
+
+def test_files_from_and_the_check_alias(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_source(src)
+    listing_file = tmp_path / "paths"
+    listing_file.write_text(f"# what to back up\n{src / 'keep'}\n\n  {src / 'cache'}  \n")
+    repo = str(tmp_path / "repo")
+    assert cli(tmp_path, "init", "-r", repo).returncode == 0
+    done = cli(tmp_path, "backup", "-r", repo, "--files-from", str(listing_file), "--json")
+    assert done.returncode == 0, done.stderr
+    [snap] = json.loads(cli(tmp_path, "snapshots", "-r", repo, "--json").stdout)
+    assert sorted(snap["paths"]) == [str(src / "cache"), str(src / "keep")]
+    checked = cli(tmp_path, "check", "-r", repo, "--read-data")
+    assert checked.returncode == 0, checked.stderr
+    assert "no errors" in checked.stdout

@@ -26,7 +26,7 @@ from e2ebackup.errors import InvalidArgument
 from e2ebackup.keys import Argon2idParams, RecoveryKey, ScryptParams
 from e2ebackup.repo.backup import BackupStats, backup, backup_stream, scan_size
 from e2ebackup.repo.check import VerifyReport, parse_subset, verify
-from e2ebackup.repo.exclude import Excludes, read_exclude_file
+from e2ebackup.repo.exclude import Excludes, read_exclude_file, read_lines
 from e2ebackup.repo.prune import forget
 from e2ebackup.repo.repository import Repository, SnapshotFilter
 from e2ebackup.repo.restore import RestoreStats, restore
@@ -53,8 +53,10 @@ COMMANDS = (
     "stats",
     "restore",
     "verify",
+    "check",
     "forget",
 )
+_ALIASES = {"check": "verify"}
 
 
 def add_repo_option(parser: argparse.ArgumentParser) -> None:
@@ -120,6 +122,13 @@ def add_parsers(commands: Any) -> None:
     b = commands.add_parser("backup", help="back up files and folders")
     add_repo_option(b)
     b.add_argument("paths", nargs="*", metavar="PATH")
+    b.add_argument(
+        "--files-from",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="more paths, one a line ('#' starts a comment)",
+    )
     b.add_argument(
         "--stdin",
         action="store_true",
@@ -222,7 +231,8 @@ def add_parsers(commands: Any) -> None:
     add_filter_options(r)
     add_no_lock_option(r)
 
-    v = commands.add_parser("verify", help="check the repository")
+    # "check" is restic's name for it: users' fingers know it.
+    v = commands.add_parser("verify", aliases=["check"], help="check the repository")
     add_repo_option(v)
     add_no_lock_option(v)
     v.add_argument("--read-data", action="store_true", help="decrypt and check every object")
@@ -373,7 +383,8 @@ def _bar(args: argparse.Namespace, what: str) -> Iterator[Any]:
 def run(args: argparse.Namespace) -> int:
     from e2ebackup import _cli_browse
 
-    handler = getattr(_cli_browse, f"_{args.command}", None) or globals()[f"_{args.command}"]
+    command = _ALIASES.get(args.command, args.command)
+    handler = getattr(_cli_browse, f"_{command}", None) or globals()[f"_{command}"]
     return int(handler(args))
 
 
@@ -400,6 +411,8 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _backup(args: argparse.Namespace) -> int:
+    for path in args.files_from:
+        args.paths += read_lines(path)
     if args.stdin:
         return _backup_stdin(args)
     if not args.paths:

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 
 from e2ebackup.errors import InvalidArgument
 
-__all__ = ["CACHEDIR_TAG", "Excludes", "read_exclude_file"]
+__all__ = ["CACHEDIR_TAG", "Excludes", "read_exclude_file", "read_lines"]
 
 CACHEDIR_TAG = "CACHEDIR.TAG"
 _SIGNATURE = b"Signature: 8a477f597d28d172789f06886806bc55"
@@ -112,7 +112,11 @@ class Excludes:
             return False
 
 
-def read_exclude_file(path: str) -> list[str]:
-    """Patterns from a file: one a line; blank lines and lines starting with ``#`` skipped."""
+def read_lines(path: str) -> list[str]:
+    """Entries of a list file (``--exclude-file`` patterns, ``--files-from`` paths): one a
+    line, surrounding blanks stripped; blank lines and lines starting with ``#`` skipped."""
     with open(path, encoding="utf-8") as f:
         return [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
+
+
+read_exclude_file = read_lines
