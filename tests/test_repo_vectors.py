@@ -672,7 +672,10 @@ def test_moved_metadata_object_is_rejected(tmp_path: Path) -> None:
 # ---- malformed repositories made with the reference writer ----------------------------------
 
 CRAFT_SLOT = sref.PasswordSlot(PASSWORD, sref.Argon2id(256, 1, 1), b"s" * 16, b"w" * 24, 1764115200)
-PLAIN = b"hello, repository " * 40
+# Shorter than the crafted repositories' chunker minimum (256): one chunk whatever the random
+# chunker key (at 720 bytes, about one key in 200 cut it in two, and the malformed-body cases
+# below then had no blob to malform).
+PLAIN = b"hello, repository " * 12
 
 
 def craft(
@@ -768,13 +771,17 @@ BAD_BODIES: dict[str, Callable[[bytes], bytes]] = {
 def test_malformed_blob_bodies_are_rejected(tmp_path: Path, case: str) -> None:
     """Bodies that authenticate (the writer seals them) but do not decode exactly."""
 
+    malformed: list[bytes] = []
+
     class BadBody(ref.Writer):
         def body(self, kind: int, plaintext: bytes) -> bytes:
             if kind == ref.KIND_DATA and plaintext == PLAIN:
+                malformed.append(plaintext)
                 return BAD_BODIES[case](plaintext)
             return super().body(kind, plaintext)
 
     craft(tmp_path / "repo", {"f": ref.File(PLAIN)}, BadBody)
+    assert malformed, "the crafted repository holds no malformed blob"
     both_refuse(tmp_path / "repo", tmp_path)
     assert not verify(e2e_open(tmp_path / "repo"), read_data=True).ok
 
