@@ -168,6 +168,7 @@ def test_restore_from_a_distant_store_reads_few_ranges_at_once(
         assert proxy.max_in_flight["GET"] > 1
     assert snapshot_of(tmp_path / "out" / "photos") == snapshot_of(src)
     assert stats.files > 300
-    # One read per folder listing (6), and runs of up to 16 MiB for the data: the 300 small
-    # files share a pack and a read or two; the 40 MiB file is a few.
-    assert len(reads) <= 20, [r.target for r in reads]
+    # One read per folder listing (6), and runs of up to 8 MiB for the data: the 300 small
+    # files share a pack and a read or two; the 40 MiB file is 5 to 12, by where its chunks
+    # and packs end (13 reads seen). One read per file would be over 300.
+    assert len(reads) <= 30, [r.target for r in reads]
