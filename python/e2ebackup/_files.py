@@ -63,11 +63,11 @@ def _destination(dst: StrPath | BinaryIO, overwrite: bool) -> Iterator[BinaryIO]
         raise
 
 
-def _readinto(src: BinaryIO, buf: bytearray) -> int:
+def readinto(src: BinaryIO, buf: bytearray) -> int:
     """``readinto`` where the file has it (no copy), ``read`` otherwise."""
-    readinto = getattr(src, "readinto", None)
-    if readinto is not None:
-        return int(readinto(buf) or 0)
+    method = getattr(src, "readinto", None)
+    if method is not None:
+        return int(method(buf) or 0)
     data = src.read(len(buf))
     buf[: len(data)] = data
     return len(data)
@@ -103,13 +103,13 @@ def _pump(
     outbufs = (bytearray(out_size), bytearray(out_size))
     done = 0
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="e2ebackup-io") as pool:
-        reading = pool.submit(_readinto, src, inbufs[0])
+        reading = pool.submit(readinto, src, inbufs[0])
         writing: Future[object] | None = None
         i = 0
         try:
             while n := reading.result():
                 current = inbufs[i % 2]
-                reading = pool.submit(_readinto, src, inbufs[(i + 1) % 2])
+                reading = pool.submit(readinto, src, inbufs[(i + 1) % 2])
                 out = outbufs[i % 2]
                 written = context.update_into(memoryview(current)[:n], out)
                 if writing is not None:

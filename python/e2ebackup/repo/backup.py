@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, BinaryIO
 
 from e2ebackup import _core
+from e2ebackup._files import readinto
 from e2ebackup.errors import E2EBackupError, InvalidArgument
 from e2ebackup.repo.exclude import CACHEDIR_TAG, Excludes
 from e2ebackup.repo.objects import KIND_DATA, KIND_TREE, RepositoryCorrupted
@@ -170,7 +171,7 @@ class Archiver:
         block, view = self._block, self._view
         compress = True
         first = True
-        while n := _readinto(f, block):
+        while n := readinto(f, block):
             data = view[:n]
             if first:
                 if divert_sqlite and data[: len(SQLITE_MAGIC)] == SQLITE_MAGIC:
@@ -427,15 +428,6 @@ class _Discard:
 def _check_stream_name(filename: str) -> None:
     if not filename or "/" in filename or filename in (".", "..") or "\0" in filename:
         raise InvalidArgument(f"{filename!r} cannot be a file name")
-
-
-def _readinto(f: BinaryIO, block: bytearray) -> int:
-    readinto = getattr(f, "readinto", None)
-    if readinto is not None:
-        return int(readinto(block) or 0)
-    data = f.read(len(block))
-    block[: len(data)] = data
-    return len(data)
 
 
 def _sqlite_sidecar(folder: str, name: str, present: set[str]) -> bool:
