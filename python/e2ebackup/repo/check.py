@@ -54,7 +54,7 @@ def verify(
     cloud repository can be read through over several runs."""
     chosen = parse_subset(subset) if subset else None
     report = VerifyReport()
-    threads = threads or max(2, repo.storage.upload_concurrency)
+    threads = threads or repo.storage.read_concurrency
     with (
         repo.read_lock(),
         ThreadPoolExecutor(threads, thread_name_prefix="e2ebackup-verify") as pool,

@@ -87,8 +87,8 @@ class Index:
 
         # A remote store answers faster several at once (a year of daily backups is 365 index
         # objects until a prune merges them).
-        threads = max(2, storage.upload_concurrency)
-        for name, value in zip(names, ordered_map(fetch, names, threads=threads), strict=True):
+        fetched = ordered_map(fetch, names, threads=storage.read_concurrency)
+        for name, value in zip(names, fetched, strict=True):
             try:
                 for pack in value["packs"]:
                     entries = [

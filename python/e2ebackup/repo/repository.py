@@ -383,8 +383,8 @@ class Repository:
     def snapshots(self) -> Iterator[tuple[str, dict[str, Any]]]:
         """Every live snapshot (listed in the head), oldest first."""
         sids = self.head().snapshots
-        threads = max(2, self.storage.upload_concurrency)
-        items = list(zip(sids, ordered_map(self.load_snapshot, sids, threads=threads), strict=True))
+        loaded = ordered_map(self.load_snapshot, sids, threads=self.storage.read_concurrency)
+        items = list(zip(sids, loaded, strict=True))
         items.sort(key=lambda kv: kv[1]["time"])
         return iter(items)
 

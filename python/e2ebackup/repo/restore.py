@@ -175,7 +175,7 @@ class Restorer:
         self.excludes = excludes or Excludes()
         self.overwrite = overwrite
         self.progress = progress
-        self.threads = threads or max(2, repo.storage.upload_concurrency)
+        self.threads = threads or repo.storage.read_concurrency
         self.stats = RestoreStats()
         # The file being written: (stream, temporary name, bytes so far).
         self._open_file: tuple[IO[bytes], str, int] | None = None

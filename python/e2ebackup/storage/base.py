@@ -49,6 +49,12 @@ class Storage(abc.ABC):
     #: store hides its latency behind more.
     upload_concurrency: int = 2
 
+    @property
+    def read_concurrency(self) -> int:
+        """Reads worth running at once (restore, verify, loading indexes and snapshots): as
+        many as uploads, and two at least, so reading overlaps with decrypting even locally."""
+        return max(2, self.upload_concurrency)
+
     @abc.abstractmethod
     def put(self, name: str, data: BinaryIO, *, size: int, sha256: bytes) -> None:
         """Stores ``size`` bytes read from ``data`` as ``name``, atomically: readers see the
