@@ -14,8 +14,6 @@ from e2ebackup._cli_repo import EXIT_FAILED, EXIT_OK, _filter, _out, open_repo
 from e2ebackup.repo.diff import diff
 from e2ebackup.repo.exclude import Excludes
 from e2ebackup.repo.find import find
-from e2ebackup.repo.objects import KIND_TREE
-from e2ebackup.repo.tree import decode_tree
 
 
 def _snapshots(args: argparse.Namespace) -> int:
@@ -51,7 +49,7 @@ def _ls(args: argparse.Namespace) -> int:
     prefix = args.path.strip("/")
 
     def walk(tree: str, base: str) -> None:
-        for e in decode_tree(repo.read_blob(KIND_TREE, bytes.fromhex(tree))):
+        for e in repo.read_tree(tree):
             path = f"{base}/{e['name']}" if base else e["name"]
             if (
                 not prefix

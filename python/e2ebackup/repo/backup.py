@@ -27,7 +27,7 @@ from e2ebackup.repo.objects import KIND_DATA, KIND_TREE, RepositoryCorrupted
 from e2ebackup.repo.pack import PackWriter
 from e2ebackup.repo.repository import Repository
 from e2ebackup.repo.sqlite import SQLITE_MAGIC, consistent_copy, is_sqlite
-from e2ebackup.repo.tree import Entry, decode_tree, encode_tree
+from e2ebackup.repo.tree import Entry, encode_tree
 
 READ_BLOCK = 8 << 20
 # Chunks are sealed in batches of about this many bytes, across all cores.
@@ -263,10 +263,7 @@ class Archiver:
         if tree_id is None:
             return {}
         try:
-            return {
-                e["name"]: e
-                for e in decode_tree(self.repo.read_blob(KIND_TREE, bytes.fromhex(tree_id)))
-            }
+            return {e["name"]: e for e in self.repo.read_tree(tree_id)}
         except RepositoryCorrupted:
             return {}  # a damaged parent only costs re-reading; verify reports it
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 
 from e2ebackup._parallel import ordered_map
 from e2ebackup.errors import E2EBackupError, InvalidArgument, InvalidTag, ObjectNotFound
-from e2ebackup.repo.objects import KIND_TREE, RepositoryCorrupted, pack_name
+from e2ebackup.repo.objects import RepositoryCorrupted, pack_name
 from e2ebackup.repo.pack import parse_pack_header
 from e2ebackup.repo.repository import Repository
-from e2ebackup.repo.tree import Entry, decode_tree
+from e2ebackup.repo.tree import Entry
 
 
 @dataclass
@@ -119,7 +119,7 @@ def _walk(
 
     def listing(tree_id: str) -> list[Entry] | E2EBackupError:
         try:
-            return decode_tree(repo.read_blob(KIND_TREE, bytes.fromhex(tree_id)))
+            return repo.read_tree(tree_id)
         except E2EBackupError as e:  # RepositoryCorrupted among them
             return e
 

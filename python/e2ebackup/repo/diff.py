@@ -11,9 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from e2ebackup.repo.objects import KIND_TREE
 from e2ebackup.repo.repository import Repository
-from e2ebackup.repo.tree import Entry, decode_tree
+from e2ebackup.repo.tree import Entry
 
 __all__ = ["Change", "diff"]
 
@@ -38,7 +37,7 @@ def diff(repo: Repository, old_ref: str, new_ref: str) -> Iterator[Change]:
 
 
 def _listing(repo: Repository, tree_id: str) -> dict[str, Entry]:
-    return {e["name"]: e for e in decode_tree(repo.read_blob(KIND_TREE, bytes.fromhex(tree_id)))}
+    return {e["name"]: e for e in repo.read_tree(tree_id)}
 
 
 def _compare(repo: Repository, old_tree: str, new_tree: str, base: str) -> Iterator[Change]:

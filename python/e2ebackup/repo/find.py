@@ -12,9 +12,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from e2ebackup.repo.exclude import Excludes
-from e2ebackup.repo.objects import KIND_TREE
 from e2ebackup.repo.repository import Repository, SnapshotFilter
-from e2ebackup.repo.tree import Entry, decode_tree
+from e2ebackup.repo.tree import Entry
 
 __all__ = ["Found", "find"]
 
@@ -45,7 +44,7 @@ def find(
         key = f"{tree_id}:{origin}"
         if key not in cache:
             found: list[tuple[str, Entry]] = []
-            for e in decode_tree(repo.read_blob(KIND_TREE, bytes.fromhex(tree_id))):
+            for e in repo.read_tree(tree_id):
                 name = str(e["name"])
                 if matcher.excluded(f"{origin}/{name}", name):
                     found.append((name, e))
@@ -71,7 +70,7 @@ def _search(
         if where is not None and not where.admits(snap):
             continue
         origins = {p.rstrip("/").rsplit("/", 1)[-1] or "root": p for p in snap.get("paths", [])}
-        for e in decode_tree(repo.read_blob(KIND_TREE, bytes.fromhex(str(snap["tree"])))):
+        for e in repo.read_tree(str(snap["tree"])):
             name = str(e["name"])
             origin = origins.get(name, "/" + name)
             hits = [(name, e)] if matcher.excluded(origin, name) else []

@@ -13,11 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from e2ebackup.repo.index import Index
-from e2ebackup.repo.objects import KIND_TREE, pack_name
+from e2ebackup.repo.objects import pack_name
 from e2ebackup.repo.pack import BlobLocation, PackWriter
 from e2ebackup.repo.repository import Repository
 from e2ebackup.repo.retention import Retention, group_key, select
-from e2ebackup.repo.tree import decode_tree
 
 # A pack whose unreferenced blobs are at most this share of it is kept as it is (restic's
 # --max-unused, per pack): repacking reads and writes the whole pack to free that share.
@@ -44,7 +43,7 @@ def _used_blobs(repo: Repository, snapshots: list[str]) -> set[bytes]:
         if tid in used:
             continue
         used.add(tid)
-        for e in decode_tree(repo.read_blob(KIND_TREE, tid)):
+        for e in repo.read_tree(tid):
             if e.get("type") == "dir":
                 stack.append(e["subtree"])
             used.update(bytes.fromhex(c) for c in e.get("content", []))

@@ -18,6 +18,7 @@ from e2ebackup.keyslots import KeySlots
 from e2ebackup.repo.index import Index
 from e2ebackup.repo.lock import Lock
 from e2ebackup.repo.objects import (
+    KIND_TREE,
     REPO_ID_SIZE,
     NotARepository,
     RepoKeys,
@@ -33,6 +34,7 @@ from e2ebackup.repo.objects import (
     write_json,
 )
 from e2ebackup.repo.pack import read_pack_header
+from e2ebackup.repo.tree import Entry, decode_tree
 from e2ebackup.storage.base import Storage
 
 if TYPE_CHECKING:
@@ -439,6 +441,11 @@ class Repository:
             raise RepositoryCorrupted(
                 f"blob {blob_id.hex()[:16]} in pack {loc.pack[:16]} is damaged"
             ) from None
+
+    def read_tree(self, tree_id: str | bytes) -> list[Entry]:
+        """A folder listing (tree blob) by its id, hex or raw."""
+        raw_id = bytes.fromhex(tree_id) if isinstance(tree_id, str) else tree_id
+        return decode_tree(self.read_blob(KIND_TREE, raw_id))
 
     @property
     def codec(self) -> _core.BlobCodec:

@@ -76,10 +76,6 @@ def _check_includes(paths: list[str]) -> None:
                 raise InvalidArgument(f"--include {b!r} is inside --include {a!r}")
 
 
-def _tree(repo: Repository, tree_id: str) -> list[Entry]:
-    return decode_tree(repo.read_blob(KIND_TREE, bytes.fromhex(tree_id)))
-
-
 def _select(repo: Repository, root: list[Entry], subpath: str | None) -> list[Entry]:
     """The entries to restore: the whole root, or the one entry at ``subpath``."""
     if not subpath:
@@ -94,7 +90,7 @@ def _select(repo: Repository, root: list[Entry], subpath: str | None) -> list[En
             return [match]
         if match.get("type") != "dir":
             raise InvalidArgument(f"{'/'.join(parts[: i + 1])!r} is not a directory")
-        entries = _tree(repo, match["subtree"])
+        entries = repo.read_tree(match["subtree"])
     return root
 
 
@@ -442,7 +438,7 @@ class Restorer:
     ) -> RestoreStats:
         """Restores all of ``snapshot``, or the files or folders at ``subpath`` (one path or
         several), each into ``target`` under its own name."""
-        root = _tree(self.repo, str(snapshot["tree"]))
+        root = self.repo.read_tree(str(snapshot["tree"]))
         # Each part with where it sits in the snapshot: excludes match whole snapshot paths.
         parts = [(root, "")]
         if subpath:

@@ -17,7 +17,7 @@ from e2ebackup.keys import KdfParams, RecoveryKey
 from e2ebackup.repo.objects import KIND_DATA, KIND_TREE
 from e2ebackup.repo.pack import BlobLocation, PackWriter
 from e2ebackup.repo.repository import Repository
-from e2ebackup.repo.tree import decode_tree, encode_tree
+from e2ebackup.repo.tree import encode_tree
 from e2ebackup.storage.base import Storage
 
 
@@ -61,7 +61,7 @@ def rotate(
             nonlocal done
             if old_id in mapping:
                 return mapping[old_id]
-            entries = decode_tree(old.read_blob(KIND_TREE, old_id))
+            entries = old.read_tree(old_id)
             for e in entries:
                 if e.get("type") == "dir":
                     e["subtree"] = copy_tree(bytes.fromhex(e["subtree"])).hex()
