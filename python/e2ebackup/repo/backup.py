@@ -322,7 +322,7 @@ class Archiver:
         if not paths:
             raise InvalidArgument("nothing to back up: give at least one path")
         absolute = [os.path.abspath(p) for p in paths]
-        names = [os.path.basename(p.rstrip(os.sep)) or "root" for p in absolute]
+        names = [root_name(p) for p in absolute]
         if len(set(names)) != len(names):
             raise InvalidArgument("two of the paths have the same name; back them up separately")
         for p in absolute:
@@ -420,6 +420,11 @@ class _Discard:
 
     def abort(self) -> None:
         pass
+
+
+def root_name(path: str) -> str:
+    """The name of a backed-up path's entry in the snapshot's root listing."""
+    return os.path.basename(path.rstrip(os.sep)) or "root"
 
 
 def _check_stream_name(filename: str) -> None:

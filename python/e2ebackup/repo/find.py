@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+from e2ebackup.repo.backup import root_name
 from e2ebackup.repo.exclude import Excludes
 from e2ebackup.repo.repository import Repository, SnapshotFilter
 from e2ebackup.repo.tree import Entry
@@ -69,7 +70,7 @@ def _search(
     for sid, snap in repo.snapshots():
         if where is not None and not where.admits(snap):
             continue
-        origins = {p.rstrip("/").rsplit("/", 1)[-1] or "root": p for p in snap.get("paths", [])}
+        origins = {root_name(p): p for p in snap.get("paths", [])}
         for e in repo.read_tree(str(snap["tree"])):
             name = str(e["name"])
             origin = origins.get(name, "/" + name)
