@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from e2ebackup.errors import InvalidArgument
 from e2ebackup.repo.backup import backup, scan_size
-from e2ebackup.repo.exclude import CACHEDIR_TAG, Excludes, read_exclude_file
+from e2ebackup.repo.exclude import CACHEDIR_TAG, Excludes, read_lines
+from e2ebackup.repo.repository import Repository
 from e2ebackup.repo.restore import restore
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -70,7 +71,7 @@ def test_home_folder_and_bad_patterns() -> None:
 def test_exclude_file(tmp_path: Path) -> None:
     f = tmp_path / "excludes"
     f.write_text("# caches\n*.tmp\n\n   node_modules  \n  # indented comment\n")
-    assert read_exclude_file(str(f)) == ["*.tmp", "node_modules"]
+    assert read_lines(str(f)) == ["*.tmp", "node_modules"]
 
 
 def make_source(root: Path) -> None:
@@ -92,13 +93,18 @@ def listing(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
 
 
-def test_backup_leaves_out_what_is_excluded(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def source_and_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Repository]:
+    """``tmp_path/src`` made by make_source, and an empty repository to back it up into."""
     monkeypatch.setenv("E2EBACKUP_STATE_DIR", str(tmp_path / "state"))
-    src = tmp_path / "src"
-    make_source(src)
-    repo = new_repo(tmp_path / "repo")
+    make_source(tmp_path / "src")
+    return tmp_path / "src", new_repo(tmp_path / "repo")
+
+
+def test_backup_leaves_out_what_is_excluded(
+    tmp_path: Path, source_and_repo: tuple[Path, Repository]
+) -> None:
+    src, repo = source_and_repo
     _, stats = backup(repo, [str(src)], exclude=["*.tmp", "node_modules"], exclude_caches=True)
     assert stats.excluded == 3  # scratch.tmp, node_modules, cache/blob.bin
     restore(open_repo(tmp_path / "repo"), "latest", str(tmp_path / "out"))
@@ -116,12 +122,9 @@ def test_backup_leaves_out_what_is_excluded(
 
 
 def test_a_path_given_is_backed_up_even_if_a_pattern_matches_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, source_and_repo: tuple[Path, Repository]
 ) -> None:
-    monkeypatch.setenv("E2EBACKUP_STATE_DIR", str(tmp_path / "state"))
-    src = tmp_path / "src"
-    make_source(src)
-    repo = new_repo(tmp_path / "repo")
+    src, repo = source_and_repo
     backup(repo, [str(src / "node_modules")], exclude=["node_modules"])
     restore(repo, "latest", str(tmp_path / "out"))
     assert listing(tmp_path / "out") == ["node_modules", "node_modules/pkg",
@@ -149,12 +152,9 @@ def test_command_line(tmp_path: Path) -> None:
 
 
 def test_restore_leaves_out_what_is_excluded(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, source_and_repo: tuple[Path, Repository]
 ) -> None:
-    monkeypatch.setenv("E2EBACKUP_STATE_DIR", str(tmp_path / "state"))
-    src = tmp_path / "src"
-    make_source(src)
-    repo = new_repo(tmp_path / "repo")
+    src, repo = source_and_repo
     backup(repo, [str(src)])
     stats = restore(repo, "latest", str(tmp_path / "out"), exclude=["*.tmp", "/src/cache"])
     assert stats.excluded == 2
@@ -171,11 +171,8 @@ def test_restore_leaves_out_what_is_excluded(
     assert sub.bytes == sub.bytes_total == 1
 
 
-def test_restore_several_includes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("E2EBACKUP_STATE_DIR", str(tmp_path / "state"))
-    src = tmp_path / "src"
-    make_source(src)
-    repo = new_repo(tmp_path / "repo")
+def test_restore_several_includes(tmp_path: Path, source_and_repo: tuple[Path, Repository]) -> None:
+    src, repo = source_and_repo
     backup(repo, [str(src)])
     stats = restore(repo, "latest", str(tmp_path / "out"),
                     subpath=["src/keep/deep", "/src/fake-cache/kept.bin"])  # fmt: skip
@@ -232,12 +229,9 @@ def mounted(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_one_file_system_keeps_the_mount_point_empty(
-    tmp_path: Path, mounted: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, mounted: Path, source_and_repo: tuple[Path, Repository]
 ) -> None:
-    monkeypatch.setenv("E2EBACKUP_STATE_DIR", str(tmp_path / "state"))
-    src = tmp_path / "src"
-    make_source(src)
-    repo = new_repo(tmp_path / "repo")
+    src, repo = source_and_repo
     _, whole = backup(repo, [str(src)])
     assert whole.excluded == 0
     _, stats = backup(repo, [str(src)], one_file_system=True)

@@ -26,7 +26,7 @@ from e2ebackup.errors import InvalidArgument
 from e2ebackup.keys import Argon2idParams, RecoveryKey, ScryptParams
 from e2ebackup.repo.backup import BackupStats, backup, backup_stream, scan_size
 from e2ebackup.repo.check import VerifyReport, parse_subset, verify
-from e2ebackup.repo.exclude import Excludes, read_exclude_file, read_lines
+from e2ebackup.repo.exclude import Excludes, read_lines
 from e2ebackup.repo.prune import forget
 from e2ebackup.repo.repository import Repository, SnapshotFilter
 from e2ebackup.repo.restore import RestoreStats, restore
@@ -419,7 +419,7 @@ def _backup(args: argparse.Namespace) -> int:
         raise InvalidArgument("nothing to back up: give at least one path, or --stdin")
     patterns = list(args.exclude)
     for path in args.exclude_file:
-        patterns += read_exclude_file(path)
+        patterns += read_lines(path)
     excludes = Excludes(patterns, exclude_caches=args.exclude_caches)  # bad patterns fail first
     repo = open_repo(args)
     warnings: list[str] = []

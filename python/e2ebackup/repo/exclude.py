@@ -21,7 +21,7 @@ from collections.abc import Iterable
 
 from e2ebackup.errors import InvalidArgument
 
-__all__ = ["CACHEDIR_TAG", "Excludes", "read_exclude_file", "read_lines"]
+__all__ = ["CACHEDIR_TAG", "Excludes", "read_lines"]
 
 CACHEDIR_TAG = "CACHEDIR.TAG"
 _SIGNATURE = b"Signature: 8a477f597d28d172789f06886806bc55"
@@ -118,5 +118,3 @@ def read_lines(path: str) -> list[str]:
     with open(path, encoding="utf-8") as f:
         return [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
 
-
-read_exclude_file = read_lines
