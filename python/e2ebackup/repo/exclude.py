@@ -117,4 +117,3 @@ def read_lines(path: str) -> list[str]:
     line, surrounding blanks stripped; blank lines and lines starting with ``#`` skipped."""
     with open(path, encoding="utf-8") as f:
         return [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
-
