@@ -21,8 +21,8 @@ from e2ebackup.errors import (
     WrongPassword,
     WrongRecoveryKey,
 )
+from e2ebackup.keyring.slots import KeySlots, _check_value
 from e2ebackup.keys import Argon2idParams, RecoveryKey, ScryptParams
-from e2ebackup.keyslots import KeySlots, _check_value
 from helpers import CHUNK, random_bytes
 
 FAST = Argon2idParams(memory_kib=256, iterations=1, parallelism=1)

@@ -152,7 +152,7 @@ def test_peer_client_against_our_vault(vault: VaultProcess) -> None:  # noqa: F8
     assert key == data_key
 
     # And our own client opens the same record, registered by theirs.
-    from e2ebackup.vault.slot import VaultSlot
+    from e2ebackup.keyring.vault_slot import VaultSlot
 
     slot = VaultSlot(vault.url, record_id, result.server_s_pk, Argon2idParams(M, T, P))
     with VaultClient(vault.url, result.server_s_pk) as ours:

@@ -12,7 +12,7 @@ import os
 import sys
 
 from e2ebackup.errors import InvalidArgument
-from e2ebackup.keys import RecoveryKey
+from e2ebackup.keys import Password, RecoveryKey
 
 PASSWORD_ENV = "E2EBACKUP_PASSWORD"  # noqa: S105 - the variable's name, not a password
 RECOVERY_KEY_ENV = "E2EBACKUP_RECOVERY_KEY"
@@ -49,7 +49,8 @@ def _prompt(prompt: str, confirm: bool) -> str:
 
 def read_password(
     args: argparse.Namespace, *, confirm: bool = False, prompt: str = "Password: "
-) -> str:
+) -> Password:
+    """The password, normalised here, where it enters (keys.Password); never from argv."""
     if getattr(args, "password_file", None):
         with open(args.password_file, encoding="utf-8") as f:
             password = _strip_newline(f.read())
@@ -62,7 +63,7 @@ def read_password(
         password = _prompt(prompt, confirm)
     if not password:
         raise InvalidArgument("the password must not be empty")
-    return password
+    return Password(password)
 
 
 def read_recovery_key(args: argparse.Namespace) -> RecoveryKey | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "AlreadyFinalized",
+    "ConflictingKeySlots",
     "CorruptKeySlot",
     "E2EBackupError",
     "InvalidArgument",
@@ -20,12 +21,15 @@ __all__ = [
     "NoMatchingKeySlot",
     "ObjectExists",
     "ObjectNotFound",
+    "ObjectTooLarge",
     "StorageAuthError",
     "StorageError",
     "StorageFull",
     "StoragePermissionDenied",
     "StorageUnavailable",
     "StreamFailed",
+    "TooManyKeySlots",
+    "UnsafeStoragePath",
     "VaultError",
     "VaultKeyMismatch",
     "VaultLocked",
@@ -103,6 +107,16 @@ class CorruptKeySlot(KeySlotError):
     but it does not authenticate."""
 
 
+class ConflictingKeySlots(KeySlotError):
+    """The container holds a vault slot beside a password slot, which no writer makes (it would
+    allow offline guessing of the vault's password): refused before any slot is tried."""
+
+
+class TooManyKeySlots(KeySlotError):
+    """More key slots than a container may hold (slots the storage added to make every open
+    slow): refused before any password hash runs."""
+
+
 class StorageError(E2EBackupError):
     """A storage backend failed. Messages name the object and the backend, never credentials."""
 
@@ -113,6 +127,18 @@ class ObjectNotFound(StorageError):
 
 class ObjectExists(StorageError):
     """The object exists and overwriting was not asked for (objects are written once)."""
+
+
+class ObjectTooLarge(StorageError):
+    """The storage answered a read with more bytes than the reader accepts: more than the range
+    asked for, or a whole object larger than any honest object of its kind (a config, key,
+    head, index, snapshot or lock). Refused before it is read into memory."""
+
+
+class UnsafeStoragePath(StorageError):
+    """A local storage folder holds a symbolic link (or something other than plain files and
+    folders) where an object or its folder should be: refused, so that a planted link cannot
+    make e2ebackup read, write or delete anything outside the repository."""
 
 
 class StorageUnavailable(StorageError):

@@ -2,7 +2,9 @@
 
 A recovery key is 256 bits from the OS CSPRNG, written as 64 hex digits in 16 groups of four
 (WhatsApp's form). It is never shown by ``repr`` or ``str``: call :meth:`RecoveryKey.reveal`
-to get the digits on purpose.
+to get the digits on purpose. A :class:`Password` is normalised once, where it enters the
+library, and is as hidden. Neither can be pickled: a pickle is a copy of the secret on disk or
+on the wire that nobody asked for.
 """
 
 from __future__ import annotations
@@ -13,13 +15,20 @@ import time
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from e2ebackup import _core
 from e2ebackup._hexkey import format_hex_key, parse_hex_key
 from e2ebackup.errors import InvalidArgument
 
-__all__ = ["Argon2idParams", "KdfParams", "RecoveryKey", "ScryptParams", "calibrate"]
+__all__ = [
+    "Argon2idParams",
+    "KdfParams",
+    "Password",
+    "RecoveryKey",
+    "ScryptParams",
+    "calibrate",
+]
 
 
 class RecoveryKey:
@@ -80,10 +89,67 @@ class RecoveryKey:
 
     __str__ = __repr__
 
+    def __reduce__(self) -> Any:
+        raise TypeError("a recovery key cannot be pickled (it would copy the key)")
 
-def normalize_password(password: str | bytes) -> bytes:
+    def __copy__(self) -> RecoveryKey:
+        return self  # immutable
+
+    def __deepcopy__(self, memo: object) -> RecoveryKey:
+        return self
+
+
+class Password:
+    """A password, as the KDF and the vault see it: the UTF-8 of its NFC form (or bytes that
+    are not UTF-8, as given), normalised once here. Hidden from ``repr``/``str``; refuses to
+    be pickled; compared in constant time."""
+
+    __slots__ = ("_secret",)
+
+    def __init__(self, password: str | bytes | Password) -> None:
+        if isinstance(password, Password):
+            self._secret: bytes = password._secret
+        else:
+            self._secret = normalize_password(password)
+
+    @classmethod
+    def of(cls, password: str | bytes | Password | None) -> Password | None:
+        """``password`` as a :class:`Password` (None stays None)."""
+        return None if password is None else cls(password)
+
+    @property
+    def secret(self) -> bytes:
+        """The normalised bytes the KDF hashes."""
+        return self._secret
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Password):
+            return NotImplemented
+        return hmac.compare_digest(self._secret, other._secret)
+
+    def __hash__(self) -> int:
+        return hash((Password, _core.hkdf_sha256(self._secret, info=b"e2ebackup/hash")))
+
+    def __repr__(self) -> str:
+        return "Password(<hidden>)"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a password cannot be pickled (it would copy the password)")
+
+    def __copy__(self) -> Password:
+        return self
+
+    def __deepcopy__(self, memo: object) -> Password:
+        return self
+
+
+def normalize_password(password: str | bytes | Password) -> bytes:
     """Passwords are hashed as UTF-8 of their NFC form, so the same password typed on
     different systems (composed or decomposed accents) opens the same slot."""
+    if isinstance(password, Password):
+        return password.secret
     if isinstance(password, bytes):
         if not password:
             raise InvalidArgument("the password must not be empty")

@@ -17,7 +17,7 @@ import contextlib
 import os
 import shutil
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -25,15 +25,17 @@ from e2ebackup import _core
 from e2ebackup._files import Progress, _destination, _pump, _source
 from e2ebackup._paths import StrPath, atomic_output
 from e2ebackup.errors import E2EBackupError, InvalidArgument
-from e2ebackup.keys import KdfParams, RecoveryKey
-from e2ebackup.keyslots import CONTAINER_ID_SIZE, KeySlots
-from e2ebackup.vault.slot import VaultSlot
+from e2ebackup.keyring import policy
+from e2ebackup.keyring.policy import Credentials, Opened
+from e2ebackup.keyring.slots import CONTAINER_ID_SIZE, MAX_SLOTS, KeySlot, KeySlots
+from e2ebackup.keys import KdfParams, Password, RecoveryKey
 
 if TYPE_CHECKING:
     from e2ebackup.vault.client import VaultClient
 
 __all__ = [
     "MAGIC",
+    "HeaderSlots",
     "NotSealedFile",
     "SealedHeader",
     "add_password",
@@ -109,54 +111,65 @@ def read_header(f: BinaryIO) -> SealedHeader:
     )
 
 
+class HeaderSlots:
+    """The slot area of a sealed file's header, as the key policy's ``SlotStore``: edits are
+    staged in the header and written by ``commit`` (``write``), all at once."""
+
+    def __init__(self, header: SealedHeader, write: Callable[[SealedHeader], None] | None = None):
+        self.header = header
+        self._write = write
+
+    @property
+    def container_id(self) -> bytes:
+        return self.header.container_id
+
+    def load(self) -> KeySlots:
+        return self.header.slots
+
+    def _index(self, slot: KeySlot) -> int:
+        return next(i for i, s in enumerate(self.header.slots.slots) if s is slot)
+
+    def add(self, slot: KeySlot) -> None:
+        slots = self.header.slots
+        if len(slots.slots) + len(slots.unknown) >= MAX_SLOTS:
+            raise InvalidArgument(f"a container holds at most {MAX_SLOTS} key slots")
+        slots.slots.append(slot)
+
+    def replace(self, old: KeySlot, new: KeySlot) -> None:
+        self.header.slots.slots[self._index(old)] = new  # the listing order stays
+
+    def remove(self, slot: KeySlot) -> None:
+        del self.header.slots.slots[self._index(slot)]
+
+    def commit(self) -> None:
+        if self._write is not None:
+            self._write(self.header)
+
+
 def is_sealed(file: StrPath) -> bool:
     with builtins.open(file, "rb") as f:
         return f.read(len(MAGIC)) == MAGIC
 
 
 def _credentials(
-    password: str | bytes | None, recovery_key: RecoveryKey | str | None
-) -> tuple[str | bytes | None, RecoveryKey | None]:
-    if isinstance(recovery_key, str):
-        recovery_key = RecoveryKey.parse(recovery_key)
-    elif recovery_key is not None and not isinstance(recovery_key, RecoveryKey):
-        raise InvalidArgument("recovery_key must be a RecoveryKey or its 64 hex digits")
-    if password is None and recovery_key is None:
+    password: str | bytes | Password | None, recovery_key: RecoveryKey | str | None
+) -> Credentials:
+    credentials = Credentials.of(password, recovery_key)
+    if credentials.password is None and credentials.recovery_key is None:
         raise InvalidArgument("a password or a recovery key is needed")
-    return password, recovery_key
+    return credentials
 
 
-def _unlock(
-    header: SealedHeader, password: str | bytes | None, recovery_key: RecoveryKey | None
-) -> bytes:
-    """The data key. A recovery key, when given, is tried first: it costs one AEAD, a password
-    a full KDF."""
-    if recovery_key is not None:
-        return header.slots.unlock(recovery_key=recovery_key)
-    if password is not None and header.slots.vault_slots():
-        # The password is held by a key vault: one online attempt, no offline check.
-        secret = password
-        return header.slots.unlock_vault(lambda vault: _vault_unlock(vault, secret))
-    return header.slots.unlock(password=password)
-
-
-def _vault_client(vault: VaultSlot) -> VaultClient:
-    from e2ebackup.vault.client import client_for
-
-    return client_for(vault)
-
-
-def _vault_unlock(vault: VaultSlot, password: str | bytes) -> bytes:
-    from e2ebackup.vault.client import unlock_slot
-
-    return unlock_slot(vault, password)
+def _new_header(algorithm: str) -> SealedHeader:
+    container_id = _core.generate_key()[:CONTAINER_ID_SIZE]
+    return SealedHeader(VERSION, algorithm, container_id, KeySlots(container_id), 0)
 
 
 def seal_file(
     src: StrPath | BinaryIO,
     dst: StrPath | BinaryIO,
     *,
-    password: str | bytes | None = None,
+    password: str | bytes | Password | None = None,
     recovery_key: RecoveryKey | str | None = None,
     kdf: KdfParams | None = None,
     algorithm: str = "aes-256-gcm",
@@ -168,22 +181,19 @@ def seal_file(
     """Encrypts ``src`` into a sealed file that ``password`` and/or ``recovery_key`` opens.
     With ``vault``, the password is registered with that key vault instead of getting a
     password slot, so it cannot be guessed offline (docs/VAULT.md)."""
-    password, rk = _credentials(password, recovery_key)
+    credentials = _credentials(password, recovery_key)
     if algorithm not in _ALGORITHM_IDS:
         raise InvalidArgument("algorithm must be 'aes-256-gcm' or 'chacha20-poly1305'")
+    if vault is not None and credentials.password is None:
+        raise InvalidArgument("a key vault needs a password")
     data_key = _core.generate_key()
-    header = SealedHeader(
-        VERSION, algorithm, _core.generate_key()[:CONTAINER_ID_SIZE], KeySlots(bytes(16)), 0
+    header = _new_header(algorithm)
+    policy.enrol(
+        HeaderSlots(header),
+        data_key,
+        Credentials(credentials.password, credentials.recovery_key, vault),
+        kdf=kdf,
     )
-    header.slots = KeySlots(header.container_id)
-    if vault is not None:
-        if password is None:
-            raise InvalidArgument("a key vault needs a password")
-        header.slots.add_vault(data_key, vault.register(password, data_key))
-    elif password is not None:
-        header.slots.add_password(data_key, password, kdf=kdf)
-    if rk is not None:
-        header.slots.add_recovery_key(data_key, rk)
     encryptor = _core.Encryptor(
         header.payload_key(data_key), header.payload_context(), algorithm=algorithm, threads=threads
     )
@@ -196,7 +206,7 @@ def unseal_file(
     src: StrPath | BinaryIO,
     dst: StrPath | BinaryIO,
     *,
-    password: str | bytes | None = None,
+    password: str | bytes | Password | None = None,
     recovery_key: RecoveryKey | str | None = None,
     threads: int | None = None,
     progress: Progress | None = None,
@@ -204,10 +214,10 @@ def unseal_file(
 ) -> int:
     """Decrypts a sealed file. A wrong password is found from the header alone (one KDF and
     one AEAD per slot), before the payload is read; nothing is left at ``dst`` on failure."""
-    password, rk = _credentials(password, recovery_key)
+    credentials = _credentials(password, recovery_key)
     with _source(src) as fin:
         header = read_header(fin)
-        data_key = _unlock(header, password, rk)
+        data_key = policy.unlock(HeaderSlots(header), credentials).data_key
         decryptor = _core.Decryptor(
             header.payload_key(data_key),
             header.payload_context(),
@@ -221,13 +231,13 @@ def unseal_file(
 def check(
     file: StrPath,
     *,
-    password: str | bytes | None = None,
+    password: str | bytes | Password | None = None,
     recovery_key: RecoveryKey | str | None = None,
 ) -> None:
     """Raises unless the credential opens the file's key slots (the payload is not read)."""
-    password, rk = _credentials(password, recovery_key)
+    credentials = _credentials(password, recovery_key)
     with builtins.open(file, "rb") as f:
-        _unlock(read_header(f), password, rk)
+        policy.unlock(HeaderSlots(read_header(f)), credentials)
 
 
 def list_slots(file: StrPath) -> list[dict[str, object]]:
@@ -237,48 +247,54 @@ def list_slots(file: StrPath) -> list[dict[str, object]]:
 
 @contextlib.contextmanager
 def _edit_header(
-    file: StrPath, password: str | bytes | None, recovery_key: RecoveryKey | str | None
-) -> Iterator[tuple[SealedHeader, bytes]]:
-    """Yields the header and data key; on a clean exit the file is rewritten with the edited
-    header and the same payload (copied, not re-encrypted), atomically."""
-    password, rk = _credentials(password, recovery_key)
+    file: StrPath,
+    password: str | bytes | Password | None,
+    recovery_key: RecoveryKey | str | None,
+) -> Iterator[tuple[HeaderSlots, Opened]]:
+    """Yields the header's slots and the unlocked container; the policy's ``commit`` rewrites
+    the file with the edited header and the same payload (copied, not re-encrypted),
+    atomically."""
+    credentials = _credentials(password, recovery_key)
     with builtins.open(file, "rb") as f:
-        header = read_header(f)
-        data_key = _unlock(header, password, rk)
-        yield header, data_key
-        encoded = header.encode()
-        with atomic_output(file) as out:
-            out.write(encoded)
-            f.seek(header.payload_offset)
-            shutil.copyfileobj(f, out, 1 << 20)
-            os.fchmod(out.fileno(), os.fstat(f.fileno()).st_mode & 0o7777)
+
+        def write(header: SealedHeader) -> None:
+            encoded = header.encode()
+            with atomic_output(file) as out:
+                out.write(encoded)
+                f.seek(header.payload_offset)
+                shutil.copyfileobj(f, out, 1 << 20)
+                os.fchmod(out.fileno(), os.fstat(f.fileno()).st_mode & 0o7777)
+
+        store = HeaderSlots(read_header(f), write)
+        yield store, policy.unlock(store, credentials)
 
 
 def add_password(
     file: StrPath,
-    new_password: str | bytes,
+    new_password: str | bytes | Password,
     *,
-    password: str | bytes | None = None,
+    password: str | bytes | Password | None = None,
     recovery_key: RecoveryKey | str | None = None,
     kdf: KdfParams | None = None,
     label: str = "",
 ) -> None:
-    with _edit_header(file, password, recovery_key) as (header, data_key):
-        header.slots.add_password(data_key, new_password, kdf=kdf, label=label)
+    new = Password(new_password)
+    with _edit_header(file, password, recovery_key) as (store, opened):
+        policy.add_password(store, opened, new, kdf=kdf, label=label)
 
 
 def add_recovery_key(
     file: StrPath,
     *,
-    password: str | bytes | None = None,
+    password: str | bytes | Password | None = None,
     recovery_key: RecoveryKey | str | None = None,
     new_recovery_key: RecoveryKey | None = None,
     label: str = "",
 ) -> RecoveryKey:
     """Adds a recovery-key slot (a new random key unless one is given) and returns the key."""
     key = new_recovery_key or RecoveryKey.generate()
-    with _edit_header(file, password, recovery_key) as (header, data_key):
-        header.slots.add_recovery_key(data_key, key, label=label)
+    with _edit_header(file, password, recovery_key) as (store, opened):
+        policy.add_recovery_key(store, opened, key, label=label)
     return key
 
 
@@ -286,74 +302,61 @@ def remove_slot(
     file: StrPath,
     index: int,
     *,
-    password: str | bytes | None = None,
+    password: str | bytes | Password | None = None,
     recovery_key: RecoveryKey | str | None = None,
 ) -> None:
     """Removes slot ``index`` (as listed); never the last. A credential must open the file."""
-    with _edit_header(file, password, recovery_key) as (header, _):
-        header.slots.remove(index)
+    with _edit_header(file, password, recovery_key) as (store, opened):
+        policy.remove_slot(store, opened, index)
 
 
 def change_password(
-    file: StrPath, old: str | bytes, new: str | bytes, *, kdf: KdfParams | None = None
+    file: StrPath,
+    old: str | bytes | Password,
+    new: str | bytes | Password,
+    *,
+    kdf: KdfParams | None = None,
 ) -> None:
     """Rewrites only the slot that ``old`` opens. A password held by a key vault is registered
-    anew (a new record); the old record is deleted once the file holds the new slot."""
-    retired: list[VaultSlot] = []
-    with _edit_header(file, old, None) as (header, data_key):
-        if header.slots.vault_slots():
-            for vault in header.slots.vault_slots():
-                with _vault_client(vault) as client:
-                    header.slots.replace_vault(data_key, vault, client.register(new, data_key))
-                retired.append(vault)
-        else:
-            header.slots.change_password(old, new, kdf=kdf)
-    for vault in retired:
-        with _vault_client(vault) as client:
-            client.delete(vault, old)
+    anew (a new record) at the same vault; the old record is deleted once the file holds the
+    new slot. A vault slot that does not prove itself with the data key is dropped, never
+    contacted."""
+    new_password = Password(new)
+    with _edit_header(file, old, None) as (store, opened):
+        policy.change_password(store, opened, Password(old), new_password, kdf=kdf)
 
 
 def rotate(
     file: StrPath,
     *,
-    password: str | bytes | None = None,
+    password: str | bytes | Password | None = None,
     recovery_key: RecoveryKey | str | None = None,
-    new_password: str | bytes | None = None,
+    new_password: str | bytes | Password | None = None,
     new_recovery_key: RecoveryKey | None = None,
     kdf: KdfParams | None = None,
     threads: int | None = None,
 ) -> None:
-    """Re-encrypts the file under a fresh data key, streaming. The new file has a password
-    slot (``new_password``, else ``password``) and a recovery-key slot (``new_recovery_key``,
-    else ``recovery_key``) for whichever are given; other slots are not carried over. An old
+    """Re-encrypts the file under a fresh data key, streaming. The new file keeps the kinds of
+    credential the old one had: a password held by a vault is registered at the same (proven)
+    vault, else it gets a password slot (``new_password``, else ``password``); and a
+    recovery-key slot (``new_recovery_key``, else ``recovery_key``) if either is given. An old
     data key that leaked can still read old copies of the file, never the new one."""
-    password, rk = _credentials(password, recovery_key)
-    keep_password = new_password if new_password is not None else password
-    keep_rk = new_recovery_key if new_recovery_key is not None else rk
+    credentials = _credentials(password, recovery_key)
+    keep_password = Password.of(new_password) or credentials.password
+    keep_rk = new_recovery_key if new_recovery_key is not None else credentials.recovery_key
     with builtins.open(file, "rb") as f:
         header = read_header(f)
-        old_key = _unlock(header, password, rk)
-        vaults = header.slots.vault_slots()
+        opened = policy.unlock(HeaderSlots(header), credentials)
         decryptor = _core.Decryptor(
-            header.payload_key(old_key),
+            header.payload_key(opened.data_key),
             header.payload_context(),
             algorithm=header.algorithm,
             threads=threads,
         )
         new_key = _core.generate_key()
-        new = SealedHeader(
-            VERSION, header.algorithm, _core.generate_key()[:16], KeySlots(bytes(16)), 0
-        )
-        new.slots = KeySlots(new.container_id)
-        if keep_password is not None and vaults:
-            # The new data key goes to the same vaults, under new records.
-            for vault in vaults:
-                with _vault_client(vault) as client:
-                    new.slots.add_vault(new_key, client.register(keep_password, new_key))
-        elif keep_password is not None:
-            new.slots.add_password(new_key, keep_password, kdf=kdf)
-        if keep_rk is not None:
-            new.slots.add_recovery_key(new_key, keep_rk)
+        new = _new_header(header.algorithm)
+        kinds = policy.rotate(opened, password=keep_password, recovery_key=keep_rk)
+        policy.enrol(HeaderSlots(new), new_key, kinds, kdf=kdf)
         encryptor = _core.Encryptor(
             new.payload_key(new_key),
             new.payload_context(),

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from e2ebackup.keys import KdfParams, RecoveryKey
+from e2ebackup.keys import KdfParams, Password, RecoveryKey
 from e2ebackup.repo.objects import KIND_DATA, KIND_TREE
 from e2ebackup.repo.pack import BlobLocation, PackWriter
 from e2ebackup.repo.repository import Repository
@@ -25,19 +25,21 @@ def rotate(
     old: Repository,
     new_storage: Storage,
     *,
-    password: str | bytes | None = None,
+    password: str | bytes | Password | None = None,
     recovery_key: RecoveryKey | None = None,
     kdf: KdfParams | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Repository:
     """Makes a new repository in ``new_storage`` holding all of ``old``'s snapshots under a
-    fresh data key, with a slot for each credential given; returns it."""
+    fresh data key; returns it. It keeps ``old``'s kinds of credential (keyring.policy.rotate):
+    a password held by a key vault is registered at the same proven vault, else it gets a
+    password slot; and a recovery-key slot for ``recovery_key``."""
     new = Repository.init(
         new_storage,
-        password=password,
-        recovery_key=recovery_key,
+        credentials=old.rotation_credentials(password, recovery_key),
         kdf=kdf,
         chunker=old.config["chunker"],
+        publish=False,
     )
     mapping: dict[bytes, bytes] = {}
     written: set[bytes] = set()
@@ -95,4 +97,5 @@ def rotate(
         index_name = new.index.save_new(new.storage, new.keys)
         ids = [new.write_snapshot(value) for value in copied]
         new.commit(add_snapshots=ids, add_indexes=[index_name] if index_name else [])
+    new.publish()
     return new
