@@ -23,11 +23,11 @@ from e2ebackup.errors import (
     VaultLoginFailed,
     VaultRecordGone,
 )
+from e2ebackup.keyring.slots import KIND_VAULT, KeySlots
+from e2ebackup.keyring.vault_slot import VaultSlot
 from e2ebackup.keys import Argon2idParams, RecoveryKey
-from e2ebackup.keyslots import KIND_VAULT, KeySlots
 from e2ebackup.vault import protocol as p
 from e2ebackup.vault.client import VaultClient
-from e2ebackup.vault.slot import VaultSlot
 from vault_servers import (  # noqa: F401
     PostgresCluster,
     VaultProcess,
@@ -58,7 +58,9 @@ def assert_gone(url: str, slot: VaultSlot) -> None:
     assert isinstance(outcome, VaultRecordGone), outcome
 
 
-def test_register_unlock_and_counter_reset(vault: VaultProcess) -> None:  # noqa: F811
+def test_register_unlock_and_counting(vault: VaultProcess) -> None:  # noqa: F811
+    """A verified login gives back its own attempt only; the owner is told of the failures
+    once, and gives the attempts back on purpose (docs/VAULT.md, Guess counting)."""
     data_key = _core.generate_key()
     with client(vault.url) as c:
         slot = c.register(RIGHT, data_key)
@@ -69,7 +71,15 @@ def test_register_unlock_and_counter_reset(vault: VaultProcess) -> None:  # noqa
                 c.unlock(slot, WRONG)
             assert e.value.attempts_left == left
             assert f"{left} attempts left" in str(e.value)
-        assert c.unlock(slot, RIGHT) == data_key  # a verified login gives the attempts back
+        key, report = c.unlock_with_report(slot, RIGHT)  # the failures stay spent
+        assert key == data_key
+        assert (report.attempts_left, report.max_attempts, report.failed_attempts) == (7, 10, 3)
+        assert c.unlock_with_report(slot, RIGHT)[1].failed_attempts == 0  # told once
+        with pytest.raises(VaultLoginFailed) as e:
+            c.unlock(slot, WRONG)
+        assert e.value.attempts_left == 6
+        report = c.reset_count(slot, RIGHT)
+        assert (report.attempts_left, report.failed_attempts, report.reset) == (10, 1, True)
         with pytest.raises(VaultLoginFailed) as e:
             c.unlock(slot, WRONG)
         assert e.value.attempts_left == 9

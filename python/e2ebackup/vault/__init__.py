@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from e2ebackup.vault.slot import VaultSlot
+from e2ebackup.keyring.vault_slot import VaultSlot
 
 if TYPE_CHECKING:
     from e2ebackup.vault.client import VaultClient

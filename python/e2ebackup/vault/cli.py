@@ -1,4 +1,5 @@
-"""The vault's part of the command line: ``e2ebackup vault serve`` and ``encrypt --vault``.
+"""The vault's part of the command line: ``e2ebackup vault serve``, ``e2ebackup vault
+reset-count`` and ``encrypt --vault``.
 
 Imported by e2ebackup.cli; the server's and client's dependencies (the ``vault`` extra) load
 only when a vault command runs.
@@ -9,6 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 from typing import TYPE_CHECKING, Any
+
+from e2ebackup._credentials import add_password_options
 
 if TYPE_CHECKING:
     from e2ebackup.vault.client import VaultClient
@@ -49,6 +52,15 @@ def add_vault_parser(commands: Any) -> None:
     serve.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
+    reset = actions.add_parser(
+        "reset-count",
+        help="after failed attempts you know were yours: log in with the password and give the "
+        "vault's attempts back",
+    )
+    reset.add_argument("file", metavar="FILE", nargs="?", help="a sealed file, or use -r REPO")
+    reset.add_argument("-r", "--repo", help="a repository (or $E2EBACKUP_REPOSITORY)")
+    reset.add_argument("--s3-endpoint", metavar="URL", help="S3-compatible endpoint")
+    add_password_options(reset)
 
 
 def add_encrypt_options(cmd: argparse.ArgumentParser) -> None:
@@ -70,6 +82,8 @@ def add_encrypt_options(cmd: argparse.ArgumentParser) -> None:
 
 
 def run_vault(args: argparse.Namespace) -> int:
+    if args.vault_command == "reset-count":
+        return _reset_count(args)
     from e2ebackup.vault.server import serve
 
     if bool(args.tls_cert) != bool(args.tls_key):
@@ -85,6 +99,40 @@ def run_vault(args: argparse.Namespace) -> int:
         registration_token_file=args.registration_token_file,
         log_level=args.log_level,
     )
+    return 0
+
+
+def _reset_count(args: argparse.Namespace) -> int:
+    """One verified login at each vault slot's vault, which gives back every attempt no other
+    login holds; the released key is checked against the container as at every unlock."""
+    from e2ebackup._credentials import read_password
+    from e2ebackup.errors import InvalidArgument
+    from e2ebackup.vault.client import watch_unlocks
+
+    if args.file is not None:
+        from e2ebackup import sealed
+
+        if not any(slot["kind"] == "vault" for slot in sealed.list_slots(args.file)):
+            raise InvalidArgument(f"{args.file} has no vault slot: there is no count to reset")
+        with watch_unlocks(reset_count=True) as reports:
+            sealed.check(args.file, password=read_password(args))
+    else:
+        import os
+
+        from e2ebackup._cli_repo import REPOSITORY_ENV
+        from e2ebackup.repo.repository import Repository
+        from e2ebackup.storage import open_storage
+
+        location = args.repo or os.environ.get(REPOSITORY_ENV)
+        if not location:
+            raise InvalidArgument(f"give a FILE, or a repository with -r or ${REPOSITORY_ENV}")
+        storage = open_storage(location, s3_endpoint=args.s3_endpoint)
+        with watch_unlocks(reset_count=True) as reports:
+            Repository.open(storage, password=read_password(args))
+    if not reports:
+        raise InvalidArgument("the password opened no vault slot: there is no count to reset")
+    for report in reports:
+        sys.stderr.write(f"e2ebackup: {report.describe()}\n")
     return 0
 
 

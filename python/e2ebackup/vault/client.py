@@ -4,6 +4,17 @@
     slot = client.register(password, data_key)      # a VaultSlot, to record in the container
     data_key = client.unlock(slot, password)        # one attempt; VaultLoginFailed says how
                                                     # many are left
+    data_key, report = client.unlock_with_report(slot, password)
+    print(report.describe())    # "3 failed attempts since your last unlock; 7 of 10 ..."
+
+Guess accounting (docs/VAULT.md): every login that reaches the vault spends an attempt; a
+verified login gives back only its own. After a verified login the vault tells the owner how
+many logins failed since the last one; :meth:`VaultClient.unlock` logs that as a warning on the
+``e2ebackup.vault.client`` logger (the command line shows it on stderr), and
+:func:`watch_unlocks` collects the reports of the logins made inside it (by ``unseal_file``,
+``Repository.open`` ...). Only the owner resets the count: :meth:`VaultClient.reset_count`, or
+``watch_unlocks(reset_count=True)`` (``e2ebackup vault reset-count``). The client never retries
+a login by itself: each try is the caller's.
 
 The password never leaves this process, nor does anything that allows guessing it offline:
 OPAQUE sends a blinded value, and the Argon2id KSF runs here. The data key is wrapped under a
@@ -14,9 +25,13 @@ releases it, encrypted under the login's session key, only after the login verif
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import ipaddress
+import logging
 import os
 import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from e2ebackup import _core
@@ -32,11 +47,11 @@ from e2ebackup.errors import (
     VaultUnauthorized,
     VaultUnavailable,
 )
+from e2ebackup.keyring.vault_slot import PUBLIC_KEY_SIZE, RECORD_ID_SIZE, VaultSlot
 from e2ebackup.keys import Argon2idParams, normalize_password
 from e2ebackup.vault import protocol as p
-from e2ebackup.vault.slot import PUBLIC_KEY_SIZE, RECORD_ID_SIZE, VaultSlot
 
-__all__ = ["DEFAULT_KSF", "VaultClient"]
+__all__ = ["DEFAULT_KSF", "UnlockReport", "VaultClient", "watch_unlocks"]
 
 # The KSF's cost at registration (recorded in the slot): RFC 9106's second recommendation, as
 # for password slots. Logins pay it on the client; the vault pays nothing for it.
@@ -45,6 +60,86 @@ DEFAULT_KSF = Argon2idParams()
 # only by token (``vault serve --registration-token-file``) ask for it on every register call,
 # including the ones ``key passwd`` and ``rotate`` make.
 TOKEN_ENV = "E2EBACKUP_VAULT_TOKEN"  # noqa: S105 (the variable's name, not a token)
+# A wrong password with this few attempts left gets a plainer warning.
+FEW_ATTEMPTS = 3
+# Counts a vault may report; anything else is not believed (the vault's bytes are untrusted).
+_MAX_COUNT = 1_000_000
+log = logging.getLogger("e2ebackup.vault.client")
+
+
+@dataclass(frozen=True)
+class UnlockReport:
+    """What the vault tells the owner after a verified login; nothing secret. The counts are
+    None from a vault that does not report them (one older than this accounting)."""
+
+    attempts_left: int | None
+    max_attempts: int | None = None
+    failed_attempts: int | None = None
+    unfinished_logins: int | None = None
+    reset: bool = False
+
+    @property
+    def needs_attention(self) -> bool:
+        """Failed or unfinished logins since the last unlock, or half the attempts gone."""
+        if self.failed_attempts or self.unfinished_logins:
+            return True
+        left, most = self.attempts_left, self.max_attempts
+        return left is not None and most is not None and left <= most // 2
+
+    def describe(self) -> str:
+        """For the owner: ``"3 failed attempts since your last unlock; 7 of 10 attempts left
+        before the vault deletes the key ..."``."""
+        parts = []
+        if self.failed_attempts is not None:
+            parts.append(
+                f"{_plural(self.failed_attempts, 'failed attempt')} since your last unlock"
+            )
+        if self.unfinished_logins:
+            unfinished = _plural(self.unfinished_logins, "unfinished login")
+            parts.append(f"{unfinished} holding an attempt each")
+        if self.attempts_left is not None and self.max_attempts is not None:
+            left = f"{self.attempts_left} of {self.max_attempts} attempts left"
+            parts.append(
+                f"count reset: {left}" if self.reset else f"{left} before the vault deletes the key"
+            )
+        text = "the vault reports " + "; ".join(parts) if parts else "the vault reports nothing"
+        if self.reset or not self.needs_attention:
+            return text
+        if self.failed_attempts or self.unfinished_logins:
+            return (
+                f"{text}. If those were not your own tries, someone who knows this vault record "
+                "(the storage provider reads it from the vault slot) is guessing the password. "
+                "Once you know, give the attempts back with `e2ebackup vault reset-count`."
+            )
+        return (
+            f"{text}. Earlier failed attempts are still spent: if they were yours, give them "
+            "back with `e2ebackup vault reset-count`."
+        )
+
+
+@dataclass
+class _Watch:
+    reset: bool
+    reports: list[UnlockReport] = field(default_factory=list)
+
+
+_watching: contextvars.ContextVar[_Watch | None] = contextvars.ContextVar(
+    "e2ebackup_vault_watch", default=None
+)
+
+
+@contextlib.contextmanager
+def watch_unlocks(*, reset_count: bool = False) -> Iterator[list[UnlockReport]]:
+    """Collects the :class:`UnlockReport` of every verified vault login made inside the block
+    (in this thread), such as the one ``sealed.unseal_file`` or ``Repository.open`` makes.
+    With ``reset_count``, those logins also give back every attempt no other login holds
+    (what ``e2ebackup vault reset-count`` does; only a verified login can)."""
+    watch = _Watch(reset_count)
+    token = _watching.set(watch)
+    try:
+        yield watch.reports
+    finally:
+        _watching.reset(token)
 
 
 def _is_loopback(host: str) -> bool:
@@ -148,7 +243,7 @@ class VaultClient:
         if code == "locked":
             raise VaultLocked(message)
         if code == "login_failed":
-            raise VaultLoginFailed(message, _attempts(data))
+            raise VaultLoginFailed(message, _count(data, "attempts_left"))
         if code == "unauthorized":
             raise VaultUnauthorized(f"{message} (give it with --vault-token-file or ${TOKEN_ENV})")
         raise VaultProtocolError(f"the vault refused the request: {message}")
@@ -203,9 +298,9 @@ class VaultClient:
 
     def _login(
         self, slot: VaultSlot, password: str | bytes, action: str
-    ) -> tuple[bytes, bytes, bytes | None]:
-        """One login: ``(export_key, login_id, sealed_blob)``; one attempt spent, and given back
-        if it verifies."""
+    ) -> tuple[bytes, bytes | None, UnlockReport]:
+        """One login: ``(export_key, blob, report)``. It spends one attempt, which the vault
+        gives back if it verifies. Never retried: a failure is the caller's to handle."""
         secret = normalize_password(password)
         login = _core.OpaqueClientLogin(secret)
         started = self._call(
@@ -215,7 +310,7 @@ class VaultClient:
         )
         login_id = p.unhex(started.get("login_id"), "login_id", p.LOGIN_ID_SIZE)
         response = p.unb64(started.get("response"), "response")
-        attempts_left = _attempts(started)
+        attempts_left = _count(started, "attempts_left")
         k = slot.ksf
         try:
             finalization, session_key, export_key, server_key = login.finish(
@@ -236,11 +331,18 @@ class VaultClient:
             "/v1/login/finish",
             {"login_id": login_id.hex(), "finalization": p.b64(finalization), "action": action},
         )
+        report = UnlockReport(
+            _count(finished, "attempts_left"),
+            _count(finished, "max_attempts"),
+            _count(finished, "failed_attempts"),
+            _count(finished, "unfinished_logins"),
+            reset=action == "reset",
+        )
         sealed = finished.get("sealed_blob")
         if sealed is None:
-            return export_key, login_id, None
+            return export_key, None, report
         blob = p.open_release(session_key, login_id, p.unb64(sealed, "sealed_blob"))
-        return export_key, login_id, blob
+        return export_key, blob, report
 
     def _abort(self, login_id: bytes) -> None:
         # Ends the pending login at once (the vault would expire it anyway).
@@ -248,20 +350,41 @@ class VaultClient:
             self._call("POST", "/v1/login/abort", {"login_id": login_id.hex()})
 
     def unlock(self, slot: VaultSlot, password: str | bytes) -> bytes:
-        """The data key. Each call spends one attempt, given back when the password is right.
+        """The data key. Each call spends one attempt; a verified one gives back its own.
         :class:`VaultLoginFailed` (with ``attempts_left``) for a wrong password,
-        :class:`VaultRecordGone` once the vault deleted the key."""
-        export_key, _, blob = self._login(slot, password, "release")
+        :class:`VaultRecordGone` once the vault deleted the key. Failed logins since the last
+        unlock are logged as a warning (see :meth:`unlock_with_report`)."""
+        return self.unlock_with_report(slot, password)[0]
+
+    def unlock_with_report(
+        self, slot: VaultSlot, password: str | bytes, *, reset_count: bool = False
+    ) -> tuple[bytes, UnlockReport]:
+        """The data key and what the vault reports: failed attempts since the last unlock,
+        attempts left. With ``reset_count`` (or inside ``watch_unlocks(reset_count=True)``)
+        the login also gives back every attempt no other login holds."""
+        watch = _watching.get()
+        reset = reset_count or (watch is not None and watch.reset)
+        export_key, blob, report = self._login(slot, password, "reset" if reset else "release")
         if blob is None:
             raise VaultProtocolError("the vault verified the login but sent no key")
         try:
-            return _core.unwrap_key(
+            data_key = _core.unwrap_key(
                 p.blob_key(export_key),
                 blob,
                 p.blob_context(slot.record_id, slot.server_public_key),
             )
         except KeyMismatch:
             raise VaultProtocolError("the key the vault released does not open") from None
+        if watch is not None:
+            watch.reports.append(report)
+        if report.needs_attention and not reset:
+            log.warning("%s", report.describe())
+        return data_key, report
+
+    def reset_count(self, slot: VaultSlot, password: str | bytes) -> UnlockReport:
+        """A verified login that gives back every attempt no other login holds. The caller
+        should then check the released key against its container (the command line does)."""
+        return self.unlock_with_report(slot, password, reset_count=True)[1]
 
     def delete(self, slot: VaultSlot, password: str | bytes) -> None:
         """Deletes the record (a login with the password proves the right to)."""
@@ -274,9 +397,16 @@ class VaultClient:
         return self.register(new, data_key)
 
 
-def _attempts(data: dict[str, Any]) -> int | None:
-    value = data.get("attempts_left")
-    return value if isinstance(value, int) else None
+def _count(data: dict[str, Any], name: str) -> int | None:
+    """A count the vault sent, if it is one (``True`` is no count)."""
+    value = data.get(name)
+    if type(value) is not int or not 0 <= value <= _MAX_COUNT:
+        return None
+    return value
+
+
+def _plural(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
 
 
 def _wrong(attempts_left: int | None) -> str:
@@ -284,10 +414,12 @@ def _wrong(attempts_left: int | None) -> str:
         return "wrong password"
     if attempts_left == 0:
         return "wrong password: that was the last attempt; the vault deletes the key"
-    return (
-        f"wrong password: {attempts_left} attempt{'s' if attempts_left != 1 else ''} left "
-        "before the vault deletes the key"
+    text = (
+        f"wrong password: {_plural(attempts_left, 'attempt')} left before the vault deletes the key"
     )
+    if attempts_left <= FEW_ATTEMPTS:
+        text += "; check the password before trying again, or use the recovery key"
+    return text
 
 
 def client_for(slot: VaultSlot) -> VaultClient:

@@ -9,8 +9,9 @@ API (bodies and answers are JSON; binary fields base64, ids hex; see docs/VAULT.
     POST /v1/register/start   {request}                    -> {record_id, response}
     POST /v1/register/finish  {record_id, upload, blob}    -> 201 {record_id, attempts_left}
     POST /v1/login/start      {record_id, request}         -> {login_id, response, attempts_left}
-    POST /v1/login/finish     {login_id, finalization, action: "release" | "delete"}
-                              -> {attempts_left, sealed_blob?}; 401 {attempts_left} if it fails
+    POST /v1/login/finish     {login_id, finalization, action: "release" | "reset" | "delete"}
+                              -> {attempts_left, max_attempts, failed_attempts,
+                                  unfinished_logins, sealed_blob?}; 401 {attempts_left} if it fails
     POST /v1/login/abort      {login_id}                   -> {attempts_left}
 
 With a registration token (``--registration-token-file``), both register calls need the header
@@ -51,9 +52,9 @@ from e2ebackup.errors import (
     VaultProtocolError,
     VaultRecordGone,
 )
+from e2ebackup.keyring.vault_slot import RECORD_ID_SIZE
 from e2ebackup.vault import protocol as p
-from e2ebackup.vault.slot import RECORD_ID_SIZE
-from e2ebackup.vault.store import LoginUnknown, RecordExists, Store, open_store
+from e2ebackup.vault.store import ACTIONS, LoginUnknown, RecordExists, Store, open_store
 
 __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
@@ -76,9 +77,16 @@ log = logging.getLogger("e2ebackup.vault")
 
 def load_or_create_setup(data_dir: str | Path) -> _core.OpaqueServer:
     """The server setup from ``DATA_DIR/vault-server.key`` (mode 0600), made on first start.
-    Several processes starting at once agree on one file (it is linked into place)."""
+    Several processes starting at once agree on one file (it is linked into place). A data dir
+    that others may write to is refused: they could put back an old database (and with it
+    every spent attempt) or swap the key file."""
     directory = Path(data_dir)
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    mode = stat.S_IMODE(directory.stat().st_mode)
+    if mode & 0o022:
+        raise VaultError(
+            f"the data dir {directory} is writable by other users (mode {mode:o}): chmod go-w it"
+        )
     path = directory / KEY_FILE
     if not path.exists():
         server = _core.OpaqueServer()
@@ -269,8 +277,8 @@ def create_app(
         login_id = p.unhex(body.get("login_id"), "login_id", p.LOGIN_ID_SIZE)
         finalization = p.unb64(body.get("finalization"), "finalization")
         action = body.get("action", "release")
-        if action not in ("release", "delete"):
-            raise VaultProtocolError("action must be 'release' or 'delete'")
+        if action not in ACTIONS:
+            raise VaultProtocolError("action must be 'release', 'reset' or 'delete'")
 
         def verify(record_id: bytes, state: bytes) -> bytes | None:
             try:
@@ -281,7 +289,7 @@ def create_app(
                 return None
 
         outcome = await run_in_threadpool(
-            lambda: store.finish_login(login_id, verify, delete=action == "delete")
+            lambda: store.finish_login(login_id, verify, action=action)
         )
         if not outcome.ok:
             log.info("login failed: %d attempts left", outcome.attempts_left)
@@ -292,14 +300,21 @@ def create_app(
                 attempts_left=outcome.attempts_left,
             )
         assert outcome.session_key is not None
-        answer: dict[str, Any] = {"attempts_left": outcome.attempts_left}
+        answer: dict[str, Any] = {
+            "attempts_left": outcome.attempts_left,
+            "max_attempts": outcome.max_attempts,
+            "failed_attempts": outcome.failed_attempts,
+            "unfinished_logins": outcome.unfinished_logins,
+        }
+        if outcome.failed_attempts:
+            log.info("%d failed attempt(s) reported to the owner", outcome.failed_attempts)
         if action == "delete":
             log.info("record deleted by its owner")
         elif outcome.blob is not None:
             answer["sealed_blob"] = p.b64(
                 p.seal_release(outcome.session_key, login_id, outcome.blob)
             )
-            log.info("login succeeded: key released")
+            log.info("login succeeded: key released%s", ", count reset" * (action == "reset"))
         return JSONResponse(answer)
 
     async def login_abort(request: Request) -> JSONResponse:
