@@ -1,4 +1,5 @@
-"""Reference reader (and minimal writer) of the e2ebackup repository format (format version 1).
+"""Reference reader (and minimal writer) of the e2ebackup repository format (format versions 1
+and 2).
 
 Written from docs/FORMAT.md (sections "Key hierarchy", "Key slots" and "Repository") alone,
 deliberately small and slow. It shares no code with e2ebackup: chunked encryption comes from
@@ -7,7 +8,7 @@ tests/c2sp_reference.py, key slots from tests/sealed_reference.py, HKDF from pyc
 
 A repository is a local folder; object ``a/b/c`` is the file ``a/b/c`` under it.
 
-    config      = "E2EBREPO" || 0x01 || repo_id (16)
+    config      = "E2EBREPO" || version (0x01 or 0x02) || repo_id (16)
                   || chunked-encrypt(CK, AES-256-GCM, "e2ebackup/v1/repo/config" || 0x00
                                      || config[0:25], JSON)
     keys/<hex>  = 0x01 || slot                        (a slot area of count 1)
@@ -19,6 +20,8 @@ A repository is a local folder; object ``a/b/c`` is the file ``a/b/c`` under it.
                                   || kind || id, body)
     pack        = sealed_1 || ... || sealed_n || sealed_header || header_length (u32)
     header      = n x (kind (1) || id (32) || length of sealed_i (u32))
+    head        = metadata {"seq", "snapshots", "indexes", "parent"}
+    parent      = hex(SHA-256(stored bytes of the head with seq - 1)), null for seq 0
 
 Choices where the spec leaves room (each is this reference's reading, listed so that a
 disagreement can be traced to it):
@@ -41,8 +44,15 @@ disagreement can be traced to it):
   would be a rollback).
 - ``"latest"`` is the listed snapshot with the greatest ``time``, the later one in the head's
   list on a tie. ``time`` and ``started`` are Unix seconds as JSON numbers (e2ebackup's form).
-- A repository without any head object has no snapshots (seq 0). (e2ebackup writes a head with
-  seq 0 at init and refuses a repository without one.)
+- A version-1 repository without any head object has no snapshots (seq 0). (e2ebackup writes
+  a head with seq 0 at init and refuses a repository without one; so does this reference for
+  version 2.)
+- Trust (section "Heads, rollback and forks") is given to ``open`` as the trusted head's seq
+  and hash, or a pinned hash prefix; a pin is searched for from the newest head down the
+  stored chain. A head without ``parent`` (version 1 only) ends the chain, and below it only
+  the seq is compared.
+- A listed snapshot whose object is missing is skipped by ``latest`` (the spec: the newest of
+  those stored); ``missing()`` names them.
 - A zstd body is exactly one frame; a frame that states its content size must state the blob's
   length. Trees must be sorted and free of duplicates; names must not be empty, ``.``, ``..``
   or contain ``/``; a file's ``size`` must equal the length of its restored content.
@@ -53,6 +63,7 @@ disagreement can be traced to it):
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import os
@@ -69,7 +80,8 @@ import sealed_reference as sref
 import zstandard
 
 MAGIC = b"E2EBREPO"
-VERSION = 1
+VERSION = 1  # the writer's default: the repo_v1 vectors
+VERSIONS = (1, 2)
 REPO_ID_SIZE = 16
 CONFIG_FIXED_SIZE = len(MAGIC) + 1 + REPO_ID_SIZE  # 25
 
@@ -122,8 +134,21 @@ class Corrupt(RepoError):
     """An object, blob or pack that does not authenticate or does not parse."""
 
 
-class Rollback(RepoError):
+class HistoryRefused(RepoError):
+    """The heads the storage shows do not extend what the device trusts or pinned."""
+
+
+class Rollback(HistoryRefused):
     """The newest head is older than the highest seq this device has seen."""
+
+
+class Forked(HistoryRefused):
+    """The chain from the newest head misses the trusted head, or two heads have the newest
+    seq."""
+
+
+class Unverifiable(HistoryRefused):
+    """A head between the newest and the trusted one is not stored."""
 
 
 class SnapshotNotFound(RepoError):
@@ -409,6 +434,12 @@ class Head:
     name: str | None
     snapshots: list[str]
     indexes: list[str]
+    parent: str | None = None  # hex SHA-256 of the previous head's stored bytes
+    hash: str | None = None  # hex SHA-256 of this head's stored bytes
+
+
+def head_hash(stored: bytes) -> str:
+    return hashlib.sha256(stored).hexdigest()
 
 
 @dataclass
@@ -432,15 +463,19 @@ class Repository:
         password: str | bytes | None = None,
         recovery_key: bytes | str | None = None,
         known_seq: int | None = None,
+        trusted: tuple[int, str] | None = None,
+        expect_head: str | None = None,
     ) -> Repository:
         """Open with a password or recovery key. ``known_seq``, the highest head seq this device
-        has seen, turns an older newest head into a Rollback error."""
+        has seen, turns an older newest head into a Rollback error; ``trusted`` (seq, hash hex)
+        is the head the device trusts and ``expect_head`` a pinned hash prefix: a newest head
+        that does not extend them is a HistoryRefused error."""
         root = Path(root)
         try:
             config = (root / "config").read_bytes()
         except FileNotFoundError:
             raise NotARepository("no config") from None
-        if len(config) < CONFIG_FIXED_SIZE or config[:8] != MAGIC or config[8] != VERSION:
+        if len(config) < CONFIG_FIXED_SIZE or config[:8] != MAGIC or config[8] not in VERSIONS:
             raise NotARepository("bad config magic or version")
         repo_id = config[9:CONFIG_FIXED_SIZE]
         slots = [parse_key_object((root / n).read_bytes()) for n in object_names(root, "keys/")]
@@ -454,15 +489,23 @@ class Repository:
         except c2sp.DecryptionError:
             raise Corrupt("config does not authenticate") from None
         settings = json.loads(body)
-        if settings.get("version") != VERSION:
-            raise NotARepository("config JSON version is not 1")
+        if settings.get("version") != config[8]:
+            raise NotARepository("config JSON version differs from the version byte")
         ch = settings["chunker"]
         check_chunker_params(ch["min"], ch["avg"], ch["max"])
         repo = cls(root, repo_id, keys, settings, Head(0, None, [], []))
         repo.head = repo._read_head()
         if known_seq is not None and repo.head.seq < known_seq:
             raise Rollback(f"newest head seq {repo.head.seq} < {known_seq} already seen")
+        if trusted is not None:
+            repo._check_trusted(*trusted)
+        if expect_head is not None:
+            repo._check_pin(expect_head)
         return repo
+
+    @property
+    def version(self) -> int:
+        return int(self.config["version"])
 
     @property
     def chunker(self) -> tuple[int, int, int]:
@@ -480,28 +523,79 @@ class Repository:
             raise Corrupt(f"{name} does not authenticate") from None
         return json.loads(plain)
 
-    def _read_head(self) -> Head:
-        heads = []
+    def heads(self) -> list[tuple[int, str]]:
+        """(seq, name) of every stored head, sorted."""
+        out = []
         for name in object_names(self.root, "heads/"):
             m = HEAD_NAME.fullmatch(name)
             if m:  # other names under heads/ are not heads
-                heads.append((int(m.group(1), 16), name))
+                out.append((int(m.group(1), 16), name))
+        return sorted(out)
+
+    def _read_head(self) -> Head:
+        heads = self.heads()
         if not heads:
+            if self.version >= 2:
+                raise Corrupt("no head")
             return Head(0, None, [], [])
         seq, name = max(heads)
         if sum(1 for s, _ in heads if s == seq) != 1:
-            raise Corrupt(f"two heads with seq {seq}")
+            raise Forked(f"two heads with seq {seq}")
+        return self.read_head(name)
+
+    def read_head(self, name: str) -> Head:
+        m = HEAD_NAME.fullmatch(name)
+        assert m is not None
+        seq = int(m.group(1), 16)
+        stored = self.read(name)
         doc = self.metadata(name)
         if doc.get("seq") != seq:
             raise Corrupt(f"{name}: seq {doc.get('seq')!r} does not match the name")
-        snaps, idx = doc["snapshots"], doc["indexes"]
+        snaps, idx, parent = doc["snapshots"], doc["indexes"], doc.get("parent")
         for s in snaps:
             if not isinstance(s, str) or not HEX64.fullmatch(s):
                 raise Corrupt(f"{name}: bad snapshot id {s!r}")
         for s in idx:
             if not isinstance(s, str) or not INDEX_NAME.fullmatch(s):
                 raise Corrupt(f"{name}: bad index name {s!r}")
-        return Head(seq, name, list(snaps), list(idx))
+        if parent is not None and not (isinstance(parent, str) and HEX64.fullmatch(parent)):
+            raise Corrupt(f"{name}: bad parent {parent!r}")
+        if self.version >= 2 and (parent is None) != (seq == 0):
+            raise Corrupt(f"{name}: parent must be null exactly for seq 0")
+        return Head(seq, name, list(snaps), list(idx), parent, head_hash(stored))
+
+    def parent_of(self, head: Head) -> Head | None:
+        """The stored head with seq - 1 whose hash is ``head.parent``, if any."""
+        for seq, name in self.heads():
+            if seq == head.seq - 1:
+                candidate = self.read_head(name)
+                if candidate.hash == head.parent:
+                    return candidate
+        return None
+
+    def _check_trusted(self, seq: int, hash_hex: str) -> None:
+        head = self.head
+        if head.seq < seq:
+            raise Rollback(f"newest head seq {head.seq} < trusted seq {seq}")
+        while head.seq > seq:
+            if head.parent is None:
+                return  # a version-1 head: the chain starts after it
+            parent = self.parent_of(head)
+            if parent is None and any(s == head.seq - 1 for s, _ in self.heads()):
+                raise Forked(f"the parent of head seq {head.seq} is replaced by another head")
+            if parent is None:
+                raise Unverifiable(f"head seq {head.seq - 1} of the chain is not stored")
+            head = parent
+        if head.hash != hash_hex:
+            raise Forked(f"the chain passes seq {seq} at {head.hash}, not {hash_hex}")
+
+    def _check_pin(self, prefix: str) -> None:
+        head: Head | None = self.head
+        while head is not None:
+            if head.hash is not None and head.hash.startswith(prefix):
+                return
+            head = self.parent_of(head) if head.parent is not None else None
+        raise HistoryRefused(f"no head {prefix} in the chain of the newest head")
 
     # -- snapshots --
 
@@ -520,11 +614,18 @@ class Repository:
             raise Corrupt(f"{name}: id {doc.get('id')!r} does not match the name")
         return doc
 
+    def missing(self) -> list[str]:
+        """Listed snapshots whose object is not stored."""
+        return [s for s in self.head.snapshots if not (self.root / f"snapshots/{s}").is_file()]
+
     def latest(self) -> str:
-        if not self.head.snapshots:
+        """The newest listed snapshot that is stored (missing ones are skipped)."""
+        missing = self.missing()
+        present = [s for s in self.head.snapshots if s not in missing]
+        if not present:
             raise SnapshotNotFound("the repository has no snapshots")
-        order = {s: i for i, s in enumerate(self.head.snapshots)}
-        docs = [self.snapshot(s) for s in self.head.snapshots]
+        order = {s: i for i, s in enumerate(present)}
+        docs = [self.snapshot(s) for s in present]
         best = max(docs, key=lambda d: (d["time"], order[d["id"]]))
         return str(best["id"])
 
@@ -734,7 +835,9 @@ class Writer:
         rand: Random,
         chunker: tuple[int, int, int] = DEFAULT_CHUNKER,
         pack_size: int = 16 * 1024 * 1024,
+        version: int = VERSION,
     ) -> None:
+        assert version in VERSIONS
         assert len(data_key) == 32
         assert len(repo_id) == REPO_ID_SIZE
         check_chunker_params(*chunker)
@@ -745,6 +848,7 @@ class Writer:
         self.rand = rand
         self.chunker = chunker
         self.pack_size = pack_size
+        self.version = version
         self.counter = 0
         self.known: set[bytes] = set()
         self.seq = 0
@@ -781,9 +885,9 @@ class Writer:
     # -- init --
 
     def config_bytes(self) -> bytes:
-        fixed = MAGIC + bytes([VERSION]) + self.repo_id
+        fixed = MAGIC + bytes([self.version]) + self.repo_id
         mn, avg, mx = self.chunker
-        body = _dumps({"version": VERSION, "chunker": {"min": mn, "avg": avg, "max": mx}})
+        body = _dumps({"version": self.version, "chunker": {"min": mn, "avg": avg, "max": mx}})
         salt = self._salt("config")
         return fixed + c2sp.encrypt_with_salt(
             self.keys.config, salt, CONFIG_CONTEXT + fixed, AES, body
@@ -795,11 +899,23 @@ class Writer:
         return name
 
     def init(self, slots: list[sref.SlotSpec]) -> None:
-        """Key objects first, the config last: the repository exists once it can be opened."""
+        """Key objects first (and in version 2 the head with seq 0), the config last: the
+        repository exists once it can be opened."""
         assert slots
         for spec in slots:
             self.add_key(spec)
+        if self.version >= 2:
+            self.first_head()
         self.put("config", self.config_bytes())
+
+    def first_head(self) -> str:
+        """The head with seq 0 (version 2): no snapshots, no parent."""
+        assert self.seq == 0
+        assert self.head_name is None
+        name, stored = self.seal_head(0, [], [], None)
+        self.put(name, stored)
+        self.head_name = name
+        return name
 
     # -- backup --
 
@@ -944,8 +1060,25 @@ class Writer:
         self.write_head(delete_old=delete_old_head)
         return snapshot_id
 
+    def seal_head(
+        self, seq: int, snapshots: list[str], indexes: list[str], parent: str | None
+    ) -> tuple[str, bytes]:
+        """A version-2 head object (name, stored bytes); tests also make forks with it."""
+        name = f"heads/{seq:016x}-{self._name('head')}"
+        doc = {"seq": seq, "snapshots": snapshots, "indexes": indexes, "parent": parent}
+        return name, self.seal_metadata(name, doc)
+
     def write_head(self, *, delete_old: bool = True) -> str:
+        """The next head. Version 1: without parent, the old head deleted unless asked not to.
+        Version 2: naming its parent, older heads kept (the spec deletes only beyond 100)."""
         self.seq += 1
+        if self.version >= 2:
+            assert self.head_name is not None, "init writes the first head"
+            parent = head_hash((self.root / self.head_name).read_bytes())
+            name, stored = self.seal_head(self.seq, self.snapshots, self.indexes, parent)
+            self.put(name, stored)
+            self.head_name = name
+            return name
         name = f"heads/{self.seq:016x}-{self._name('head')}"
         doc = {"seq": self.seq, "snapshots": self.snapshots, "indexes": self.indexes}
         self.put_metadata(name, doc)

@@ -1,12 +1,14 @@
-"""Known-answer tests for the repository format: tests/vectors/repo_v1/ and chunker_v1.json
-against e2ebackup and the independent reference (tests/repo_reference.py); repositories made by
-e2ebackup read by the reference; tampered copies rejected by both."""
+"""Known-answer tests for the repository format: tests/vectors/repo_v1/, repo_v2/ and
+chunker_v1.json against e2ebackup and the independent reference (tests/repo_reference.py);
+repositories made by e2ebackup read by the reference; tampered copies, and the rolled-back and
+forked states of repo_v2, rejected by both."""
 
 from __future__ import annotations
 
 import functools
 import hashlib
 import importlib.util
+import itertools
 import json
 import os
 import random
@@ -24,8 +26,11 @@ import sealed_reference as sref
 import zstandard
 from e2ebackup._core import Chunker
 from e2ebackup.keys import Argon2idParams, RecoveryKey
+from e2ebackup.repo import heads as heads_module
+from e2ebackup.repo import objects as objects_module
 from e2ebackup.repo.backup import backup
 from e2ebackup.repo.check import verify
+from e2ebackup.repo.heads import Head, write_trust
 from e2ebackup.repo.objects import NotARepository, RepositoryCorrupted
 from e2ebackup.repo.prune import forget
 from e2ebackup.repo.repository import Repository
@@ -38,6 +43,9 @@ REPO_VECTOR = VECTORS / "repo_v1"
 GENERATOR = ROOT / "tools" / "make_repo_vectors.py"
 
 MANIFEST: dict[str, Any] = json.loads((REPO_VECTOR / "manifest.json").read_text("utf-8"))
+REPO_V2_VECTOR = VECTORS / "repo_v2"
+MANIFEST_V2: dict[str, Any] = json.loads((REPO_V2_VECTOR / "manifest.json").read_text("utf-8"))
+STATES: list[dict[str, Any]] = MANIFEST_V2["states"]
 CHUNKER_DOC: dict[str, Any] = json.loads((VECTORS / "chunker_v1.json").read_text("utf-8"))
 CASES: list[dict[str, Any]] = CHUNKER_DOC["cases"]
 PASSWORD: str = MANIFEST["password"]
@@ -242,6 +250,185 @@ def test_e2ebackup_rejects_wrong_credentials(tmp_path: Path) -> None:
         e2e_open(path, recovery_key=RecoveryKey(bytes(32)))
 
 
+# ---- repo_v2: the head chain and the states the storage may show -----------------------------
+
+
+def v2_tree(snapshot_id: str) -> dict[str, Any]:
+    tree: dict[str, Any] = next(s for s in MANIFEST_V2["snapshots"] if s["id"] == snapshot_id)[
+        "tree"
+    ]
+    return tree
+
+
+@pytest.mark.parametrize("credential", ["password", "recovery_key"])
+def test_reference_restores_the_v2_vector(credential: str) -> None:
+    path = REPO_V2_VECTOR / "repo"
+    if credential == "password":
+        r = ref.Repository.open(path, password=PASSWORD)
+    else:
+        r = ref.Repository.open(path, recovery_key=MANIFEST_V2["recovery_key"])
+    assert r.keys.data_key.hex() == MANIFEST_V2["inputs"]["data_key"]
+    assert r.config["version"] == 2
+    assert (r.head.seq, r.head.name) == (MANIFEST_V2["head"]["seq"], MANIFEST_V2["head"]["name"])
+    chain = [
+        {"seq": h.seq, "name": h.name, "sha256": h.hash, "parent": h.parent}
+        for h in (r.read_head(n) for _, n in r.heads())
+    ]
+    assert chain == MANIFEST_V2["heads"]
+    for older, newer in itertools.pairwise(chain):
+        assert newer["parent"] == older["sha256"]
+    assert chain[0]["parent"] is None
+    listed = [s["id"] for s in MANIFEST_V2["snapshots"]]
+    assert r.snapshot_ids() == listed
+    assert r.latest() == MANIFEST_V2["latest"]
+    for sid in listed:
+        assert hashed(r.restore(sid)) == without_meta(v2_tree(sid))
+    stored = {
+        n: {"size": (path / n).stat().st_size, "sha256": sha256((path / n).read_bytes())}
+        for n in ref.object_names(path, "")
+    }
+    assert stored == MANIFEST_V2["objects"]
+    assert r.check() == []
+
+
+def test_e2ebackup_restores_the_v2_vector(tmp_path: Path) -> None:
+    path = tmp_path / "repo"
+    shutil.copytree(REPO_V2_VECTOR / "repo", path)
+    repo = e2e_open(path)
+    assert repo.config["version"] == 2
+    head = repo.head()
+    assert (head.seq, head.name) == (MANIFEST_V2["head"]["seq"], MANIFEST_V2["head"]["name"])
+    assert head.digest == MANIFEST_V2["heads"][-1]["sha256"]
+    assert head.parent == MANIFEST_V2["heads"][-1]["parent"]
+    listed = [s["id"] for s in MANIFEST_V2["snapshots"]]
+    assert [sid for sid, _ in repo.snapshots()] == listed
+    for n, sid in enumerate(listed):
+        restore(repo, sid, str(tmp_path / f"out-{n}"))
+        assert on_disk(tmp_path / f"out-{n}") == v2_tree(sid)
+    for sid in MANIFEST_V2["unlisted_snapshots"]:
+        with pytest.raises(e2ebackup.errors.E2EBackupError):
+            repo.find_snapshot(sid)
+    report = verify(repo, read_data=True)
+    assert report.ok, report.errors
+
+
+def state_copy(tmp_path: Path, state: dict[str, Any]) -> Path:
+    """The v2 vector as the storage shows it in ``state``."""
+    path = tmp_path / "repo"
+    shutil.copytree(REPO_V2_VECTOR / "repo", path)
+    for name in state["remove"]:
+        (path / name).unlink()
+    for name in state["add"]:
+        shutil.copy(REPO_V2_VECTOR / "extra" / name, path / name)
+    return path
+
+
+REF_ERRORS: dict[str, type[Exception]] = {
+    "RolledBack": ref.Rollback,
+    "HistoryForked": ref.Forked,
+    "HistoryUnverifiable": ref.Unverifiable,
+    "NotTrusted": ref.HistoryRefused,
+    "RepositoryCorrupted": ref.Corrupt,
+}
+E2E_ERRORS: dict[str, type[Exception]] = {
+    "RolledBack": objects_module.RolledBack,
+    "HistoryForked": objects_module.HistoryForked,
+    "HistoryUnverifiable": objects_module.HistoryUnverifiable,
+    "NotTrusted": objects_module.HistoryNotTrusted,
+    "RepositoryCorrupted": RepositoryCorrupted,
+}
+
+
+@pytest.mark.parametrize("state", STATES, ids=lambda c: c["id"])
+def test_reference_judges_the_v2_states(tmp_path: Path, state: dict[str, Any]) -> None:
+    path = state_copy(tmp_path, state)
+    t = state["trusted"]
+    kwargs: dict[str, Any] = {
+        "trusted": (t["seq"], t["sha256"]) if t else None,
+        "expect_head": state["expect_head"],
+    }
+    if "error" in state["result"]:
+        with pytest.raises(REF_ERRORS[state["result"]["error"]]):
+            ref.Repository.open(path, password=PASSWORD, **kwargs)
+    else:
+        r = ref.Repository.open(path, password=PASSWORD, **kwargs)
+        assert r.head.name == state["result"]["head"]
+
+
+@pytest.mark.parametrize("state", STATES, ids=lambda c: c["id"])
+def test_e2ebackup_judges_the_v2_states(tmp_path: Path, state: dict[str, Any]) -> None:
+    path = state_copy(tmp_path, state)
+    repo = e2e_open(path)
+    t = state["trusted"]
+    if t is not None:
+        write_trust(repo.keys.repo_id, Head(t["seq"], [], [], t["name"], digest=t["sha256"]))
+    repo.expect_head = state["expect_head"]
+    if "error" in state["result"]:
+        with pytest.raises(E2E_ERRORS[state["result"]["error"]]) as caught:
+            repo.head()
+        if state["result"]["error"] != "RepositoryCorrupted":
+            assert "e2ebackup trust" in str(caught.value)
+        assert repo.trusted_head() == (
+            None if t is None else heads_module.TrustedHead(t["seq"], t["name"], t["sha256"], ())
+        ), "a refused state is not trusted"
+    else:
+        assert repo.head().name == state["result"]["head"]
+        trusted = repo.trusted_head()
+        assert trusted is not None
+        assert trusted.name == state["result"]["head"]
+
+
+def test_e2ebackup_head_chain_read_by_the_reference(
+    tmp_path: Path, state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Heads e2ebackup writes name their parents; the reference, trusting the first head, follows
+    the chain; a fork written by e2ebackup on an older copy is refused by the reference."""
+    src = tmp_path / "source"
+    src.mkdir()
+    (src / "a.txt").write_text("one")
+    path = tmp_path / "repo"
+    repo = Repository.init(LocalStorage(path), password=PASSWORD, kdf=FAST, chunker=SMALL_CHUNKS)
+    first = ref.Repository.open(path, password=PASSWORD).head
+    assert first.seq == 0
+    assert first.hash is not None
+    backup(repo, [str(src)])
+    older = tmp_path / "older"
+    shutil.copytree(path, older)
+    (src / "a.txt").write_text("two")
+    backup(repo, [str(src)])
+    forget(repo, keep_last=1)
+    r = ref.Repository.open(path, password=PASSWORD, trusted=(0, first.hash))
+    assert r.head.seq == 3
+    assert [h.seq for h in (r.read_head(n) for _, n in r.heads())] == [0, 1, 2, 3]
+    theirs, seq2 = r.head, r.read_head(r.heads()[2][1])
+    assert theirs.hash is not None
+    assert seq2.hash is not None
+    # The fork: another device, shown the older copy, backs up into it.
+    monkeypatch.setenv("E2EBACKUP_STATE_DIR", str(tmp_path / "other-device"))
+    backup(e2e_open(older), [str(src)])
+    assert ref.Repository.open(older, password=PASSWORD).head.seq == 2
+    with pytest.raises(ref.Forked):
+        ref.Repository.open(older, password=PASSWORD, trusted=(2, seq2.hash))
+    with pytest.raises(ref.HistoryRefused):
+        ref.Repository.open(older, password=PASSWORD, expect_head=theirs.hash)
+
+
+def test_heads_are_kept_up_to_the_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(heads_module, "KEEP_HEADS", 3)
+    src = tmp_path / "source"
+    src.mkdir()
+    path = tmp_path / "repo"
+    repo = Repository.init(LocalStorage(path), password=PASSWORD, kdf=FAST, chunker=SMALL_CHUNKS)
+    for n in range(5):
+        (src / "a.txt").write_text(str(n))
+        backup(repo, [str(src)])
+    seqs = [int(n.split("/")[1][:16], 16) for n in ref.object_names(path, "heads/")]
+    assert seqs == [3, 4, 5]
+    r = ref.Repository.open(path, password=PASSWORD)
+    assert r.head.seq == 5
+    assert r.parent_of(r.head) is not None
+
+
 # ---- the chunker -----------------------------------------------------------------------------
 
 
@@ -402,7 +589,8 @@ def test_reference_reads_e2ebackup_repository(e2e_repo: tuple[Path, Path, Recove
     assert set(r.config) == {"version", "chunker"}
     assert set(r.config["chunker"]) == {"min", "avg", "max"}
     assert r.head.name is not None
-    assert set(r.metadata(r.head.name)) == {"seq", "snapshots", "indexes"}
+    assert set(r.metadata(r.head.name)) == {"seq", "snapshots", "indexes", "parent"}
+    assert r.config["version"] == 2
     [sid] = r.snapshot_ids()
     assert set(r.snapshot(sid)) == {
         "id",
@@ -452,12 +640,14 @@ def test_reference_reads_e2ebackup_lock(e2e_repo: tuple[Path, Path, RecoveryKey]
     assert ref.object_names(path, "locks/") == []
 
 
-def test_older_heads_are_deleted(e2e_repo: tuple[Path, Path, RecoveryKey]) -> None:
+def test_older_heads_are_kept_as_a_chain(e2e_repo: tuple[Path, Path, RecoveryKey]) -> None:
     path, src, _ = e2e_repo
     (src / "random-1.bin").write_bytes(b"changed")
     backup(e2e_open(path), [str(src)])
-    heads = ref.object_names(path, "heads/")
-    assert heads == [ref.Repository.open(path, password=PASSWORD).head.name]
+    r = ref.Repository.open(path, password=PASSWORD)
+    heads = [r.read_head(name) for _, name in r.heads()]
+    assert [h.seq for h in heads] == [0, 1, 2]
+    assert [h.parent for h in heads] == [None, heads[0].hash, heads[1].hash]
 
 
 def test_e2ebackup_chunks_compresses_and_packs_as_specified(
@@ -577,8 +767,13 @@ def test_deleted_listed_snapshot_is_reported(tmp_path: Path) -> None:
     with pytest.raises(ref.SnapshotDeleted):
         r.restore(second)
     assert hashed(r.restore(first)) == without_meta(manifest_tree(first))
-    with pytest.raises(RepositoryCorrupted, match="missing"):
-        dict(e2e_open(path).snapshots())
+    assert r.missing() == [second]
+    assert r.latest() == first
+    # Listings report it and go on; latest is the newest snapshot still stored.
+    with pytest.warns(RuntimeWarning, match=f"{second[:8]} is listed but missing"):
+        assert list(dict(e2e_open(path).snapshots())) == [first]
+    with pytest.warns(RuntimeWarning, match="missing"):
+        assert e2e_open(path).find_snapshot("latest")[0] == first
     with pytest.raises(RepositoryCorrupted, match="missing"):
         restore(e2e_open(path), second, str(tmp_path / "out"))
 
@@ -630,6 +825,23 @@ def test_rolled_back_head_is_refused(
     # Another device that never saw seq 2 cannot tell.
     monkeypatch.setenv("E2EBACKUP_STATE_DIR", str(tmp_path / "other-device"))
     assert [sid for sid, _ in e2e_open(path).snapshots()] == LISTED[:1]
+
+
+def test_state_from_before_format_2_is_a_seq_floor(tmp_path: Path, state_dir: Path) -> None:
+    """A device upgraded from a version that kept only the highest seq seen (the file ``head``)
+    still refuses a rollback, then trusts the newest head by its hash."""
+    path = vector_copy(tmp_path)
+    legacy = state_dir / MANIFEST["inputs"]["repo_id"] / "head"
+    legacy.parent.mkdir(parents=True)
+    legacy.write_text(str(MANIFEST["head"]["seq"] + 1))
+    with pytest.raises(objects_module.RolledBack):
+        e2e_open(path).head()
+    legacy.write_text(str(MANIFEST["head"]["seq"]))
+    repo = e2e_open(path)
+    assert repo.head().name == MANIFEST["head"]["name"]
+    trusted = repo.trusted_head()
+    assert trusted is not None
+    assert trusted.digest == sha256((path / MANIFEST["head"]["name"]).read_bytes())
 
 
 def test_head_seq_must_match_its_name(tmp_path: Path) -> None:
@@ -828,12 +1040,47 @@ def test_key_object_with_trailing_bytes_is_damaged(tmp_path: Path) -> None:
 def test_unknown_config_version_is_refused(tmp_path: Path) -> None:
     w = craft(tmp_path / "repo", {"f": ref.File(b"x")})
     config = bytearray((w.root / "config").read_bytes())
-    config[8] = 2
+    config[8] = 3
     (w.root / "config").write_bytes(bytes(config))
     with pytest.raises(ref.NotARepository):
         ref.Repository.open(w.root, password=PASSWORD)
     with pytest.raises(NotARepository):
         e2e_open(w.root)
+    # A version-1 config relabelled as version 2: the version byte is authenticated.
+    config[8] = 2
+    (w.root / "config").write_bytes(bytes(config))
+    with pytest.raises(ref.Corrupt):
+        ref.Repository.open(w.root, password=PASSWORD)
+    with pytest.raises(RepositoryCorrupted):
+        e2e_open(w.root)
+
+
+def test_v2_head_without_parent_is_refused(tmp_path: Path) -> None:
+    """In a version-2 repository every head after the first names its parent: a head sealed
+    without one (as a version-1 writer would write it) is refused by both."""
+
+    class NoParent(ref.Writer):
+        def seal_head(
+            self, seq: int, snapshots: list[str], indexes: list[str], parent: str | None
+        ) -> tuple[str, bytes]:
+            name = f"heads/{seq:016x}-{self._name('head')}"
+            doc = {"seq": seq, "snapshots": snapshots, "indexes": indexes}
+            return name, self.seal_metadata(name, doc)
+
+    w = NoParent(
+        tmp_path / "repo",
+        data_key=os.urandom(32),
+        repo_id=os.urandom(16),
+        rand=lambda _purpose, n: os.urandom(n),
+        chunker=(256, 1024, 4096),
+        version=2,
+    )
+    w.init([CRAFT_SLOT])
+    w.backup({"f": ref.File(b"x")}, time=1764201600.0, started=1764201599.0, paths=["/src"])
+    with pytest.raises(ref.Corrupt, match="parent"):
+        ref.Repository.open(w.root, password=PASSWORD)
+    with pytest.raises(RepositoryCorrupted, match="parent"):
+        e2e_open(w.root).head()
 
 
 # ---- e2ebackup writes into the vector repository, the reference reads it --------------------
@@ -849,6 +1096,11 @@ def test_e2ebackup_backs_up_into_the_vector(tmp_path: Path) -> None:
     repo = e2e_open(path)
     sid, stats = backup(repo, [str(src)])
     assert stats.packs_recovered == 2
+    # The repository stays version 1; the new head names the vector's head as its parent.
+    assert repo.config["version"] == 1
+    assert repo.head().parent == sha256(
+        (REPO_VECTOR / "repo" / MANIFEST["head"]["name"]).read_bytes()
+    )
     r = ref.Repository.open(path, password=PASSWORD, known_seq=MANIFEST["head"]["seq"] + 1)
     assert r.snapshot_ids()[: len(LISTED)] == LISTED
     assert sid in r.snapshot_ids()

@@ -1,11 +1,15 @@
-"""Generate the repository test vectors: tests/vectors/repo_v1/ and tests/vectors/chunker_v1.json.
+"""Generate the repository test vectors: tests/vectors/repo_v1/, tests/vectors/repo_v2/ and
+tests/vectors/chunker_v1.json.
 
     python tools/make_repo_vectors.py            # rewrite them
     python tools/make_repo_vectors.py --check    # exit 1 if the committed files are out of date
 
-repo_v1/repo/ is a small repository made by the minimal writer of tests/repo_reference.py
-(written from docs/FORMAT.md alone, never e2ebackup itself); repo_v1/manifest.json says how to
-open it and what every snapshot restores to. chunker_v1.json holds gear-table values and cut
+repo_vN/repo/ is a small repository of format version N made by the minimal writer of
+tests/repo_reference.py (written from docs/FORMAT.md alone, never e2ebackup itself);
+repo_vN/manifest.json says how to open it and what every snapshot restores to. repo_v2 also
+lists states of the storage (the repository with some heads removed and some of repo_v2/extra/
+added: rolled back, forked...) and what a device that trusts or pins a given head must make of
+each. chunker_v1.json holds gear-table values and cut
 points of the keyed FastCDC chunker. Every key, salt, name and file byte comes from a fixed seed
 and every time is fixed, so re-running produces byte-identical files.
 """
@@ -16,6 +20,7 @@ import hashlib
 import json
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +34,8 @@ from sha256_ctr import sha256_ctr  # noqa: E402
 
 VECTORS = ROOT / "tests" / "vectors"
 REPO_VECTORS = "repo_v1"
+REPO_V2_VECTORS = "repo_v2"
+V2_SEED_PREFIX = "e2ebackup/repo_v2/"
 CHUNKER_VECTORS = "chunker_v1.json"
 SEED_PREFIX = "e2ebackup/repo_v1/"
 CHUNKER_SEED_PREFIX = "e2ebackup/chunker_v1/"
@@ -47,6 +54,10 @@ stream = sha256_ctr  # every byte of the vectors comes from here
 
 def rnd(purpose: str, length: int) -> bytes:
     return stream(SEED_PREFIX + purpose, length)
+
+
+def seeded(prefix: str) -> Callable[[str, int], bytes]:
+    return lambda purpose, length: stream(prefix + purpose, length)
 
 
 def sha256(data: bytes) -> str:
@@ -124,7 +135,9 @@ def notes() -> ref.File:
 PATHS = ["/home/alice/project", "/home/alice/notes.txt"]
 
 
-def slot_specs() -> tuple[sref.PasswordSlot, sref.RecoveryKeySlot]:
+def slot_specs(
+    rnd: Callable[[str, int], bytes] = rnd,
+) -> tuple[sref.PasswordSlot, sref.RecoveryKeySlot]:
     pw = sref.PasswordSlot(
         password=PASSWORD,
         kdf=ARGON2_CHEAP,
@@ -205,17 +218,29 @@ REPO_FORMAT = {
 }
 
 
-def build_repo(dest: Path) -> dict[str, Any]:
-    """Write the repository into ``dest`` (which must not exist); return the manifest."""
+def build_repo(dest: Path, version: int = 1) -> dict[str, Any]:
+    """Write the repository of format ``version`` into ``dest`` (which must not exist); return
+    the manifest (for version 2 with the states of section "Heads, rollback and forks", whose
+    extra objects it writes into ``dest.parent / "extra"``)."""
     global _ino
     _ino = iter(range(1000, 10**6))
+    seed_prefix = SEED_PREFIX if version == 1 else V2_SEED_PREFIX
+    rnd = seeded(seed_prefix)
     data_key = rnd("data-key", 32)
     repo_id = rnd("repo-id", ref.REPO_ID_SIZE)
     w = ref.Writer(
-        dest, data_key=data_key, repo_id=repo_id, rand=rnd, chunker=CHUNKER, pack_size=PACK_SIZE
+        dest,
+        data_key=data_key,
+        repo_id=repo_id,
+        rand=rnd,
+        chunker=CHUNKER,
+        pack_size=PACK_SIZE,
+        version=version,
     )
-    pw, rk = slot_specs()
+    pw, rk = slot_specs(rnd)
     key_objects = [w.add_key(pw), w.add_key(rk)]
+    if version >= 2:
+        w.first_head()
     w.put("config", w.config_bytes())
 
     note = notes()
@@ -254,24 +279,24 @@ def build_repo(dest: Path) -> dict[str, Any]:
         for n in ref.object_names(dest, "")
     }
     keys = r.keys
-    return {
+    manifest: dict[str, Any] = {
         "source": {
             "generator": "tools/make_repo_vectors.py",
             "reference": "tests/repo_reference.py (pure Python from docs/FORMAT.md, on "
             "tests/c2sp_reference.py, tests/sealed_reference.py, blake3 and zstandard; "
             "independent of e2ebackup)",
             "deterministic": "keys, ids, salts, names and file contents are sha256-ctr streams "
-            f"of seeds starting with {SEED_PREFIX!r}; times are fixed; re-running reproduces "
+            f"of seeds starting with {seed_prefix!r}; times are fixed; re-running reproduces "
             "these files byte for byte (with the pinned zstandard)",
             "regenerate": REGENERATE,
         },
-        "format": REPO_FORMAT,
+        "format": REPO_FORMAT if version == 1 else REPO_V2_FORMAT,
         "password": PASSWORD,
         "recovery_key": sref.format_recovery_key(rk.recovery_key),
         "inputs": {
             "data_key": data_key.hex(),
             "repo_id": repo_id.hex(),
-            "seed_prefix": SEED_PREFIX,
+            "seed_prefix": seed_prefix,
             "chunker": dict(zip(("min", "avg", "max"), CHUNKER, strict=True)),
             "pack_size": PACK_SIZE,
             "slots": [
@@ -326,6 +351,112 @@ def build_repo(dest: Path) -> dict[str, Any]:
         "latest": id2,
         "unlisted_snapshots": [id3],
     }
+    if version >= 2:
+        manifest["stale_heads"] = [name for _, name in r.heads()[:-1]]
+        manifest["heads"] = [
+            {"seq": h.seq, "name": h.name, "sha256": h.hash, "parent": h.parent}
+            for h in (r.read_head(name) for _, name in r.heads())
+        ]
+        manifest["states"] = history_states(w, r, id1, id3, dest.parent / "extra")
+    return manifest
+
+
+def history_states(
+    w: ref.Writer, r: ref.Repository, id1: str, id3: str, extra: Path
+) -> list[dict[str, Any]]:
+    """What the storage could show a device, and what the device must make of it. Another
+    device B, shown the state at seq 1, wrote its own seq 2 (and 3) listing snapshot 1 and the
+    interrupted backup's snapshot 3: a fork. Its heads go to ``extra``, with head 1 replayed
+    under a newer name."""
+    h0, h1, h2 = (r.read_head(name) for _, name in r.heads())
+    index3 = sorted(set(ref.object_names(w.root, "index/")) - set(h2.indexes))
+    lists = ([id1, id3], h1.indexes + index3)
+    b2_name, b2 = w.seal_head(2, *lists, h1.hash)
+    b3_name, b3 = w.seal_head(3, *lists, ref.head_hash(b2))
+    replay_name = f"heads/{3:016x}-{w.rand('name/replayed-head', 32).hex()}"
+    b1_name, b1 = w.seal_head(1, [], [], h0.hash)  # another seq 1, in place of head 1
+    for name, data in (
+        (b2_name, b2),
+        (b3_name, b3),
+        (replay_name, (w.root / str(h1.name)).read_bytes()),
+        (b1_name, b1),
+    ):
+        (extra / name).parent.mkdir(parents=True, exist_ok=True)
+        (extra / name).write_bytes(data)
+
+    def trust(h: ref.Head) -> dict[str, Any]:
+        return {"seq": h.seq, "name": h.name, "sha256": h.hash}
+
+    no2 = [str(h2.name)]  # the storage hides head 2
+    cases: list[tuple[str, list[str], list[str], Any, Any, dict[str, str]]] = [
+        # (id, remove, add, trusted, expect_head, result)
+        ("new-device", [], [], None, None, {"head": str(h2.name)}),
+        ("trusts-1", [], [], trust(h1), None, {"head": str(h2.name)}),
+        ("trusts-2", [], [], trust(h2), None, {"head": str(h2.name)}),
+        ("pins-1", [], [], None, str(h1.hash)[:16], {"head": str(h2.name)}),
+        ("pins-0", [], [], None, h0.hash, {"head": str(h2.name)}),
+        ("rolled-back", no2, [], trust(h2), None, {"error": "RolledBack"}),
+        ("rolled-back-pinned", no2, [], None, str(h2.hash)[:16], {"error": "NotTrusted"}),
+        ("rolled-back-new-device", no2, [], None, None, {"head": str(h1.name)}),
+        ("fork", no2, [b2_name], trust(h2), None, {"error": "HistoryForked"}),
+        ("fork-pinned", no2, [b2_name], None, str(h2.hash)[:16], {"error": "NotTrusted"}),
+        ("fork-trusts-1", no2, [b2_name], trust(h1), None, {"head": b2_name}),
+        ("fork-ahead", no2, [b2_name, b3_name], trust(h2), None, {"error": "HistoryForked"}),
+        ("two-heads-new-device", [], [b2_name], None, None, {"error": "HistoryForked"}),
+        ("two-heads-trusts-2", [], [b2_name], trust(h2), None, {"error": "HistoryForked"}),
+        ("gap", [str(h1.name)], [], trust(h1), None, {"error": "HistoryUnverifiable"}),
+        ("gap-trusts-2", [str(h1.name)], [], trust(h2), None, {"head": str(h2.name)}),
+        ("parent-replaced", [str(h1.name)], [b1_name], trust(h0), None, {"error": "HistoryForked"}),
+        ("replayed-head", [], [replay_name], None, None, {"error": "RepositoryCorrupted"}),
+    ]
+    return [
+        {"id": i, "remove": rm, "add": add, "trusted": t, "expect_head": pin, "result": res}
+        for i, rm, add, t, pin, res in cases
+    ]
+
+
+REPO_V2_FORMAT = {
+    **REPO_FORMAT,
+    "summary": (
+        "A repository of e2ebackup format version 2 (docs/FORMAT.md, section Repository) in "
+        "repo/, one file per object. Open it with the password or the recovery key; the head "
+        "lists the snapshots, each of which MUST restore to its tree."
+    ),
+    "head": "the newest head (seq and name); stale_heads are older heads still stored (all of "
+    "them: a version-2 writer keeps the last 100).",
+    "heads": "every stored head with its sha256 (of the stored bytes) and parent, the sha256 "
+    "of the head with seq - 1 (null for seq 0).",
+    "states": (
+        "what the storage could show a device: the repository with the heads in remove deleted "
+        "and the objects in add (files under extra/, same names) stored; the head the device "
+        "trusts (trusted: seq, name, sha256; null for a new device) or pins (expect_head: a "
+        "prefix of a head's sha256); and the result a reader MUST give: the head it uses, or "
+        "an error: RolledBack, HistoryForked, HistoryUnverifiable, NotTrusted (a pin not in "
+        "the chain; e2ebackup raises the base class HistoryNotTrusted) or RepositoryCorrupted "
+        "(a head that does not open). A device shown B's branch (snapshots 1 and 3) after "
+        "trusting head 1 cannot tell it from a real history and accepts it."
+    ),
+}
+
+
+REPO_V2_README = """\
+# repo_v2: a repository test vector with forked and rolled-back states
+
+Generated by `{regenerate}` (do not edit). `repo/` is a repository of e2ebackup format version 2,
+one file per object, made by the minimal writer of `tests/repo_reference.py` (written from
+docs/FORMAT.md alone). `manifest.json` lists every input, every object, the head chain, what
+each snapshot restores to, and the `states`: what the storage may show a device (heads removed,
+heads of another branch from `extra/` added) and what the device must make of each.
+
+- Password: `{password}`
+- Recovery key: `{recovery_key}`
+- Chunker: min {min}, avg {avg}, max {max} bytes; packs of about {pack_size} bytes.
+- Heads seq 0 to {seq}, each naming its parent; the newest lists {n} snapshots, latest
+  `{latest}`. An interrupted backup left the unlisted snapshot `{unlisted}` (with its packs and
+  index): readers MUST NOT offer it.
+- {states} states: {state_ids}.
+- {objects} objects, {size} bytes in all.
+"""
 
 
 REPO_README = """\
@@ -346,19 +477,39 @@ restores to.
 """
 
 
-def render_repo() -> dict[str, bytes]:
-    """Every file of tests/vectors/repo_v1/, by path relative to tests/vectors/."""
+def render_repo(version: int = 1) -> dict[str, bytes]:
+    """Every file of tests/vectors/repo_v<version>/, by path relative to tests/vectors/."""
+    folder = REPO_VECTORS if version == 1 else REPO_V2_VECTORS
     with tempfile.TemporaryDirectory() as tmp:
         dest = Path(tmp) / "repo"
-        manifest = build_repo(dest)
-        files = {
-            f"{REPO_VECTORS}/repo/{n}": (dest / n).read_bytes() for n in ref.object_names(dest, "")
-        }
-    files[f"{REPO_VECTORS}/manifest.json"] = (
+        manifest = build_repo(dest, version)
+        files = {}
+        for part in ("repo", "extra"):
+            base = Path(tmp) / part
+            for n in ref.object_names(base, ""):
+                files[f"{folder}/{part}/{n}"] = (base / n).read_bytes()
+    files[f"{folder}/manifest.json"] = (
         json.dumps(manifest, indent=1, ensure_ascii=True) + "\n"
     ).encode()
     ch = manifest["inputs"]["chunker"]
-    files[f"{REPO_VECTORS}/README.md"] = REPO_README.format(
+    if version >= 2:
+        files[f"{folder}/README.md"] = REPO_V2_README.format(
+            regenerate=REGENERATE,
+            password=manifest["password"],
+            recovery_key=manifest["recovery_key"],
+            pack_size=manifest["inputs"]["pack_size"],
+            seq=manifest["head"]["seq"],
+            n=len(manifest["snapshots"]),
+            latest=manifest["latest"],
+            unlisted=manifest["unlisted_snapshots"][0],
+            states=len(manifest["states"]),
+            state_ids=", ".join(f"`{c['id']}`" for c in manifest["states"]),
+            objects=len(manifest["objects"]),
+            size=sum(o["size"] for o in manifest["objects"].values()),
+            **ch,
+        ).encode()
+        return files
+    files[f"{folder}/README.md"] = REPO_README.format(
         regenerate=REGENERATE,
         password=manifest["password"],
         recovery_key=manifest["recovery_key"],
@@ -501,16 +652,16 @@ def render_chunker() -> bytes:
 
 def render() -> dict[str, bytes]:
     """Every generated file, by path relative to tests/vectors/."""
-    return {CHUNKER_VECTORS: render_chunker(), **render_repo()}
+    return {CHUNKER_VECTORS: render_chunker(), **render_repo(1), **render_repo(2)}
 
 
 def on_disk() -> dict[str, bytes]:
     out = {}
     if (VECTORS / CHUNKER_VECTORS).exists():
         out[CHUNKER_VECTORS] = (VECTORS / CHUNKER_VECTORS).read_bytes()
-    base = VECTORS / REPO_VECTORS
-    if base.is_dir():
-        for p in sorted(base.rglob("*")):
+    for folder in (REPO_VECTORS, REPO_V2_VECTORS):
+        base = VECTORS / folder
+        for p in sorted(base.rglob("*")) if base.is_dir() else []:
             if p.is_file():
                 out[p.relative_to(VECTORS).as_posix()] = p.read_bytes()
     return out
@@ -537,8 +688,8 @@ def main(argv: list[str]) -> int:
         path = VECTORS / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-    total = sum(len(d) for n, d in files.items() if n.startswith(REPO_VECTORS))
-    print(f"wrote {len(files)} files ({total} bytes under {REPO_VECTORS}/)")
+    total = sum(len(d) for n, d in files.items() if n.startswith("repo_"))
+    print(f"wrote {len(files)} files ({total} bytes under repo_v1/ and repo_v2/)")
     return 0
 
 

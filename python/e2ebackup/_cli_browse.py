@@ -14,6 +14,7 @@ from e2ebackup._cli_repo import EXIT_FAILED, EXIT_OK, _filter, _out, open_repo
 from e2ebackup.repo.diff import diff
 from e2ebackup.repo.exclude import Excludes
 from e2ebackup.repo.find import find
+from e2ebackup.repo.tree import check_depth
 
 
 def _snapshots(args: argparse.Namespace) -> int:
@@ -22,6 +23,8 @@ def _snapshots(args: argparse.Namespace) -> int:
     with repo.read_lock():
         snaps = [dict(s, id=sid) for sid, s in repo.snapshots() if where.admits(s)]
     lines = [f"{'ID':<10}{'TIME':<21}{'HOST':<16}{'SIZE':>10}  {'TAGS':<12}PATHS"]
+    # What a user notes to pin on a new device (--expect-head): see docs/FORMAT.md, Heads.
+    footer = f"head seq {repo.head().seq} {repo.head().digest}"
     for s in snaps:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s["time"]))
         size = _human(int(s.get("stats", {}).get("bytes_total", 0)))
@@ -30,7 +33,7 @@ def _snapshots(args: argparse.Namespace) -> int:
             f"{s['id'][:8]:<10}{when:<21}{s['hostname'][:15]:<16}{size:>10}  {tags:<12}"
             f"{' '.join(s['paths'])}"
         )
-    _out(args, snaps, "\n".join(lines))
+    _out(args, snaps, "\n".join([*lines, footer]))
     return EXIT_OK
 
 
@@ -49,6 +52,7 @@ def _ls(args: argparse.Namespace) -> int:
     prefix = args.path.strip("/")
 
     def walk(tree: str, base: str) -> None:
+        check_depth(len(base.split("/")) if base else 0, base)  # no RecursionError
         for e in repo.read_tree(tree):
             path = f"{base}/{e['name']}" if base else e["name"]
             if (

@@ -18,6 +18,7 @@ not decrypt.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import struct
 from dataclasses import dataclass
@@ -25,11 +26,11 @@ from typing import Any
 
 from e2ebackup import _core
 from e2ebackup.errors import E2EBackupError, InvalidTag
-from e2ebackup.keyslots import KeySlots
 from e2ebackup.storage.base import Storage
 
 MAGIC = b"E2EBREPO"
-VERSION = 1
+VERSION = 2  # new repositories: heads name their parent (docs/FORMAT.md, Heads)
+VERSIONS = (1, 2)  # what this version opens
 REPO_ID_SIZE = 16
 _FIXED = struct.Struct(">8sB16s")
 
@@ -51,6 +52,25 @@ class NotARepository(E2EBackupError):
 
 class RepositoryCorrupted(E2EBackupError):
     """An object of the repository is missing, damaged, replayed or does not authenticate."""
+
+
+class HistoryNotTrusted(RepositoryCorrupted):
+    """The storage shows a history that does not extend the head this device trusted (or the
+    head the user pinned). ``e2ebackup trust`` accepts the state shown, on purpose."""
+
+
+class RolledBack(HistoryNotTrusted):
+    """The newest head is older than the head this device trusted: the storage went back."""
+
+
+class HistoryForked(HistoryNotTrusted):
+    """The newest head does not descend from the trusted (or pinned) head, or two heads have
+    the newest seq: the storage shows another branch of the history."""
+
+
+class HistoryUnverifiable(HistoryNotTrusted):
+    """The heads between the trusted head and the newest are no longer all stored (the device
+    was away longer than the heads kept), so the chain cannot be checked."""
 
 
 def new_id() -> str:
@@ -112,7 +132,16 @@ def open_json(keys: RepoKeys, name: str, blob: bytes) -> Any:
         raise RepositoryCorrupted(
             f"{name} does not authenticate (modified, moved or replayed)"
         ) from None
-    return json.loads(body)
+    return _loads(body, name)
+
+
+def _loads(body: bytes, what: str) -> Any:
+    """JSON from authenticated bytes, which a holder of the key may still have made invalid
+    (not UTF-8, not JSON, nested past the parser's recursion limit): a damaged object."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise RepositoryCorrupted(f"{what} is not valid JSON") from None
 
 
 def write_json(storage: Storage, keys: RepoKeys, name: str, value: Any) -> None:
@@ -127,7 +156,7 @@ def read_json(storage: Storage, keys: RepoKeys, name: str) -> Any:
 
 
 def encode_config(keys: RepoKeys, body: dict[str, Any]) -> bytes:
-    fixed = _FIXED.pack(MAGIC, VERSION, keys.repo_id)
+    fixed = _FIXED.pack(MAGIC, body["version"], keys.repo_id)
     sealed = _core.encrypt(
         keys.config,
         json.dumps(body, sort_keys=True).encode(),
@@ -141,7 +170,7 @@ def parse_config_header(blob: bytes) -> bytes:
     if len(blob) < _FIXED.size or not blob.startswith(MAGIC):
         raise NotARepository("not an e2ebackup repository (no config)")
     _, version, repo_id = _FIXED.unpack(blob[: _FIXED.size])
-    if version != VERSION:
+    if version not in VERSIONS:
         raise NotARepository(f"repository format version {version} is not supported")
     return bytes(repo_id)
 
@@ -154,8 +183,8 @@ def decode_config(keys: RepoKeys, blob: bytes) -> dict[str, Any]:
         )
     except InvalidTag:
         raise RepositoryCorrupted("the repository config does not authenticate") from None
-    value = json.loads(body)
-    if not isinstance(value, dict):
+    value = _loads(body, "the repository config")
+    if not isinstance(value, dict) or value.get("version") != blob[len(MAGIC)]:
         raise RepositoryCorrupted("the repository config is malformed")
     return value
 
@@ -167,19 +196,24 @@ def key_object_name(slot_id: str) -> str:
     return f"keys/{slot_id}"
 
 
-def load_key_slots(storage: Storage, repo_id: bytes) -> tuple[KeySlots, list[str]]:
-    """All key slots, one per ``keys/`` object, with the object names in the same order."""
-    slots = KeySlots(repo_id)
-    names: list[str] = []
-    for info in sorted(storage.list("keys/"), key=lambda o: o.name):
-        one = KeySlots.decode(repo_id, storage.read(info.name))
-        slots.damaged_kinds.extend(one.damaged_kinds)
-        slots.unknown.extend(one.unknown)
-        for slot in one.slots:
-            slots.slots.append(slot)
-            names.append(info.name)
-    return slots, names
+_ID = re.compile(r"[0-9a-f]{64}")
+
+
+def is_id(value: object) -> bool:
+    """Whether ``value`` is an object id: 64 lowercase hex digits."""
+    return isinstance(value, str) and _ID.fullmatch(value) is not None
+
+
+def check_id(value: object, what: str) -> str:
+    """``value`` if it is an object id, else :class:`RepositoryCorrupted`. Every id read from
+    storage (an index's pack ids, a head's snapshot ids and index names, a listing) passes
+    here before it becomes part of an object name: a name like ``thesis.docx`` must never
+    reach a path (defence in depth beside the storage's own refusal of links)."""
+    if not is_id(value):
+        raise RepositoryCorrupted(f"{what} id {str(value)[:80]!r} is malformed")
+    return str(value)
 
 
 def pack_name(pack_id: str) -> str:
+    pack_id = check_id(pack_id, "pack")
     return f"data/{pack_id[:2]}/{pack_id}"

@@ -3,34 +3,50 @@
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from e2ebackup import _core
 from e2ebackup._parallel import ordered_map
-from e2ebackup.errors import InvalidArgument, InvalidTag, ObjectNotFound
-from e2ebackup.keys import KdfParams, RecoveryKey
-from e2ebackup.keyslots import KeySlots
+from e2ebackup.errors import InvalidArgument, InvalidTag, ObjectNotFound, StorageError
+from e2ebackup.keyring import policy
+from e2ebackup.keyring.policy import Credentials, Opened
+from e2ebackup.keyring.slots import KeySlots
+from e2ebackup.keys import KdfParams, Password, RecoveryKey
+from e2ebackup.repo.heads import (
+    Head,
+    History,
+    TrustedHead,
+    check_pin,
+    head_digest,
+    head_object_name,
+    read_trust,
+    stale_head_names,
+    write_trust,
+)
 from e2ebackup.repo.index import Index
+from e2ebackup.repo.keystore import RepoKeyStore, load_key_slots
 from e2ebackup.repo.lock import Lock
 from e2ebackup.repo.objects import (
     KIND_TREE,
     REPO_ID_SIZE,
+    VERSION,
+    VERSIONS,
+    HistoryForked,
     NotARepository,
     RepoKeys,
     RepositoryCorrupted,
     decode_config,
     encode_config,
-    key_object_name,
-    load_key_slots,
+    is_id,
     new_id,
     pack_name,
     parse_config_header,
     read_json,
+    seal_json,
     write_json,
 )
 from e2ebackup.repo.pack import read_pack_header
@@ -40,23 +56,9 @@ from e2ebackup.storage.base import Storage
 if TYPE_CHECKING:
     from e2ebackup.vault.client import VaultClient
 
-_HEAD = re.compile(r"^heads/([0-9a-f]{16})-[0-9a-f]{64}$")
+__all__ = ["DEFAULT_CHUNKER", "Head", "Repository", "SnapshotFilter", "TrustedHead"]
+
 DEFAULT_CHUNKER = {"min": 512 << 10, "avg": 1 << 20, "max": 8 << 20}
-
-
-@dataclass
-class Head:
-    seq: int
-    snapshots: list[str]
-    indexes: list[str]
-    name: str | None = None
-
-
-def _state_dir(repo_id: bytes) -> Path:
-    base = os.environ.get("E2EBACKUP_STATE_DIR") or os.path.join(
-        os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "e2ebackup"
-    )
-    return Path(base) / repo_id.hex()
 
 
 @dataclass(frozen=True)
@@ -111,20 +113,28 @@ class Repository:
         cls,
         storage: Storage,
         *,
-        password: str | bytes | None = None,
+        password: str | bytes | Password | None = None,
         recovery_key: RecoveryKey | None = None,
         kdf: KdfParams | None = None,
         chunker: dict[str, int] | None = None,
         vault: VaultClient | None = None,
+        credentials: Credentials | None = None,
+        publish: bool = True,
     ) -> Repository:
         """A new repository. With ``vault``, the password is registered with that key vault
-        (a guess limit, no offline guessing) instead of getting a password slot."""
-        if password is None and recovery_key is None:
+        (a guess limit, no offline guessing) instead of getting a password slot.
+        ``credentials`` (from ``keyring.policy.rotate``) stands for all three."""
+        if credentials is None:
+            credentials = Credentials.of(password, recovery_key, vault=vault)
+        if credentials.password is None and credentials.recovery_key is None:
             raise InvalidArgument("a repository needs a password or a recovery key")
-        if vault is not None and password is None:
-            raise InvalidArgument("a key vault needs a password")
         if storage.exists("config"):
             raise InvalidArgument(f"there is already a repository at {storage.location}")
+        if any(True for prefix in ("keys/", "heads/") for _ in storage.list(prefix)):
+            raise InvalidArgument(
+                f"{storage.location} holds the remains of an interrupted init or rotate (key "
+                "or head objects, no config): delete them, or choose another location"
+            )
         data_key = _core.generate_key()
         repo_id = _core.generate_key()[:REPO_ID_SIZE]
         keys = RepoKeys.from_data_key(data_key, repo_id)
@@ -133,51 +143,46 @@ class Repository:
         _core.Chunker(
             keys.chunker, min_size=sizes["min"], avg_size=sizes["avg"], max_size=sizes["max"]
         )
-        config: dict[str, Any] = {"version": 1, "chunker": sizes}
+        config: dict[str, Any] = {"version": VERSION, "chunker": sizes}
         repo = cls(storage, keys, config, data_key)
         # Keys first, config last: a repository is only there once it can be opened.
-        if vault is not None and password is not None:
-            vault_slot = vault.register(password, data_key)
-            repo._store_slot(lambda s: s.add_vault(data_key, vault_slot))
-        elif password is not None:
-            repo.add_password(password, kdf=kdf)
-        if recovery_key is not None:
-            repo.add_recovery_key(recovery_key)
+        policy.enrol(RepoKeyStore(storage, repo_id), data_key, credentials, kdf=kdf)
         repo._write_head(Head(0, [], []))
-        storage.put_bytes("config", encode_config(keys, config))
+        if publish:
+            repo.publish()
         return repo
+
+    def publish(self) -> None:
+        """Stores the config, written last: only then is there a repository to open. A rotation
+        publishes its copy once every snapshot is in it, so an interrupted one leaves nothing
+        that opens (and looks like a finished, empty copy)."""
+        self.storage.put_bytes("config", encode_config(self.keys, self.config))
 
     @classmethod
     def open(
         cls,
         storage: Storage,
         *,
-        password: str | bytes | None = None,
+        password: str | bytes | Password | None = None,
         recovery_key: RecoveryKey | None = None,
     ) -> Repository:
+        """Opens the repository with a recovery key, else a password (through its key vault,
+        if it has one): the one credential policy of keyring.policy."""
         try:
             blob = storage.read("config")
         except ObjectNotFound:
             raise NotARepository(f"no e2ebackup repository at {storage.location}") from None
         repo_id = parse_config_header(blob)
-        slots, _ = load_key_slots(storage, repo_id)
+        store = RepoKeyStore(storage, repo_id)
+        slots = store.load()
         if not slots.slots and not slots.damaged:
             raise RepositoryCorrupted("the repository has no key slots")
-        if recovery_key is not None:
-            data_key = slots.unlock(recovery_key=recovery_key)
-        elif password is not None and slots.vault_slots():
-            # The password is held by a key vault: one online attempt, nothing to guess offline.
-            from e2ebackup.vault.client import unlock_slot
-
-            secret = password
-            data_key = slots.unlock_vault(lambda vault: unlock_slot(vault, secret))
-        else:
-            data_key = slots.unlock(password=password)
+        data_key = policy.unlock(store, Credentials.of(password, recovery_key)).data_key
         keys = RepoKeys.from_data_key(data_key, repo_id)
         config = decode_config(keys, blob)
         sizes = config.get("chunker")
         try:
-            if config.get("version") != 1 or not isinstance(sizes, dict):
+            if config.get("version") not in VERSIONS or not isinstance(sizes, dict):
                 raise TypeError
             _core.Chunker(
                 keys.chunker, min_size=sizes["min"], avg_size=sizes["avg"], max_size=sizes["max"]
@@ -191,132 +196,147 @@ class Repository:
     # -- key slots
 
     def key_slots(self) -> tuple[KeySlots, list[str]]:
+        """Every key slot and the ``keys/`` object it is stored in."""
         return load_key_slots(self.storage, self.keys.repo_id)
 
-    def _store_slot(self, build: Any) -> str:
-        one = KeySlots(self.keys.repo_id)
-        build(one)
-        slot_id = new_id()
-        self.storage.put_bytes(key_object_name(slot_id), one.encode())
-        return slot_id
+    def _key_store(self) -> tuple[RepoKeyStore, Opened]:
+        store = RepoKeyStore(self.storage, self.keys.repo_id)
+        return store, policy.reopen(store, self._data_key)
 
     def add_password(
-        self, password: str | bytes, *, kdf: KdfParams | None = None, label: str = ""
+        self, password: str | bytes | Password, *, kdf: KdfParams | None = None, label: str = ""
     ) -> str:
-        slots, _ = self.key_slots()
-        if slots.vault_slots():
-            raise InvalidArgument(
-                "this repository's password is held by a key vault: a password slot next to it "
-                "would allow offline guessing again"
-            )
-        return self._add_password_slot(password, kdf=kdf, label=label)
-
-    def _add_password_slot(
-        self, password: str | bytes, *, kdf: KdfParams | None = None, label: str = ""
-    ) -> str:
-        return self._store_slot(
-            lambda s: s.add_password(self._data_key, password, kdf=kdf, label=label)
-        )
+        """Adds a password slot; returns its ``keys/`` object's name. Refused when a key vault
+        holds the password (offline guessing would be back)."""
+        store, opened = self._key_store()
+        policy.add_password(store, opened, Password(password), kdf=kdf, label=label)
+        return store.added[-1]
 
     def add_recovery_key(self, recovery_key: RecoveryKey, *, label: str = "") -> str:
-        return self._store_slot(
-            lambda s: s.add_recovery_key(self._data_key, recovery_key, label=label)
-        )
+        store, opened = self._key_store()
+        policy.add_recovery_key(store, opened, recovery_key, label=label)
+        return store.added[-1]
 
     def remove_key(self, index: int) -> None:
-        slots, names = self.key_slots()
-        if not 0 <= index < len(slots.slots):
-            raise InvalidArgument(f"no key slot {index}; there are {len(slots.slots)}")
-        if len(slots.slots) + len(slots.unknown) <= 1:
-            raise InvalidArgument("refusing to remove the last key: the repository would be lost")
-        self.storage.delete(names[index])
+        """Removes key slot ``index`` (as :meth:`key_slots` lists them); never the last."""
+        store, opened = self._key_store()
+        policy.remove_slot(store, opened, index)
 
     def change_password(
-        self, old: str | bytes, new: str | bytes, *, kdf: KdfParams | None = None
+        self,
+        old: str | bytes | Password,
+        new: str | bytes | Password,
+        *,
+        kdf: KdfParams | None = None,
     ) -> None:
         """Adds a slot for the new password, then removes the old password's slot: there is no
-        moment without a working key. A password held by a key vault is registered anew, and
-        the old vault record deleted afterwards."""
-        slots, names = self.key_slots()
-        if slots.vault_slots():
-            self._change_vault_password(slots, names, old, new)
-            return
-        for i, slot in enumerate(slots.slots):
-            one = KeySlots(self.keys.repo_id, [slot])
-            try:
-                one.unlock(password=old)
-            except Exception:  # noqa: S112 - only the slot that opens matters
-                continue
-            self._add_password_slot(new, kdf=kdf or slot.kdf, label=slot.label)
-            self.storage.delete(names[i])
-            return
-        slots.unlock(password=old)  # raises the precise error
+        moment without a working key. A password held by a key vault is registered anew at the
+        same vault (``old`` must log in there), and the old vault record deleted afterwards.
+        A vault slot that does not prove itself with the data key is deleted, not contacted."""
+        store, opened = self._key_store()
+        policy.change_password(store, opened, Password(old), Password(new), kdf=kdf)
 
-    def _change_vault_password(
-        self, slots: KeySlots, names: list[str], old: str | bytes, new: str | bytes
-    ) -> None:
-        from e2ebackup.vault.client import client_for
+    def rotation_credentials(
+        self, password: str | bytes | Password | None, recovery_key: RecoveryKey | None
+    ) -> Credentials:
+        """What a repository that replaces this one is enrolled with (keyring.policy.rotate):
+        the same proven vaults if this one's password is held by one, else a password slot."""
+        _, opened = self._key_store()
+        return policy.rotate(opened, password=Password.of(password), recovery_key=recovery_key)
 
-        for slot, name in zip(slots.slots, names, strict=True):
-            if slot.vault is None:
-                continue
-            with client_for(slot.vault) as client:
-                client.unlock(slot.vault, old)  # the old password must be right
-                fresh = client.register(new, self._data_key)
-                one = KeySlots(self.keys.repo_id)
-                one.add_vault(self._data_key, fresh, label=slot.label)
-                self.storage.put_bytes(key_object_name(new_id()), one.encode())
-                self.storage.delete(name)
-                client.delete(slot.vault, old)
+    def has_recovery_key_slot(self) -> bool:
+        return self._key_store()[1].has_recovery_key
 
     # -- head
 
+    #: The head the user expects (``--expect-head``, ``E2EBACKUP_EXPECT_HEAD``): 16 to 64 hex
+    #: digits of its SHA-256. The newest head must be it or descend from it.
+    expect_head: str | None = None
+
+    def _history(self) -> History:
+        return History(self.storage, self.keys, int(self.config.get("version", 1)))
+
     def _write_head(self, head: Head) -> None:
-        name = f"heads/{head.seq:016x}-{new_id()}"
-        write_json(
-            self.storage,
-            self.keys,
-            name,
-            {"seq": head.seq, "snapshots": head.snapshots, "indexes": head.indexes},
-        )
+        name = head_object_name(head.seq, new_id())
+        value = {
+            "seq": head.seq,
+            "snapshots": head.snapshots,
+            "indexes": head.indexes,
+            "parent": head.parent,
+        }
+        stored = seal_json(self.keys, name, value)
+        self.storage.put_bytes(name, stored)
         head.name = name
-        self._remember_seq(head.seq)
+        head.digest = head_digest(stored)
+        # This device's own next head extends what it trusted, and so its pins.
+        trusted = read_trust(self.keys.repo_id)
+        write_trust(self.keys.repo_id, head, trusted.pins if trusted else ())
         self._head = head
 
-    def _remember_seq(self, seq: int) -> None:
-        try:
-            d = _state_dir(self.keys.repo_id)
-            d.mkdir(parents=True, exist_ok=True)
-            (d / "head").write_text(str(seq))
-        except OSError:
-            pass  # no state directory: rollback checks are then limited to this run
-
     def head(self, *, refresh: bool = False) -> Head:
-        """The newest head. Raises if the storage holds an older head than this device saw
-        (a rollback)."""
+        """The newest head, once it is checked to extend the head this device trusted (and the
+        pinned ``expect_head``); this device then trusts it. Raises RolledBack, HistoryForked
+        or HistoryUnverifiable (docs/FORMAT.md, Heads) otherwise; :meth:`trust` accepts."""
         if self._head is not None and not refresh:
             return self._head
-        names = sorted(
-            (o.name for o in self.storage.list("heads/") if _HEAD.match(o.name)), reverse=True
-        )
-        if not names:
-            raise RepositoryCorrupted("the repository has no head object")
-        newest = names[0]
-        value = read_json(self.storage, self.keys, newest)
-        seq = int(value["seq"])
-        if seq != int(_HEAD.match(newest).group(1), 16):  # type: ignore[union-attr]
-            raise RepositoryCorrupted(f"{newest} does not match its sequence number")
+        history = self._history()
+        trusted = read_trust(self.keys.repo_id)
+        newest = history.newest(trusted)
+        pins: tuple[str, ...] = ()
+        if trusted is not None:
+            history.check_extends(newest, trusted)
+            pins = trusted.pins
+        if self.expect_head is not None:
+            pin = check_pin(self.expect_head)
+            if pin not in pins:
+                history.check_pin(newest, pin)
+                pins = (*pins, pin)
+        if trusted is None or (trusted.digest, trusted.pins) != (newest.digest, pins):
+            write_trust(self.keys.repo_id, newest, pins)
+        self._head = newest
+        return newest
+
+    def trusted_head(self) -> TrustedHead | None:
+        """The head this device trusts, from its state folder (None on a new device)."""
+        return read_trust(self.keys.repo_id)
+
+    def newest_head(self) -> Head:
+        """The newest head as the storage shows it: authenticated and the only one with its
+        seq, but not checked against what this device trusted. What :meth:`trust` accepts."""
+        return self._history().newest()
+
+    def trust(self, expected: str | None = None) -> Head:
+        """Accepts the storage's newest head on purpose (after a refusal the user understands,
+        or on a new device): this device trusts it from now on. With ``expected`` (hex digits
+        of its SHA-256, as another device shows it), only that head is accepted."""
         try:
-            seen = int((_state_dir(self.keys.repo_id) / "head").read_text())
-        except (OSError, ValueError):
-            seen = -1
-        if seq < seen:
-            raise RepositoryCorrupted(
-                f"the repository was rolled back: its newest head is {seq}, this device saw {seen}"
+            newest = self.newest_head()
+        except HistoryForked:
+            if expected is None:
+                raise
+            return self._continue_branch(check_pin(expected))
+        if expected is not None and not str(newest.digest).startswith(check_pin(expected)):
+            raise InvalidArgument(
+                f"the newest head is {newest.digest}, not {expected}: nothing was trusted"
             )
-        self._remember_seq(seq)
-        self._head = Head(seq, list(value["snapshots"]), list(value["indexes"]), newest)
-        return self._head
+        write_trust(self.keys.repo_id, newest, (check_pin(expected),) if expected else ())
+        self._head = newest
+        return newest
+
+    def _continue_branch(self, pin: str) -> Head:
+        """Two heads have the newest seq: trusts the one ``pin`` names and writes the next head
+        on top of it (under the exclusive lock), so every device sees one newest head again."""
+        with self.lock(exclusive=True):
+            history = self._history()
+            seq = max(history.by_seq)
+            heads = [history.read(name) for name in history.by_seq[seq]]
+            chosen = [h for h in heads if str(h.digest).startswith(pin)]
+            if len(heads) < 2 or len(chosen) != 1:
+                raise InvalidArgument(f"no single head with seq {seq} is {pin}: nothing trusted")
+            write_trust(self.keys.repo_id, chosen[0])
+            head = Head(seq + 1, chosen[0].snapshots, chosen[0].indexes, parent=chosen[0].digest)
+            self._write_head(head)
+        return head
 
     def commit(
         self,
@@ -326,18 +346,22 @@ class Repository:
         add_indexes: Sequence[str] = (),
         remove_indexes: Sequence[str] = (),
     ) -> Head:
-        """Writes the next head; then deletes the older ones."""
+        """Writes the next head, naming the current one as its parent; then deletes the heads
+        older than the last KEEP_HEADS (a crash before that leaves a few extra old heads, which
+        the next commit deletes)."""
         old = self.head(refresh=True)
         head = Head(
             old.seq + 1,
             [s for s in old.snapshots if s not in remove_snapshots] + list(add_snapshots),
             [i for i in old.indexes if i not in remove_indexes] + list(add_indexes),
+            parent=old.digest,
         )
         self._write_head(head)
-        for info in self.storage.list("heads/"):
-            m = _HEAD.match(info.name)
-            if m and int(m.group(1), 16) < head.seq:
-                self.storage.delete(info.name)
+        for name in stale_head_names(self.storage, head.seq):
+            try:
+                self.storage.delete(name)
+            except StorageError:
+                break  # the commit is done; the next one deletes what is left
         return head
 
     # -- index and locks
@@ -361,6 +385,8 @@ class Repository:
             pack_id = info.name.rsplit("/", 1)[-1]
             if pack_id in index.pack_sizes:
                 continue
+            if not is_id(pack_id) or info.name != pack_name(pack_id):
+                continue  # not a pack of ours (a name the storage made up); verify reports it
             try:
                 entries = read_pack_header(self.storage, self.keys, pack_id, info.size)
             except RepositoryCorrupted:
@@ -382,31 +408,57 @@ class Repository:
 
     # -- snapshots
 
+    #: Called with a message for each listed snapshot whose object is missing, when listings
+    #: and ``latest`` skip it; without it, a :mod:`warnings` warning.
+    on_missing_snapshot: Callable[[str], None] | None = None
+
     def snapshots(self) -> Iterator[tuple[str, dict[str, Any]]]:
-        """Every live snapshot (listed in the head), oldest first."""
+        """Every live snapshot (listed in the head), oldest first. A listed snapshot whose
+        object is missing is skipped and reported (``on_missing_snapshot``), so that the others
+        stay listed and ``latest`` restorable; one that does not authenticate raises."""
         sids = self.head().snapshots
-        loaded = ordered_map(self.load_snapshot, sids, threads=self.storage.read_concurrency)
-        items = list(zip(sids, loaded, strict=True))
+        loaded = ordered_map(self._read_snapshot, sids, threads=self.storage.read_concurrency)
+        items = []
+        for sid, value in zip(sids, loaded, strict=True):
+            if value is not None:
+                items.append((sid, value))
+                continue
+            message = (
+                f"snapshot {sid[:8]} is listed but missing from the storage (deleted?); "
+                "skipped, the other snapshots are not affected"
+            )
+            if self.on_missing_snapshot is not None:
+                self.on_missing_snapshot(message)
+            else:
+                warnings.warn(message, RuntimeWarning, stacklevel=2)
         items.sort(key=lambda kv: kv[1]["time"])
         return iter(items)
 
     def load_snapshot(self, sid: str) -> dict[str, Any]:
+        value = self._read_snapshot(sid)
+        if value is None:
+            raise RepositoryCorrupted(f"snapshot {sid[:8]} is listed but missing (deleted?)")
+        return value
+
+    def _read_snapshot(self, sid: str) -> dict[str, Any] | None:
+        """A snapshot object, checked; None if it is not stored."""
         try:
             value = read_json(self.storage, self.keys, f"snapshots/{sid}")
         except ObjectNotFound:
-            raise RepositoryCorrupted(
-                f"snapshot {sid[:8]} is listed but missing (deleted?)"
-            ) from None
+            return None
         if not isinstance(value, dict) or value.get("id") != sid:
             raise RepositoryCorrupted(f"snapshot {sid[:8]} is malformed or was swapped")
+        if not _snapshot_fields_valid(value):
+            raise RepositoryCorrupted(f"snapshot {sid[:8]} is malformed")
         return value
 
     def find_snapshot(
         self, ref: str, where: SnapshotFilter | None = None
     ) -> tuple[str, dict[str, Any]]:
         """A snapshot by id, unique id prefix, or ``latest`` (the newest of those ``where``
-        admits: of a host, of some paths, with some tags). An id loads only that snapshot, so
-        a damaged or deleted other snapshot does not stand in the way of restoring it."""
+        admits: of a host, of some paths, with some tags; a listed snapshot that is missing
+        from the storage is skipped, with a warning). An id loads only that snapshot, so a
+        damaged or deleted other snapshot does not stand in the way of restoring it."""
         ids = self.head().snapshots
         if not ids:
             raise InvalidArgument("the repository has no snapshots yet")
@@ -452,3 +504,34 @@ class Repository:
         if self._codec is None:
             self._codec = self.keys.codec()
         return self._codec
+
+
+def _snapshot_fields_valid(value: dict[str, Any]) -> bool:
+    """Whether the fields that listings, filters, retention and restore act on have the types
+    of docs/FORMAT.md (Trees and snapshots): a holder of the key may have written anything."""
+
+    def number(v: object) -> bool:  # seconds since the epoch, up to the year 2514
+        return type(v) in (int, float) and 0 <= v < 2**34  # type: ignore[operator]
+
+    def count(v: object) -> bool:  # a statistic: a byte or file count
+        return type(v) in (int, float) and 0 <= v < 2**63  # type: ignore[operator]
+
+    def strings(v: object) -> bool:
+        return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+    def hex64(v: object) -> bool:
+        return isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)
+
+    stats = value.get("stats", {})
+    return (
+        number(value.get("time"))
+        and number(value.get("started", 0))
+        and hex64(value.get("tree"))
+        and strings(value.get("paths"))
+        and strings(value.get("tags", []))
+        and isinstance(value.get("hostname"), str)
+        and isinstance(value.get("username", ""), str)
+        and (value.get("parent") is None or hex64(value.get("parent")))
+        and isinstance(stats, dict)
+        and all(count(v) for v in stats.values())
+    )
