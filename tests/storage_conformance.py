@@ -13,7 +13,13 @@ import os
 import threading
 
 import pytest
-from e2ebackup.errors import InvalidArgument, ObjectExists, ObjectNotFound, StorageError
+from e2ebackup.errors import (
+    InvalidArgument,
+    ObjectExists,
+    ObjectNotFound,
+    ObjectTooLarge,
+    StorageError,
+)
 from e2ebackup.storage import Storage
 
 
@@ -85,9 +91,27 @@ class StorageConformance:
         assert not storage.exists("data/cc/short")
 
     def test_bad_names_are_refused(self, storage: Storage) -> None:
-        for name in ("", "/abs", "a/../b", "a//b", "a b", "../x"):
+        bad = ("", "/abs", "a/../b", "a//b", "a b", "../x", "..", ".", "a/./b", "x\n", "a\\b", "a/")
+        for name in bad:
             with pytest.raises(InvalidArgument):
                 storage.read(name)
+            with pytest.raises(InvalidArgument):
+                put(storage, name, b"x")
+            with pytest.raises(InvalidArgument):
+                storage.stat(name)
+            with pytest.raises(InvalidArgument):
+                storage.delete(name)
+
+    def test_reads_are_capped(self, storage: Storage) -> None:
+        """A read takes no more than it asked for: ``max_size``, or for a whole object the
+        limit of its kind (a config is a few hundred bytes; 1 MiB is refused)."""
+        put(storage, "data/dd/capped", b"x" * 100)
+        assert storage.read("data/dd/capped", max_size=100) == b"x" * 100
+        with pytest.raises(ObjectTooLarge):
+            storage.read("data/dd/capped", max_size=99)
+        put(storage, "config", bytes((1 << 20) + 1))
+        with pytest.raises(ObjectTooLarge):
+            storage.read("config")
 
     def test_concurrent_writers(self, storage: Storage) -> None:
         errors: list[BaseException] = []

@@ -14,6 +14,7 @@ import getpass
 import os
 import socket
 import stat
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -26,8 +27,8 @@ from e2ebackup.repo.exclude import CACHEDIR_TAG, Excludes
 from e2ebackup.repo.objects import KIND_DATA, KIND_TREE, RepositoryCorrupted
 from e2ebackup.repo.pack import PackWriter
 from e2ebackup.repo.repository import Repository
-from e2ebackup.repo.sqlite import SQLITE_MAGIC, consistent_copy, is_sqlite
-from e2ebackup.repo.tree import Entry, encode_tree
+from e2ebackup.repo.sqlite import SQLITE_MAGIC, capture, is_sqlite
+from e2ebackup.repo.tree import MAX_DEPTH, Entry, TreeTooDeep, encode_tree
 
 READ_BLOCK = 8 << 20
 # Chunks are sealed in batches of about this many bytes, across all cores.
@@ -73,6 +74,7 @@ class Archiver:
         self.excludes = excludes or Excludes()
         self.one_file_system = one_file_system
         self._device: int | None = None  # of the path given that is being walked
+        self._depth = 0  # folder listings above the one being made (the root's is 0)
         self.codec = repo.codec
         chunker = repo.config["chunker"]
         self.chunker = _core.Chunker(
@@ -217,9 +219,11 @@ class Archiver:
             return
         content = self._chunks_of(path, divert_sqlite=True)
         if content is None:
-            with consistent_copy(path) as copy:
-                content = self._chunks_of(copy, divert_sqlite=False)
-                entry["size"] = os.path.getsize(copy)
+            # A live database is read through SQLite, as of one transaction; the image stays in
+            # memory or in an unlinked scratch file beside the database (repo/sqlite.py).
+            with capture(path) as (image, size):
+                content = self._chunks_from(image, path, divert_sqlite=False)
+                entry["size"] = size
             self.stats.sqlite_captured += 1
         assert content is not None  # the copy is read without diverting
         entry["content"] = content
@@ -243,6 +247,9 @@ class Archiver:
             entry["type"] = "file"
             self._file(path, st, entry, old)
         elif stat.S_ISDIR(st.st_mode):
+            if self._depth >= MAX_DEPTH:  # left out: no reader accepts a deeper snapshot
+                self._error(path, TreeTooDeep())
+                return None
             entry["type"] = "dir"
             old_tree = old.get("subtree") if old and old.get("type") == "dir" else None
             if self.one_file_system and st.st_dev != self._device:
@@ -269,6 +276,13 @@ class Archiver:
 
     def _dir(self, path: str, old_tree: str | None) -> str:
         self.stats.dirs += 1
+        self._depth += 1
+        try:
+            return self._dir_entries(path, old_tree)
+        finally:
+            self._depth -= 1
+
+    def _dir_entries(self, path: str, old_tree: str | None) -> str:
         old = self._old_entries(old_tree)
         entries: list[Entry] = []
         try:
@@ -330,6 +344,10 @@ class Archiver:
                 raise FileNotFoundError(2, "No such file or directory", p)
         old_root = self._old_entries(parent[1]["tree"] if parent else None)
         start = time.time()
+        # The walk takes three frames a level; MAX_DEPTH levels need more than the default
+        # 1000 frames (Python-to-Python calls use no C stack since 3.11).
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(limit, 3 * MAX_DEPTH + 500))
         try:
             root: list[Entry] = []
             for path, name in zip(absolute, names, strict=True):
@@ -343,6 +361,8 @@ class Archiver:
         except BaseException:
             self.writer.abort()
             raise
+        finally:
+            sys.setrecursionlimit(limit)
         if self.dry_run:
             return ""
         return self._commit(tree, absolute, start, parent, tags)

@@ -9,7 +9,16 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from e2ebackup._parallel import ordered_map
-from e2ebackup.repo.objects import RepoKeys, RepositoryCorrupted, new_id, read_json, write_json
+from e2ebackup.repo.objects import (
+    KIND_DATA,
+    KIND_TREE,
+    RepoKeys,
+    RepositoryCorrupted,
+    is_id,
+    new_id,
+    read_json,
+    write_json,
+)
 from e2ebackup.repo.pack import BlobLocation
 from e2ebackup.storage.base import Storage
 
@@ -91,15 +100,33 @@ class Index:
         for name, value in zip(names, fetched, strict=True):
             try:
                 for pack in value["packs"]:
-                    entries = [
-                        (
-                            bytes.fromhex(b[1]),
-                            BlobLocation(int(b[0]), pack["id"], int(b[2]), int(b[3])),
-                        )
-                        for b in pack["blobs"]
-                    ]
-                    index.add_pack(pack["id"], int(pack["size"]), entries, new=False)
+                    pack_id, size = pack["id"], pack["size"]
+                    if not is_id(pack_id) or not _count(size):
+                        raise ValueError
+                    entries = [_entry(b, pack_id, size) for b in pack["blobs"]]
+                    index.add_pack(pack_id, size, entries, new=False)
             except (KeyError, TypeError, ValueError, IndexError):
                 raise RepositoryCorrupted(f"{name} is malformed") from None
             index.names.append(name)
         return index
+
+
+def _count(value: object) -> bool:
+    """A JSON integer that can be a size or an offset (not a bool, not a float)."""
+    return type(value) is int and 0 <= value < 1 << 63
+
+
+def _entry(blob: Any, pack_id: str, pack_size: int) -> tuple[bytes, BlobLocation]:
+    """One ``[kind, id hex, offset, length]`` of an index, checked: the names and numbers in an
+    index decide which objects are read and deleted, so nothing odd is let through (an id that
+    is not 64 hex digits, a blob outside its pack)."""
+    kind, blob_id, offset, length = blob
+    if (
+        kind not in (KIND_DATA, KIND_TREE)
+        or type(kind) is not int
+        or not is_id(blob_id)
+        or not (_count(offset) and _count(length))
+        or offset + length > pack_size
+    ):
+        raise ValueError
+    return bytes.fromhex(blob_id), BlobLocation(kind, pack_id, offset, length)

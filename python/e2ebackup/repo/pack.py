@@ -25,6 +25,9 @@ _TRAILER = struct.Struct(">I")
 # Target pack size: large enough for efficient cloud uploads, small enough to bound memory.
 PACK_TARGET = 16 << 20
 MAX_HEADER = 64 << 20
+# Bytes read from a pack's end to find its header: 37 bytes a blob, so the header of a pack of
+# 1 MiB chunks (a few hundred bytes) and most tree packs fit in one read.
+HEADER_GUESS = 64 << 10
 
 
 @dataclass(frozen=True)
@@ -71,13 +74,20 @@ def parse_pack_header(
 def read_pack_header(
     storage: Storage, keys: RepoKeys, pack_id: str, pack_size: int
 ) -> list[tuple[bytes, BlobLocation]]:
+    """A pack's authenticated header, read from its end: one read of the last
+    ``HEADER_GUESS`` bytes, which hold the header of all but packs of many small blobs, and a
+    second read for the rest of a longer header."""
     name = pack_name(pack_id)
-    trailer = storage.read(name, offset=pack_size - _TRAILER.size, length=_TRAILER.size)
-    (header_len,) = _TRAILER.unpack(trailer)
+    if pack_size < _TRAILER.size:  # a size from a listing or an index: the storage's word
+        raise RepositoryCorrupted(f"pack {pack_id} is truncated")
+    guess = min(pack_size, HEADER_GUESS)
+    tail = storage.read(name, offset=pack_size - guess, length=guess)
+    (header_len,) = _TRAILER.unpack(tail[-_TRAILER.size :])
     if header_len > min(MAX_HEADER, pack_size - _TRAILER.size):
         raise RepositoryCorrupted(f"pack {pack_id} has an impossible header length")
-    start = pack_size - _TRAILER.size - header_len
-    tail = storage.read(name, offset=start, length=header_len) + trailer
+    missing = header_len + _TRAILER.size - len(tail)
+    if missing > 0:
+        tail = storage.read(name, offset=pack_size - guess - missing, length=missing) + tail
     return parse_pack_header(keys, pack_id, tail, pack_size)
 
 

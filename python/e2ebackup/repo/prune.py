@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from e2ebackup.repo.index import Index
-from e2ebackup.repo.objects import pack_name
+from e2ebackup.repo.objects import check_id, pack_name
 from e2ebackup.repo.pack import BlobLocation, PackWriter
 from e2ebackup.repo.repository import Repository
 from e2ebackup.repo.retention import Retention, group_key, select
@@ -79,7 +79,7 @@ def forget(
         if drop:
             repo.commit(remove_snapshots=drop)
             for sid in drop:
-                repo.storage.delete(f"snapshots/{sid}")
+                repo.storage.delete(f"snapshots/{check_id(sid, 'snapshot')}")
             stats.snapshots_removed = len(drop)
         if prune:
             _prune(repo, stats, repack_unused)
@@ -115,7 +115,7 @@ def _prune(repo: Repository, stats: PruneStats, repack_unused: float) -> None:
             stats.blobs_removed += len(blobs) - len(live)
             if live:
                 stats.packs_repacked += 1
-                raw = repo.storage.read(pack_name(pack_id))
+                raw = repo.storage.read(pack_name(pack_id), length=size)
                 for blob_id, kind, offset, length in live:
                     # Sealed blobs are bound to their id, not their pack: copied as they are.
                     writer.add(kind, blob_id, raw[offset : offset + length])

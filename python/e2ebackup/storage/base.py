@@ -17,20 +17,63 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from e2ebackup.errors import InvalidArgument, StorageError
+from e2ebackup.errors import InvalidArgument, ObjectTooLarge, StorageError
 
-__all__ = ["ObjectInfo", "Storage", "check_name"]
+__all__ = ["ObjectInfo", "Storage", "check_name", "valid_name", "whole_read_limit"]
 
-_NAME = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+_NAME = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")
 # Streaming block for uploads and downloads.
 BLOCK = 1 << 20
+_MIB = 1 << 20
+
+# The largest object a whole-object read accepts, by the first part of its name: honest objects
+# are far smaller (a config or a key slot is a few hundred bytes, a head about 70 bytes per
+# snapshot, an index about 90 bytes per blob: 1 GiB is some 11 million blobs), and the storage
+# must not be able to make a reader allocate more. Packs are read by range, or whole with the
+# size their authenticated index gives.
+_WHOLE_READ_LIMITS = {
+    "config": 1 * _MIB,
+    "keys": 1 * _MIB,
+    "locks": 1 * _MIB,
+    "heads": 64 * _MIB,
+    "snapshots": 64 * _MIB,
+    "index": 1024 * _MIB,
+}
+_OTHER_LIMIT = 256 * _MIB
+
+
+def whole_read_limit(name: str) -> int:
+    """How many bytes a read of the whole object ``name`` accepts (see ``Storage.read``)."""
+    return _WHOLE_READ_LIMITS.get(name.split("/", 1)[0], _OTHER_LIMIT)
+
+
+def valid_name(name: str) -> bool:
+    """Whether ``name`` can be an object's name: a plain relative path, no ``.`` or ``..``
+    component, no leading ``/``, no characters but ``[A-Za-z0-9_.-]``. Listings leave out
+    what is not (things other tools left), so every name they give can be used."""
+    return _NAME.fullmatch(name) is not None and not any(
+        part in (".", "..") for part in name.split("/")
+    )
 
 
 def check_name(name: str) -> str:
-    """Object names are plain relative paths: no ``..``, no leading ``/``, no odd characters."""
-    if not _NAME.match(name) or any(part in (".", "..") for part in name.split("/")):
+    """``name`` if it is a valid object name (:func:`valid_name`), else InvalidArgument."""
+    if not valid_name(name):
         raise InvalidArgument(f"invalid object name {name!r}")
     return name
+
+
+def read_at_most(stream: BinaryIO, n: int) -> bytes:
+    """Up to ``n`` bytes from ``stream``: fewer only at its end."""
+    parts: list[bytes] = []
+    got = 0
+    while got < n:
+        block = stream.read(min(n - got, 4 * BLOCK))
+        if not block:
+            break
+        parts.append(block)
+        got += len(block)
+    return b"".join(parts)
 
 
 @dataclass(frozen=True)
@@ -87,9 +130,29 @@ class Storage(abc.ABC):
     def put_bytes(self, name: str, data: bytes) -> None:
         self.put(name, io.BytesIO(data), size=len(data), sha256=hashlib.sha256(data).digest())
 
-    def read(self, name: str, *, offset: int = 0, length: int | None = None) -> bytes:
+    def read(
+        self,
+        name: str,
+        *,
+        offset: int = 0,
+        length: int | None = None,
+        max_size: int | None = None,
+    ) -> bytes:
+        """The bytes ``[offset, offset + length)`` of ``name`` (to the end if ``length`` is
+        None). The storage's answer is read only up to what was asked for: more than
+        ``length`` bytes, or (``length`` None) more than ``max_size`` (default: the limit for
+        the object's kind, :func:`whole_read_limit`), raise :class:`ObjectTooLarge` having
+        held at most one byte more than that."""
+        limit = length if length is not None else max_size
+        if limit is None:
+            limit = whole_read_limit(name)
         with self.open(name, offset=offset, length=length) as f:
-            data = f.read()
+            data = read_at_most(f, limit + 1)
+        if len(data) > limit:
+            raise ObjectTooLarge(
+                f"{self.location}: {name}: the storage sent more than the {limit} bytes "
+                "a reader accepts here; refused"
+            )
         if length is not None and len(data) != length:
             raise StorageError(
                 f"{self.location}: short read of {name}: wanted {length} bytes, got {len(data)}"

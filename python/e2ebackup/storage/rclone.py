@@ -45,15 +45,16 @@ from e2ebackup.errors import (
     InvalidArgument,
     ObjectExists,
     ObjectNotFound,
+    ObjectTooLarge,
     StorageAuthError,
     StorageError,
     StorageFull,
     StoragePermissionDenied,
     StorageUnavailable,
 )
-from e2ebackup.storage.base import BLOCK, ObjectInfo, Storage, check_name
+from e2ebackup.storage.base import BLOCK, ObjectInfo, Storage, check_name, valid_name
 
-__all__ = ["RcloneStorage", "rclone_binary"]
+__all__ = ["RcloneStorage", "child_environment", "rclone_binary"]
 
 TMP_PREFIX = ".tmp-"
 # Hashes worth checking, best first: computed here as the data streams past.
@@ -166,6 +167,14 @@ def rclone_binary(explicit: str | os.PathLike[str] | None = None) -> str:
     )
 
 
+def child_environment() -> dict[str, str]:
+    """The environment rclone runs with: ours without any ``E2EBACKUP_`` variable, so that the
+    repository password, the recovery key and the vault token never reach another program
+    (nor its crash reports, nor the processes it starts in turn). rclone's own settings
+    (``RCLONE_*``, the cloud SDKs' variables) pass through."""
+    return {k: v for k, v in os.environ.items() if not k.upper().startswith("E2EBACKUP_")}
+
+
 def _redact_remote(remote: str) -> str:
     """A remote for messages: connection-string parameters (``:s3,secret_access_key=...:``)
     can hold secrets and are dropped."""
@@ -176,11 +185,19 @@ class _Output:
     """The stdout of ``rclone cat`` as a file object; rclone's exit status is checked at the
     end of the stream, and closing early stops the process."""
 
-    def __init__(self, owner: RcloneStorage, proc: subprocess.Popen[bytes], err: Any, what: str):
+    def __init__(
+        self,
+        owner: RcloneStorage,
+        proc: subprocess.Popen[bytes],
+        err: Any,
+        what: str,
+        length: int | None = None,
+    ) -> None:
         self._owner = owner
         self._proc = proc
         self._err = err
         self._what = what
+        self._left = length  # bytes still expected, when a range was asked for
         self._pending = b""
         self._eof = False
         self._closed = False
@@ -205,6 +222,13 @@ class _Output:
         data = self._proc.stdout.read(n)
         if not data:
             self._finish()
+        elif self._left is not None:
+            self._left -= len(data)
+            if self._left < 0:
+                raise ObjectTooLarge(
+                    f"{self._owner.location}: {self._what}: rclone sent more bytes than the "
+                    "range asked for; refused"
+                )
         return data
 
     def peek_first(self) -> None:
@@ -352,6 +376,7 @@ class RcloneStorage(Storage):
                 capture_output=True,
                 stdin=subprocess.DEVNULL,
                 check=False,
+                env=child_environment(),
             )
         except OSError as e:
             raise StorageError(f"{self.location}: cannot run rclone: {e}") from None
@@ -363,7 +388,7 @@ class RcloneStorage(Storage):
         err = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the caller
         try:
             proc = subprocess.Popen(  # noqa: S603 - fixed binary, arguments built here
-                [*self._base, *args], stderr=err, **kwargs
+                [*self._base, *args], stderr=err, env=child_environment(), **kwargs
             )
         except OSError as e:
             err.close()
@@ -496,7 +521,7 @@ class RcloneStorage(Storage):
         proc, err = self._popen(
             [*args, path], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, bufsize=0
         )
-        out = _Output(self, proc, err, name)
+        out = _Output(self, proc, err, name, length)
         try:
             out.peek_first()
         except BaseException:
@@ -529,6 +554,8 @@ class RcloneStorage(Storage):
                 name = f"{folder}/{rel}" if folder else rel
                 if obj.get("IsDir") or rel.rpartition("/")[2].startswith(TMP_PREFIX):
                     continue
+                if not valid_name(name):
+                    continue  # not an object of ours (a name no object can have)
                 if name.startswith(prefix):
                     yield ObjectInfo(name, int(obj["Size"]))
             rc = proc.wait()

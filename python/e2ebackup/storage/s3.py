@@ -47,13 +47,14 @@ from e2ebackup.errors import (
     InvalidArgument,
     ObjectExists,
     ObjectNotFound,
+    ObjectTooLarge,
     StorageAuthError,
     StorageError,
     StorageFull,
     StoragePermissionDenied,
     StorageUnavailable,
 )
-from e2ebackup.storage.base import BLOCK, ObjectInfo, Storage, check_name
+from e2ebackup.storage.base import BLOCK, ObjectInfo, Storage, check_name, valid_name
 
 __all__ = ["MIN_PART_SIZE", "S3Storage"]
 
@@ -105,7 +106,7 @@ _TRANSIENT = {
 _FULL = {"QuotaExceeded", "StorageQuotaExceeded", "XMinioStorageFull", "InsufficientStorage"}
 _HEX_MD5 = re.compile(r"^[0-9a-f]{32}$")
 _MULTIPART_ETAG = re.compile(r"^[0-9a-f]{32}-[0-9]+$")
-_NAME = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+_RANGE = re.compile(r"bytes ([0-9]+)-([0-9]+)/([0-9]+|\*)")
 
 
 def _b64(digest: bytes) -> str:
@@ -802,6 +803,7 @@ class S3Storage(Storage):
         self._bucket_ok = True
         expected = int(resp.get("ContentLength", 0))
         skip = 0
+        answered = _RANGE.fullmatch(str(resp.get("ContentRange") or ""))
         if "Range" in kwargs and not resp.get("ContentRange"):
             # The server ignored the Range header and sends the whole object. (Answering 200
             # rather than 206 is not the sign: `rclone serve s3` does that with a range.)
@@ -809,6 +811,19 @@ class S3Storage(Storage):
             expected = max(0, expected - offset)
             if length is not None:
                 expected = min(expected, length)
+        elif "Range" in kwargs and (
+            (length is not None and expected > length)
+            or answered is None
+            or int(answered[1]) != offset
+        ):
+            # A server that answers another range, or more bytes than asked for, is not
+            # read on: its answer would cost memory and prove nothing.
+            with contextlib.suppress(Exception):
+                resp["Body"].close()
+            raise ObjectTooLarge(
+                f"{self.location}: {what}: asked for {length} bytes at {offset}, the server "
+                f"answered {expected} bytes ({resp.get('ContentRange')}); refused"
+            )
         return cast(BinaryIO, _Body(resp["Body"], expected, what, self._translate, skip))
 
     def stat(self, name: str) -> ObjectInfo:
@@ -830,7 +845,7 @@ class S3Storage(Storage):
                 for obj in page.get("Contents", []):
                     name = str(obj["Key"])[skip:]
                     # Folder markers and keys other tools left are not objects of ours.
-                    if _NAME.match(name) and ".." not in name.split("/"):
+                    if valid_name(name):
                         yield ObjectInfo(name, int(obj["Size"]))
         except Exception as e:
             raise self._translate(e, f"list {prefix or '/'}") from None

@@ -109,10 +109,18 @@ class RetryingStorage(Storage):
             f"get {name}", lambda: self.inner.open(name, offset=offset, length=length)
         )
 
-    def read(self, name: str, *, offset: int = 0, length: int | None = None) -> bytes:
+    def read(
+        self,
+        name: str,
+        *,
+        offset: int = 0,
+        length: int | None = None,
+        max_size: int | None = None,
+    ) -> bytes:
         # Retries cover the whole transfer, not only the request.
         return self._call(
-            f"get {name}", lambda: self.inner.read(name, offset=offset, length=length)
+            f"get {name}",
+            lambda: self.inner.read(name, offset=offset, length=length, max_size=max_size),
         )
 
     def stat(self, name: str) -> ObjectInfo:
@@ -145,9 +153,16 @@ class LimitedStorage(Storage):
         with self._slots:
             return self.inner.open(name, offset=offset, length=length)
 
-    def read(self, name: str, *, offset: int = 0, length: int | None = None) -> bytes:
+    def read(
+        self,
+        name: str,
+        *,
+        offset: int = 0,
+        length: int | None = None,
+        max_size: int | None = None,
+    ) -> bytes:
         with self._slots:
-            return self.inner.read(name, offset=offset, length=length)
+            return self.inner.read(name, offset=offset, length=length, max_size=max_size)
 
     def stat(self, name: str) -> ObjectInfo:
         with self._slots:
@@ -259,8 +274,15 @@ class ThrottledStorage(Storage):
         stream = self.inner.open(name, offset=offset, length=length)
         return stream if self.down is None else _Metered(stream, self.down)  # type: ignore[return-value]
 
-    def read(self, name: str, *, offset: int = 0, length: int | None = None) -> bytes:
-        data = self.inner.read(name, offset=offset, length=length)
+    def read(
+        self,
+        name: str,
+        *,
+        offset: int = 0,
+        length: int | None = None,
+        max_size: int | None = None,
+    ) -> bytes:
+        data = self.inner.read(name, offset=offset, length=length, max_size=max_size)
         if self.down is not None:
             self.down.take(len(data))
         return data
