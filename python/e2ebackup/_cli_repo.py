@@ -8,6 +8,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -27,6 +28,8 @@ from e2ebackup.keys import Argon2idParams, RecoveryKey, ScryptParams
 from e2ebackup.repo.backup import BackupStats, backup, backup_stream, scan_size
 from e2ebackup.repo.check import VerifyReport, parse_subset, verify
 from e2ebackup.repo.exclude import Excludes, read_lines
+from e2ebackup.repo.heads import Head, TrustedHead
+from e2ebackup.repo.objects import HistoryForked, HistoryNotTrusted
 from e2ebackup.repo.prune import forget
 from e2ebackup.repo.repository import Repository, SnapshotFilter
 from e2ebackup.repo.restore import RestoreStats, restore
@@ -35,6 +38,7 @@ from e2ebackup.storage import open_storage
 from e2ebackup.vault import cli as vault_cli
 
 REPOSITORY_ENV = "E2EBACKUP_REPOSITORY"
+EXPECT_HEAD_ENV = "E2EBACKUP_EXPECT_HEAD"
 EXIT_OK, EXIT_FAILED, EXIT_INCOMPLETE = 0, 1, 3
 _PERIOD_NAMES = {
     "hourly": "hours",
@@ -55,6 +59,7 @@ COMMANDS = (
     "verify",
     "check",
     "forget",
+    "trust",
 )
 _ALIASES = {"check": "verify"}
 
@@ -73,6 +78,12 @@ def add_repo_option(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--limit-download", type=_rate, metavar="KiB/s", help="average download bandwidth limit"
+    )
+    parser.add_argument(
+        "--expect-head",
+        metavar="HASH",
+        help="refuse the repository unless its newest head is this one or descends from it "
+        f"(16-64 hex digits, as `snapshots` shows; or ${EXPECT_HEAD_ENV})",
     )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
@@ -221,6 +232,29 @@ def add_parsers(commands: Any) -> None:
     )
     r.add_argument("--overwrite", action="store_true", help="replace existing files")
     r.add_argument(
+        "--max-size",
+        type=_size,
+        metavar="SIZE",
+        help="refuse a snapshot holding more (bytes, or 500M, 20G, 1T); for a repository from "
+        "someone else. Always refused: more than the target's free space",
+    )
+    r.add_argument(
+        "--max-files",
+        type=int,
+        metavar="N",
+        help="refuse a snapshot holding more files, folders and links than N",
+    )
+    r.add_argument(
+        "--keep-special-bits",
+        action="store_true",
+        help="restore setuid, setgid and sticky bits (cleared by default)",
+    )
+    r.add_argument(
+        "--no-same-owner",
+        action="store_true",
+        help="as root, do not restore owners (by default root restores them, as tar)",
+    )
+    r.add_argument(
         "-e",
         "--exclude",
         action="append",
@@ -270,6 +304,13 @@ def add_parsers(commands: Any) -> None:
     )
     f.add_argument("--prune", action="store_true", help="remove data no snapshot uses")
 
+    t = commands.add_parser(
+        "trust", help="accept the repository's current state on purpose (after a rollback/fork)"
+    )
+    add_repo_option(t)
+    t.add_argument("--head", metavar="HASH", help="only if its newest head is this one")
+    t.add_argument("--yes", action="store_true", help="trust it (without: only show it)")
+
 
 def _rate(text: str) -> float:
     try:
@@ -279,6 +320,14 @@ def _rate(text: str) -> float:
     if not 0 < kib < float("inf"):
         raise argparse.ArgumentTypeError(f"a rate in KiB/s greater than 0, not {text!r}")
     return kib * 1024
+
+
+def _size(text: str) -> int:
+    """A byte count: digits, optionally with K, M, G or T (powers of 1024)."""
+    m = re.fullmatch(r"(\d+)([KMGT]?)(?:i?B)?", text.strip(), re.IGNORECASE)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (bytes, or 500M, 20G, 1T)")
+    return int(m[1]) << (10 * " KMGT".index(m[2].upper() or " "))
 
 
 def _backup_stdin(args: argparse.Namespace) -> int:
@@ -301,7 +350,13 @@ def _backup_stdin(args: argparse.Namespace) -> int:
     elapsed = time.monotonic() - start
     _out(
         args,
-        {"snapshot": sid, "stats": asdict(stats), "seconds": round(elapsed, 3), "warnings": []},
+        {
+            "snapshot": sid,
+            "head": _head_value(repo.head()),
+            "stats": asdict(stats),
+            "seconds": round(elapsed, 3),
+            "warnings": [],
+        },
         f"snapshot {sid[:8]} saved: /{args.stdin_filename}, {stats.bytes_read / 1e6:,.1f} MB "
         f"read, {stats.bytes_added / 1e6:,.1f} MB added, in {elapsed:.1f}s",
     )
@@ -340,6 +395,8 @@ def open_repo(args: argparse.Namespace) -> Repository:
     else:
         repo = Repository.open(storage, password=read_password(args))
     repo.no_lock = bool(getattr(args, "no_lock", False))
+    repo.expect_head = getattr(args, "expect_head", None) or os.environ.get(EXPECT_HEAD_ENV)
+    repo.on_missing_snapshot = lambda text: print(f"e2ebackup: warning: {text}", file=sys.stderr)
     return repo
 
 
@@ -468,6 +525,7 @@ def _backup(args: argparse.Namespace) -> int:
     elapsed = time.monotonic() - start
     value = {
         "snapshot": sid,
+        "head": None if args.dry_run else _head_value(repo.head()),
         "stats": asdict(stats),
         "seconds": round(elapsed, 3),
         "warnings": warnings,
@@ -502,6 +560,10 @@ def _restore(args: argparse.Namespace) -> int:
             progress=progress,
             where=_filter(args),
             exclude=args.exclude,
+            max_size=args.max_size,
+            max_files=args.max_files,
+            keep_special_bits=args.keep_special_bits,
+            same_owner=not args.no_same_owner,
         )
     for path in stats.skipped_existing:
         print(f"e2ebackup: not replaced (exists; use --overwrite): {path}", file=sys.stderr)
@@ -532,7 +594,7 @@ def _verify(args: argparse.Namespace) -> int:
     for e in report.errors:
         print(f"e2ebackup: error: {e}", file=sys.stderr)
     summary = (
-        f"{report.snapshots} snapshots, {report.trees} trees"
+        f"{report.snapshots} snapshots, {report.trees} trees, {report.headers} pack headers"
         + (
             f", {report.packs} packs and {report.blobs_read} blobs read"
             if args.read_data or args.read_data_subset
@@ -569,6 +631,54 @@ def _forget(args: argparse.Namespace) -> int:
         ),
     )
     return EXIT_OK
+
+
+def _head_value(head: Head | TrustedHead | None) -> dict[str, Any] | None:
+    return None if head is None else {"seq": head.seq, "name": head.name, "sha256": head.digest}
+
+
+def _trust(args: argparse.Namespace) -> int:
+    """Shows the head this device trusts and the newest the storage shows; with --yes trusts
+    the newest (only if it is --head, when given)."""
+    repo = open_repo(args)
+    repo.expect_head = None  # --head is what the user checks here
+    trusted = repo.trusted_head()
+    try:
+        newest = repo.newest_head()
+    except HistoryForked:
+        if not (args.yes and args.head):
+            raise
+        head = repo.trust(args.head)  # two heads with the newest seq: go on from the chosen one
+        text = f"trusted the branch {args.head}; wrote head seq {head.seq} {head.digest} on it"
+        _out(args, {"trusted": _head_value(head), "problem": None, "trusted_now": True}, text)
+        return EXIT_OK
+    try:
+        repo.head(refresh=True)
+        problem = None
+    except HistoryNotTrusted as e:
+        problem = str(e)
+    if args.yes and (problem is not None or args.head):
+        newest = repo.trust(args.head)
+    elif args.head and not str(newest.digest).startswith(args.head.lower()):
+        raise InvalidArgument(f"the newest head is {newest.digest}, not {args.head}")
+    accepted = problem is None or args.yes
+    lines = [
+        "this device trusts: "
+        + (f"head seq {trusted.seq} {trusted.digest}" if trusted else "nothing yet (new device)"),
+        f"the storage shows:  head seq {newest.seq} {newest.digest}, "
+        f"{len(newest.snapshots)} snapshots",
+        problem or "it extends what this device trusted: nothing to accept",
+    ]
+    if problem is not None:
+        lines.append("trusted from now on" if args.yes else "run again with --yes to trust it")
+    value = {
+        "trusted": _head_value(trusted),
+        "newest": _head_value(newest),
+        "problem": problem,
+        "trusted_now": accepted,
+    }
+    _out(args, value, "\n".join(lines))
+    return EXIT_OK if accepted else EXIT_FAILED
 
 
 def key_command(args: argparse.Namespace) -> int:
@@ -616,17 +726,20 @@ def rotate_command(args: argparse.Namespace) -> int:
     if not args.to:
         raise InvalidArgument("rotating a repository needs --to NEW_LOCATION")
     old = open_repo(args)
+    # The new repository keeps the old one's kinds of credential (keyring.policy.rotate): a
+    # vault stays a vault; without the old recovery key a new one replaces its slot.
     recovery_key = read_recovery_key(args)
-    if args.new_recovery_key:
+    made = args.new_recovery_key or (recovery_key is None and old.has_recovery_key_slot())
+    if made:
         recovery_key = RecoveryKey.generate()
     password = None if args.no_password else read_password(args)
     new = rotate(
         old, _storage(args, args.to, create=True), password=password, recovery_key=recovery_key
     )
-    if args.new_recovery_key and recovery_key is not None and not args.json:
+    if made and recovery_key is not None and not args.json:
         show_recovery_key(recovery_key, args.qr)
     value = {"old": old.id, "new": new.id, "location": args.to}
-    if args.new_recovery_key and recovery_key is not None:
+    if made and recovery_key is not None:
         value["recovery_key"] = recovery_key.reveal()
     _out(
         args,

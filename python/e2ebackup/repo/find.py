@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from e2ebackup.repo.backup import root_name
 from e2ebackup.repo.exclude import Excludes
 from e2ebackup.repo.repository import Repository, SnapshotFilter
-from e2ebackup.repo.tree import Entry
+from e2ebackup.repo.tree import Entry, check_depth
 
 __all__ = ["Found", "find"]
 
@@ -42,20 +42,35 @@ def find(
     def matches(tree_id: str, origin: str) -> list[tuple[str, Entry]]:
         # Relative to the folder; the origin (its absolute path at backup time) only serves
         # absolute patterns, so listings are shared between snapshots of the same paths.
-        key = f"{tree_id}:{origin}"
-        if key not in cache:
-            found: list[tuple[str, Entry]] = []
-            for e in repo.read_tree(tree_id):
-                name = str(e["name"])
-                if matcher.excluded(f"{origin}/{name}", name):
-                    found.append((name, e))
-                if e.get("type") == "dir":
-                    found += [
-                        (f"{name}/{rel}", sub)
-                        for rel, sub in matches(e["subtree"], f"{origin}/{name}")
-                    ]
-            cache[key] = found
-        return cache[key]
+        # Depth first with a stack of its own (no recursion limit), listings nested too deep
+        # refused: each folder's matches are put together once its folders' are known.
+        stack: list[tuple[str, str, int]] = [(tree_id, origin, 1)]
+        listings: dict[str, list[Entry]] = {}
+        while stack:
+            tid, where, depth = stack[-1]
+            key = f"{tid}:{where}"
+            if key in cache:
+                stack.pop()
+            elif key not in listings:
+                check_depth(depth, where)
+                listings[key] = repo.read_tree(tid)
+                stack += [
+                    (e["subtree"], f"{where}/{e['name']}", depth + 1)
+                    for e in listings[key]
+                    if e.get("type") == "dir"
+                ]
+            else:
+                stack.pop()
+                found: list[tuple[str, Entry]] = []
+                for e in listings.pop(key):
+                    name = str(e["name"])
+                    if matcher.excluded(f"{where}/{name}", name):
+                        found.append((name, e))
+                    if e.get("type") == "dir":
+                        below = cache[f"{e['subtree']}:{where}/{name}"]
+                        found += [(f"{name}/{rel}", sub) for rel, sub in below]
+                cache[key] = found
+        return cache[f"{tree_id}:{origin}"]
 
     with repo.read_lock():  # a prune running meanwhile waits, or is waited for
         yield from _search(repo, matcher, matches, where)

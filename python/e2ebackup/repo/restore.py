@@ -5,56 +5,60 @@ its blobs authenticated and its size matched, so a failed or interrupted restore
 a file that looks complete; everything is flushed to disk before the restore reports success.
 Existing files are never replaced unless ``overwrite`` is set.
 
+A snapshot is not trusted more than a tar archive from a stranger (whoever holds the keys wrote
+it: a repository received from someone else, or a compromised device sharing it). The writing
+side (:mod:`e2ebackup.repo.extract`) never follows a symlink, leaves existing folders as they
+were and clears setuid bits; this side checks, before anything is written, that the snapshot
+fits the budget (``max_size`` / ``max_files`` if given, and in any case the target's free
+space: :class:`RestoreLimitExceeded`), measuring each listing once however often it is named,
+and refuses data blobs larger than the chunker makes and listings nested deeper than
+:data:`~e2ebackup.repo.tree.MAX_DEPTH`.
+
 The walk is a plan of steps in order (make a folder, start a file, write a run of blobs, finish
 a file, finish a folder). Adjacent blobs of one pack are fetched with one ranged read, also
-across files (a folder of small files backed up together is a few reads, not one per file).
-Reading and opening blobs runs ahead of writing in a few threads (the storage's concurrency:
-2 on a local disk, 4 on S3), by at most ``LOOKAHEAD`` sealed bytes a thread: reads,
-decryption and writes overlap, and a remote store's latency hides behind several reads at
-once, while memory stays bounded whatever the size of the snapshot. Writes happen in order,
-in the calling thread.
+across files (a folder of small files backed up together is a few reads, not one per file), and
+a blob named again within a read's range (a file of zeros: one chunk, repeated) is fetched and
+opened once. Reading and opening blobs runs ahead of writing in a few threads (the storage's
+concurrency: 2 on a local disk, 4 on S3), by at most ``LOOKAHEAD`` sealed bytes a thread and
+``2 x threads`` reads; each read opens at most ``READ_PLAINTEXT`` bytes ahead (the writer opens
+the rest itself, one blob at a time), so memory is bounded by constants, not by what the stored
+bytes expand to. Writes happen in order, in the calling thread.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
-import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import IO
+from dataclasses import dataclass
 
+from e2ebackup._parallel import ordered_map
 from e2ebackup.errors import E2EBackupError, InvalidArgument, InvalidTag
+from e2ebackup.repo.budget import Budget, Listing, RestoreLimitExceeded, listing_of, totals
 from e2ebackup.repo.exclude import Excludes
+from e2ebackup.repo.extract import Extractor, RestoreStats
 from e2ebackup.repo.objects import KIND_DATA, KIND_TREE, RepositoryCorrupted, pack_name
 from e2ebackup.repo.pack import BlobLocation
 from e2ebackup.repo.repository import Repository, SnapshotFilter
-from e2ebackup.repo.tree import Entry, decode_tree
+from e2ebackup.repo.tree import Entry, check_depth, decode_tree
+
+__all__ = ["RestoreConflict", "RestoreLimitExceeded", "RestoreStats", "Restorer", "restore"]
 
 # Adjacent blobs of one pack are fetched with one ranged read of at most this size.
 COALESCE = 8 << 20
 # Sealed bytes a thread reads or opens ahead of the writer (one read each in flight); with the
 # run being written, this bounds what restore holds in memory: about 2 x 8 MiB x threads.
 LOOKAHEAD = 8 << 20
+# Plaintext a worker opens ahead for one read; past it the writer opens the read's blobs as it
+# writes them (stored bytes that expand 1000:1 cannot make restore hold 1000 x the read-ahead).
+READ_PLAINTEXT = 8 << 20
 # Steps queued ahead of the writer (folders and empty files cost no bytes but still count).
 MAX_STEPS_AHEAD = 4096
 # Folder listings (tree blobs) kept from the first walk, which sizes the restore, for the
 # second, which restores it: a remote store is not asked twice for each folder.
 TREE_CACHE = 16 << 20
-
-
-@dataclass
-class RestoreStats:
-    files: int = 0
-    dirs: int = 0
-    symlinks: int = 0
-    bytes: int = 0
-    bytes_total: int = 0
-    excluded: int = 0
-    skipped_existing: list[str] = field(default_factory=list)
 
 
 Progress = Callable[[RestoreStats, str], None]
@@ -94,6 +98,11 @@ def _select(repo: Repository, root: list[Entry], subpath: str | None) -> list[En
     return root
 
 
+def _depth(base: str) -> int:
+    """How many listings below the root tree the entries of the folder ``base`` are."""
+    return len(base.split("/")) if base else 0
+
+
 @dataclass
 class _Dir:
     entry: Entry
@@ -109,30 +118,35 @@ class _FileStart:
 
 @dataclass
 class _Read:
-    """Adjacent blobs of one pack, fetched with one ranged read and opened off the writer."""
+    """Blobs of one pack in one byte range, fetched with one ranged read and opened off the
+    writer (``opened[i]`` None: past READ_PLAINTEXT, the writer opens it from ``raw``)."""
 
     pack: str
     start: int
     end: int
     blobs: list[tuple[bytes, BlobLocation]]
-    future: Future[list[bytes]] | None = None
+    future: Future[tuple[list[bytes | None], bytes | None]] | None = None
+    runs_left: int = 1  # runs not yet written; the read is released when none are
 
     def extend(self, run: _Run) -> bool:
-        """Takes ``run`` into this read if it continues it (same pack, next byte, small enough)."""
-        if self.future is not None or run.pack != self.pack or run.start != self.end:
+        """Takes ``run`` into this read if it continues it (same pack, next byte, small enough)
+        or lies within it (a file that repeats a file before it)."""
+        if self.future is not None or run.pack != self.pack:
             return False
-        if run.end - self.start > COALESCE:
+        within = self.start <= run.start and run.end <= self.end
+        if not within and (run.start != self.end or run.end - self.start > COALESCE):
             return False
         run.read, run.first = self, len(self.blobs)
         self.blobs += run.blobs
-        self.end = run.end
+        self.end = max(self.end, run.end)
+        self.runs_left += 1
         return True
 
 
 @dataclass
 class _Run:
-    """Adjacent blobs of one pack that belong to one file, in the file's order; written from
-    the read that fetched them (``read.blobs[first : first + len(blobs)]``)."""
+    """Blobs of one pack that belong to one file, in the file's order, within one byte range;
+    written from the read that fetched them (``read.blobs[first : first + len(blobs)]``)."""
 
     pack: str
     start: int
@@ -166,17 +180,26 @@ class Restorer:
         progress: Progress | None = None,
         threads: int | None = None,
         excludes: Excludes | None = None,
+        max_size: int | None = None,
+        max_files: int | None = None,
+        keep_special_bits: bool = False,
+        same_owner: bool = True,
     ) -> None:
         self.repo = repo
         self.excludes = excludes or Excludes()
         self.overwrite = overwrite
         self.progress = progress
         self.threads = threads or repo.storage.read_concurrency
+        self.budget = Budget("", max_size, max_files)  # its target is set by run()
+        self.keep_special_bits = keep_special_bits
+        self.same_owner = same_owner
+        self.max_chunk = int(repo.config["chunker"]["max"])
         self.stats = RestoreStats()
-        # The file being written: (stream, temporary name, bytes so far).
-        self._open_file: tuple[IO[bytes], str, int] | None = None
+        self._out: Extractor | None = None
+        self._last: tuple[bytes, bytes] | None = None  # the blob the writer opened last
         self._trees: dict[str, bytes] = {}
         self._trees_size = 0
+        self._entries_left = 0  # the budget the plan may still produce (as measured)
 
     # -- folders --------------------------------------------------------------------------------
 
@@ -184,45 +207,97 @@ class Restorer:
         return self.repo.read_blob(KIND_TREE, bytes.fromhex(tree_id))
 
     def _tree(self, tree_id: str) -> list[Entry]:
-        raw = self._trees.pop(tree_id, None)
+        raw = self._trees.get(tree_id)  # kept: a listing named many times is read once
         if raw is None:
             raw = self._read_tree(tree_id)
-        else:
-            self._trees_size -= len(raw)
         return decode_tree(raw)
+
+    def _keep(self, tree_id: str, raw: bytes) -> None:
+        if self._trees_size + len(raw) <= TREE_CACHE and tree_id not in self._trees:
+            self._trees[tree_id] = raw
+            self._trees_size += len(raw)
 
     def _excluded(self, entry: Entry, rel: str) -> bool:
         """Whether ``--exclude`` leaves out the entry at ``rel`` (its path in the snapshot)."""
         return bool(self.excludes) and self.excludes.excluded("/" + rel, entry["name"])
 
-    def _measure(self, entries: list[Entry], base: str, pool: ThreadPoolExecutor) -> int:
-        """The bytes to restore, walking the folders level by level with the listings of one
-        level fetched at once; keeps the listings (up to TREE_CACHE) for the restore."""
-        total = 0
+    # -- measuring: the budget is checked before anything is written ----------------------------
+
+    def _measure(self, parts: list[tuple[list[Entry], str]], pool: ThreadPoolExecutor) -> int:
+        """The bytes to restore; raises RestoreLimitExceeded over the budget."""
+        if self.excludes:
+            size, entries = self._measure_paths(parts, pool)
+        else:
+            size, entries = self._measure_shared(parts, pool)
+        self.budget.check(size, entries)
+        self._entries_left = entries
+        return size
+
+    def _fetch_listings(self, ids: list[str], pool: ThreadPoolExecutor) -> Iterator[list[Entry]]:
+        for tree_id, raw in zip(
+            ids, ordered_map(self._read_tree, ids, threads=self.threads, pool=pool), strict=True
+        ):
+            self._keep(tree_id, raw)
+            yield decode_tree(raw)
+
+    def _measure_shared(
+        self, parts: list[tuple[list[Entry], str]], pool: ThreadPoolExecutor
+    ) -> tuple[int, int]:
+        """Bytes and entries, each listing read once and its total reused wherever it is named
+        (so a listing naming another a million times is counted in one step, not walked).
+        Listings are fetched a level at a time, the level's reads at once."""
+        listings: dict[str, Listing] = {}
+        level = [t for entries, _ in parts for t in listing_of(entries).children]
+        depth = min((_depth(base) for _, base in parts), default=0) + 1
+        while level:
+            check_depth(depth)
+            new = [t for t in dict.fromkeys(level) if t not in listings]
+            for tree_id, found in zip(new, self._fetch_listings(new, pool), strict=True):
+                listings[tree_id] = listing_of(found)
+            level = [c for t in new for c in listings[t].children]
+            depth += 1
+        below = totals(listings)
+        size = count = 0
+        for part, base in parts:
+            own = listing_of(part)
+            size += own.size + sum(below[c][0] for c in own.children)
+            count += own.entries + sum(below[c][1] for c in own.children)
+            height = max((below[c][2] for c in own.children), default=-1)
+            check_depth(_depth(base) + 1 + height)
+        return size, count
+
+    def _measure_paths(
+        self, parts: list[tuple[list[Entry], str]], pool: ThreadPoolExecutor
+    ) -> tuple[int, int]:
+        """Bytes and entries with excludes, which depend on each entry's path: every folder is
+        walked, level by level, and the walk stops as soon as it passes the budget."""
+        size = count = 0
         folders: list[tuple[str, str]] = []  # (listing id, path in the snapshot)
+        limit = self.budget.entries()
 
         def visit(children: list[Entry], parent: str) -> None:
-            # Files are summed at once; only folders go on to the next level.
-            nonlocal total
+            nonlocal size, count
             for c in children:
                 rel = f"{parent}/{c['name']}" if parent else c["name"]
                 if self._excluded(c, rel):
                     continue
+                count += 1
                 if c.get("type") == "file":
-                    total += int(c.get("size", 0))
+                    size += int(c.get("size", 0))
                 elif c.get("type") == "dir":
                     folders.append((str(c["subtree"]), rel))
+            if limit is not None and count > limit:
+                self.budget.check(size, count)
 
-        visit(entries, base)
+        for entries, base in parts:
+            visit(entries, base)
         while folders:
             level, folders = folders, []
+            check_depth(max(_depth(rel) for _, rel in level))
             ids = [tree_id for tree_id, _ in level]
-            for (tree_id, rel), raw in zip(level, pool.map(self._read_tree, ids), strict=True):
-                if self._trees_size + len(raw) <= TREE_CACHE and tree_id not in self._trees:
-                    self._trees[tree_id] = raw
-                    self._trees_size += len(raw)
-                visit(decode_tree(raw), rel)
-        return total
+            for (_, rel), entries in zip(level, self._fetch_listings(ids, pool), strict=True):
+                visit(entries, rel)
+        return size, count
 
     # -- the plan -------------------------------------------------------------------------------
 
@@ -233,12 +308,26 @@ class Restorer:
         return False
 
     def _plan(self, entries: list[Entry], folder: str, base: str) -> Iterator[_Step]:
-        for entry in entries:
+        """The steps, folder by folder, depth first (an explicit stack: no recursion limit)."""
+        stack: list[tuple[Iterator[Entry], str, str, _Dir | None]] = [
+            (iter(entries), folder, base, None)
+        ]
+        while stack:
+            children, folder, base, opened = stack[-1]
+            entry = next(children, None)
+            if entry is None:
+                stack.pop()
+                if opened is not None:
+                    yield _Dir(opened.entry, opened.path, done=True)
+                continue
             path = os.path.join(folder, entry["name"])
             rel = f"{base}/{entry['name']}" if base else entry["name"]
             if self._excluded(entry, rel):
                 self.stats.excluded += 1
                 continue
+            self._entries_left -= 1
+            if self._entries_left < 0:  # the measure and the plan disagree: never write more
+                raise RestoreLimitExceeded("the snapshot holds more entries than it measured")
             kind = entry.get("type")
             if kind == "file":
                 if not self._skip_existing(path):
@@ -252,17 +341,17 @@ class Restorer:
                 if in_the_way and not self.overwrite:
                     self.stats.skipped_existing.append(path)
                     continue
-                yield _Dir(entry, path, done=False)
-                yield from self._plan(self._tree(entry["subtree"]), path, rel)
-                yield _Dir(entry, path, done=True)
-            elif kind == "symlink":
+                check_depth(_depth(rel), rel)
+                step = _Dir(entry, path, done=False)
+                yield step
+                stack.append((iter(self._tree(entry["subtree"])), path, rel, step))
+            else:
                 if not self._skip_existing(path):
                     yield _Link(entry, path)
-            else:
-                raise RepositoryCorrupted(f"unknown entry type {kind!r} in the snapshot")
 
     def _runs(self, ids: list[str]) -> Iterator[_Run]:
-        """The file's blobs as runs of adjacent blobs of one pack (one read each)."""
+        """The file's blobs as runs of one pack's byte range (one read each); a blob that lies
+        within the run so far (a chunk the file repeats) joins it without widening it."""
         run: _Run | None = None
         for hex_id in ids:
             blob_id = bytes.fromhex(hex_id)
@@ -270,120 +359,97 @@ class Restorer:
             if loc.kind != KIND_DATA:
                 raise RepositoryCorrupted(f"blob {hex_id[:16]} is not a data blob")
             end = loc.offset + loc.length
-            if run is not None and (
-                loc.pack != run.pack or loc.offset != run.end or end - run.start > COALESCE
-            ):
+            if run is not None and loc.pack == run.pack:
+                if run.start <= loc.offset and end <= run.end:
+                    run.blobs.append((blob_id, loc))
+                    continue
+                if loc.offset == run.end and end - run.start <= COALESCE:
+                    run.end = end
+                    run.blobs.append((blob_id, loc))
+                    continue
+            if run is not None:
                 yield run
-                run = None
-            if run is None:
-                run = _Run(loc.pack, loc.offset, end, [])
-            run.end = end
-            run.blobs.append((blob_id, loc))
+            run = _Run(loc.pack, loc.offset, end, [(blob_id, loc)])
         if run is not None:
             yield run
 
     # -- reading ahead (worker threads) ---------------------------------------------------------
 
-    def _fetch(self, run: _Read) -> list[bytes]:
+    def _fetch(self, read: _Read) -> tuple[list[bytes | None], bytes | None]:
+        """Reads the range and opens its blobs, each distinct one once, up to READ_PLAINTEXT;
+        returns them (None past it) and, if any is left, the sealed bytes for the writer."""
         raw = self.repo.storage.read(
-            pack_name(run.pack), offset=run.start, length=run.end - run.start
+            pack_name(read.pack), offset=read.start, length=read.end - read.start
         )
-        if len(raw) != run.end - run.start:
-            raise RepositoryCorrupted(f"pack {run.pack[:16]} is shorter than the index says")
-        view = memoryview(raw)
-        return [
-            self._open(blob_id, view[loc.offset - run.start : loc.offset - run.start + loc.length])
-            for blob_id, loc in run.blobs
-        ]
+        if len(raw) != read.end - read.start:
+            raise RepositoryCorrupted(f"pack {read.pack[:16]} is shorter than the index says")
+        opened: dict[bytes, bytes] = {}
+        held = 0
+        out: list[bytes | None] = []
+        for blob_id, loc in read.blobs:
+            blob = opened.get(blob_id)
+            if blob is None and held < READ_PLAINTEXT:
+                blob = self._open(blob_id, self._sealed(raw, read, loc))
+                opened[blob_id] = blob
+                held += len(blob)
+            out.append(blob)
+        return out, (raw if None in out else None)
+
+    @staticmethod
+    def _sealed(raw: bytes, read: _Read, loc: BlobLocation) -> memoryview:
+        return memoryview(raw)[loc.offset - read.start : loc.offset - read.start + loc.length]
 
     def _open(self, blob_id: bytes, sealed: memoryview) -> bytes:
         try:
-            return self.repo.codec.open(KIND_DATA, blob_id, sealed)
+            blob = self.repo.codec.open(KIND_DATA, blob_id, sealed)
         except InvalidTag:
             raise RepositoryCorrupted(
                 f"blob {blob_id.hex()[:16]} is damaged or was swapped"
             ) from None
+        if len(blob) > self.max_chunk:
+            raise RepositoryCorrupted(
+                f"blob {blob_id.hex()[:16]} holds {len(blob):,} bytes, more than the chunker's "
+                f"maximum {self.max_chunk:,}: not a chunk any backup stores"
+            )
+        return blob
 
     # -- writing (the calling thread, in order) -------------------------------------------------
 
     def _do(self, step: _Step) -> None:
+        out = self._out
+        assert out is not None
         if isinstance(step, _Run):
-            assert step.read is not None
-            assert step.read.future is not None
-            assert self._open_file is not None
-            f, tmp, size = self._open_file
-            opened = step.read.future.result()
-            for blob in opened[step.first : step.first + len(step.blobs)]:
-                f.write(blob)
-                size += len(blob)
-                self.stats.bytes += len(blob)
-            self._open_file = (f, tmp, size)
-            self._report(tmp)
+            self._write_run(step, out)
         elif isinstance(step, _FileStart):
-            fd, tmp = tempfile.mkstemp(
-                prefix=f".{step.entry['name'][:100]}.",
-                suffix=".e2ebackup-tmp",
-                dir=os.path.dirname(step.path),
-            )
-            self._open_file = (os.fdopen(fd, "wb"), tmp, 0)
+            out.start_file(step.entry, step.path)
         elif isinstance(step, _FileEnd):
-            self._finish_file(step.entry, step.path)
+            out.finish_file(step.entry)
         elif isinstance(step, _Link):
-            self._symlink(step.entry, step.path)
+            out.symlink(step.entry, step.path)
         elif not step.done:
-            if os.path.lexists(step.path) and (
-                os.path.islink(step.path) or not os.path.isdir(step.path)
-            ):
-                os.unlink(step.path)  # the plan skipped it unless overwriting
-            os.makedirs(step.path, exist_ok=True)
+            out.enter(step.entry, step.path)
         else:
-            os.chmod(step.path, step.entry.get("mode", 0o755))
-            self._chown(step.path, step.entry)
-            os.utime(step.path, ns=(step.entry.get("mtime_ns", 0),) * 2)
-            self.stats.dirs += 1
+            out.leave(step.entry)
 
-    def _finish_file(self, entry: Entry, path: str) -> None:
-        assert self._open_file is not None
-        f, tmp, size = self._open_file
-        f.close()
-        self._open_file = None
-        try:
-            if size != entry.get("size", size):
-                raise RepositoryCorrupted(
-                    f"{path}: restored {size} bytes, the snapshot says {entry.get('size')}"
-                )
-            os.chmod(tmp, entry.get("mode", 0o644))
-            self._chown(tmp, entry)
-            os.utime(tmp, ns=(entry.get("mtime_ns", 0), entry.get("mtime_ns", 0)))
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        self.stats.files += 1
-
-    def _discard_open_file(self) -> None:
-        if self._open_file is not None:
-            f, tmp, _ = self._open_file
-            self._open_file = None
-            f.close()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-
-    @staticmethod
-    def _chown(path: str, entry: Entry) -> None:
-        if os.geteuid() == 0 and "uid" in entry:
-            with contextlib.suppress(OSError):
-                os.chown(path, entry["uid"], entry.get("gid", -1), follow_symlinks=False)
-
-    def _symlink(self, entry: Entry, path: str) -> None:
-        if os.path.lexists(path):
-            os.unlink(path)
-        os.symlink(entry.get("target", ""), path)
-        self._chown(path, entry)
-        with contextlib.suppress(OSError, NotImplementedError):
-            os.utime(path, ns=(entry.get("mtime_ns", 0),) * 2, follow_symlinks=False)
-        self.stats.symlinks += 1
+    def _write_run(self, step: _Run, out: Extractor) -> None:
+        read = step.read
+        assert read is not None
+        assert read.future is not None
+        opened, raw = read.future.result()
+        read.runs_left -= 1
+        writing = out.writing
+        if writing is None:
+            return  # a file in a folder that was in the way
+        for i in range(step.first, step.first + len(step.blobs)):
+            blob = opened[i]
+            if blob is None:  # past what the worker opened: one at a time, here
+                assert raw is not None
+                blob_id, loc = read.blobs[i]
+                if self._last is None or self._last[0] != blob_id:  # a repeat is opened once
+                    self._last = (blob_id, self._open(blob_id, self._sealed(raw, read, loc)))
+                blob = self._last[1]
+            out.write(blob)
+        self._report(writing)
 
     def _report(self, path: str) -> None:
         if self.progress is not None:
@@ -391,19 +457,32 @@ class Restorer:
 
     def _pipeline(self, steps: Iterator[_Step], pool: ThreadPoolExecutor) -> None:
         ahead: deque[_Step] = deque()
+        unsubmitted: deque[_Read] = deque()  # complete reads waiting for a turn, in order
         in_flight = 0
+        outstanding = 0  # reads submitted and not yet written
         window = LOOKAHEAD * self.threads
+        max_reads = 2 * self.threads
 
         def submit(read: _Read) -> None:
+            nonlocal outstanding
             if read.future is None:
                 read.future = pool.submit(self._fetch, read)
+                outstanding += 1
+
+        def submit_ready() -> None:
+            while unsubmitted and outstanding < max_reads:
+                submit(unsubmitted.popleft())
 
         def write_next() -> int:
+            nonlocal outstanding
             step = ahead.popleft()
             if isinstance(step, _Run):
                 assert step.read is not None
                 submit(step.read)  # the writer needs it now, even if it could grow
                 self._do(step)
+                if step.read.runs_left == 0:
+                    outstanding -= 1
+                    submit_ready()
                 return step.end - step.start
             self._do(step)
             return 0
@@ -413,8 +492,9 @@ class Restorer:
             for step in steps:
                 if isinstance(step, _Run):
                     if growing is None or not growing.extend(step):
-                        if growing is not None:
-                            submit(growing)
+                        if growing is not None and growing.future is None:
+                            unsubmitted.append(growing)
+                            submit_ready()
                         growing = _Read(step.pack, step.start, step.end, list(step.blobs))
                         step.read = growing
                     in_flight += step.end - step.start
@@ -427,7 +507,8 @@ class Restorer:
             for pending in ahead:
                 if isinstance(pending, _Run) and pending.read and pending.read.future:
                     pending.read.future.cancel()
-            self._discard_open_file()
+            assert self._out is not None
+            self._out.discard()
             raise
 
     def run(
@@ -438,6 +519,7 @@ class Restorer:
     ) -> RestoreStats:
         """Restores all of ``snapshot``, or the files or folders at ``subpath`` (one path or
         several), each into ``target`` under its own name."""
+        self.budget.target = target
         root = self.repo.read_tree(str(snapshot["tree"]))
         # Each part with where it sits in the snapshot: excludes match whole snapshot paths.
         parts = [(root, "")]
@@ -446,10 +528,22 @@ class Restorer:
             _check_includes(paths)
             parts = [(_select(self.repo, root, p), p.strip("/").rpartition("/")[0]) for p in paths]
         with ThreadPoolExecutor(self.threads, thread_name_prefix="e2ebackup-restore") as pool:
-            self.stats.bytes_total = sum(self._measure(e, base, pool) for e, base in parts)
+            self.stats.bytes_total = self._measure(parts, pool)
             os.makedirs(target, exist_ok=True)
-            steps = itertools.chain.from_iterable(self._plan(e, target, base) for e, base in parts)
-            self._pipeline(steps, pool)
+            self._out = Extractor(
+                target,
+                self.stats,
+                overwrite=self.overwrite,
+                keep_special_bits=self.keep_special_bits,
+                same_owner=self.same_owner,
+            )
+            try:
+                steps = itertools.chain.from_iterable(
+                    self._plan(e, target, base) for e, base in parts
+                )
+                self._pipeline(steps, pool)
+            finally:
+                self._out.close()
         # One flush of everything at the end instead of an fsync per file (which made restoring
         # many small files several times slower): a file is renamed into place only once all
         # of it authenticated; this makes the whole restore durable before it reports success.
@@ -468,13 +562,30 @@ def restore(
     progress: Progress | None = None,
     where: SnapshotFilter | None = None,
     exclude: Sequence[str] = (),
+    max_size: int | None = None,
+    max_files: int | None = None,
+    keep_special_bits: bool = False,
+    same_owner: bool = True,
 ) -> RestoreStats:
     """Restores a snapshot (id, unique prefix or ``latest``, the newest that ``where``
     admits) into ``target``: all of it, or the files or folders at ``subpath``, less what the
     ``exclude`` patterns match (as backup's, against paths in the snapshot: ``*.mp4``,
-    ``Media/Video``, ``/chats/Media``)."""
+    ``Media/Video``, ``/chats/Media``). ``max_size`` (bytes) and ``max_files`` (files, folders
+    and links) bound what a snapshot from an untrusted source may make restore write; the
+    target's free space always does. Setuid, setgid and sticky bits are cleared unless
+    ``keep_special_bits``; owners are restored when running as root unless not ``same_owner``.
+    """
     excludes = Excludes(exclude)
     with repo.read_lock():
         _, snapshot = repo.find_snapshot(snapshot_ref, where)
-        restorer = Restorer(repo, overwrite=overwrite, progress=progress, excludes=excludes)
+        restorer = Restorer(
+            repo,
+            overwrite=overwrite,
+            progress=progress,
+            excludes=excludes,
+            max_size=max_size,
+            max_files=max_files,
+            keep_special_bits=keep_special_bits,
+            same_owner=same_owner,
+        )
         return restorer.run(snapshot, target, subpath)
