@@ -63,6 +63,52 @@ def _destination(dst: StrPath | BinaryIO, overwrite: bool) -> Iterator[BinaryIO]
         raise
 
 
+class HeldOutput(io.BytesIO):
+    """Plaintext held in memory, up to ``limit`` bytes, until the whole message authenticated.
+
+    For a sink that cannot take bytes back (a pipe, a terminal, a socket): streaming into it
+    would hand a reader the prefix of a truncated or altered file before the error. Memory, not
+    a temporary file, so no plaintext reaches a disk the user did not choose."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def seekable(self) -> bool:
+        return False  # nothing to roll back: it is dropped whole on failure
+
+    def write(self, data: Buffer) -> int:
+        n = memoryview(data).nbytes
+        if self.tell() + n > self.limit:  # only ever appended to: tell() is the size
+            raise OutputTooLarge(self.limit)
+        return super().write(data)
+
+    def release(self, out: BinaryIO) -> None:
+        """Writes what is held to ``out``, then wipes and closes the buffer."""
+        try:
+            with self.getbuffer() as view:
+                out.write(view)
+            out.flush()
+        finally:
+            self.wipe()
+
+    def wipe(self) -> None:
+        if not self.closed:
+            with self.getbuffer() as view:
+                view[:] = bytes(view.nbytes)
+            self.close()
+
+
+class OutputTooLarge(InvalidArgument):
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"standard output is not a file, so the plaintext is held back until all of it "
+            f"authenticated, and it is larger than the {limit >> 20} MiB allowed for that "
+            "(--pipe-buffer): decrypt into a file, raise --pipe-buffer, or use --stream to "
+            "accept that a damaged file releases a prefix before the error"
+        )
+
+
 def readinto(src: BinaryIO, buf: bytearray) -> int:
     """``readinto`` where the file has it (no copy), ``read`` otherwise."""
     method = getattr(src, "readinto", None)
@@ -200,8 +246,11 @@ def decrypt_file(
     """Decrypts ``src`` into ``dst``: a plain message with ``key``, a sealed file with
     ``password`` or ``recovery_key``. Nothing is left at a ``dst`` path unless all of it
     authenticated: on any error the temporary file is removed and a typed
-    :mod:`e2ebackup.errors` error raised. ``progress`` is called with the ciphertext bytes done
-    so far. Returns the ciphertext bytes read."""
+    :mod:`e2ebackup.errors` error raised. A seekable file object is truncated back; one that
+    cannot seek (a pipe, a socket) gets plaintext as it authenticates, so a damaged file hands
+    it a prefix before the error (``e2ebackup decrypt SRC -`` holds the plaintext back in
+    memory instead, until the end authenticated). ``progress`` is called with the ciphertext
+    bytes done so far. Returns the ciphertext bytes read."""
     _one_credential(key, password, recovery_key)
     if key is None:
         from e2ebackup.sealed import unseal_file

@@ -9,8 +9,10 @@ prompt, never from the command line, where other users of the machine could see 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
+import stat
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -27,10 +29,12 @@ from e2ebackup._credentials import (
 from e2ebackup._hexkey import read_key_file
 from e2ebackup._paths import atomic_output
 from e2ebackup.errors import E2EBackupError, InvalidArgument
-from e2ebackup.keys import Argon2idParams, RecoveryKey, ScryptParams
+from e2ebackup.keys import Argon2idParams, Password, RecoveryKey, ScryptParams
 from e2ebackup.vault import cli as vault_cli
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_IO, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+# What `decrypt SRC -` holds in memory when standard output cannot take bytes back.
+PIPE_BUFFER_MIB = 256
 
 
 def _version() -> str:
@@ -85,6 +89,22 @@ def _parser() -> argparse.ArgumentParser:
             cmd.add_argument("--qr", metavar="PATH", help="QR code of the new recovery key")
             cmd.add_argument("--kdf", choices=["argon2id", "scrypt"], default="argon2id")
             vault_cli.add_encrypt_options(cmd)
+        else:
+            cmd.add_argument(
+                "--stream",
+                action="store_true",
+                help="when DST is - and standard output is a pipe or terminal: write plaintext "
+                "as it authenticates; a damaged file then releases a prefix before the error "
+                "(exit 1). Default: hold it in memory and write nothing unless all of it "
+                "authenticated",
+            )
+            cmd.add_argument(
+                "--pipe-buffer",
+                type=int,
+                default=PIPE_BUFFER_MIB,
+                metavar="MiB",
+                help=f"the most held in memory without --stream (default {PIPE_BUFFER_MIB})",
+            )
 
     key = commands.add_parser("key", help="list, add, remove or change the key slots of a file")
     key_commands = key.add_subparsers(dest="key_command", required=True, metavar="ACTION")
@@ -170,15 +190,30 @@ def _keygen(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _is_regular_file(f: BinaryIO) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(f.fileno()).st_mode)
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return False
+
+
 def _transform(args: argparse.Namespace) -> int:
     src: str | BinaryIO = sys.stdin.buffer if args.src == "-" else args.src
     dst: str | BinaryIO = sys.stdout.buffer if args.dst == "-" else args.dst
+    if args.command == "decrypt" and args.dst == "-" and not _is_regular_file(sys.stdout.buffer):
+        # A pipe, terminal or socket cannot take back bytes of a file that then fails to
+        # authenticate (a regular file is truncated back instead): see _decrypt_to_stream.
+        return _decrypt_to_stream(args, src)
     if isinstance(dst, str) and os.path.lexists(dst) and not args.force:
         raise FileExistsError(f"{dst} exists; use --force to replace it")
     if isinstance(dst, str):
         # The storage folder of the quick start may not exist yet.
         os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
-    total = os.path.getsize(args.src) if isinstance(src, str) else None
+    return _transform_to(args, src, dst)
+
+
+def _transform_to(args: argparse.Namespace, src: str | BinaryIO, dst: str | BinaryIO) -> int:
+    total = os.path.getsize(src) if isinstance(src, str) else None
     common: dict[str, Any] = {
         "threads": args.threads,
         "progress": _progress_printer(total, args.quiet),
@@ -216,6 +251,35 @@ def _transform(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _decrypt_to_stream(args: argparse.Namespace, src: str | BinaryIO) -> int:
+    """``decrypt SRC -`` into a pipe, terminal or socket. By default the plaintext is held in
+    memory (up to --pipe-buffer MiB) and written only once the final chunk authenticated, so a
+    truncated or altered file releases nothing. --stream writes as chunks authenticate, as age
+    does; a failure then says the bytes already written are not authentic."""
+    out = sys.stdout.buffer
+    if args.stream:
+        try:
+            return _transform_to(args, src, out)
+        except E2EBackupError:
+            print(
+                "e2ebackup: --stream: any output already written is not authentic (the "
+                "file failed to authenticate after it): discard it",
+                file=sys.stderr,
+            )
+            raise
+    if args.pipe_buffer <= 0:
+        raise InvalidArgument("--pipe-buffer must be at least 1 (MiB)")
+    held = _files.HeldOutput(args.pipe_buffer << 20)
+    try:
+        if isinstance(src, str) and os.path.getsize(src) > held.limit:
+            raise _files.OutputTooLarge(held.limit)  # known before reading: fail at once
+        _transform_to(args, src, held)
+        held.release(out)
+    finally:
+        held.wipe()
+    return EXIT_OK
+
+
 def _unlock_args(args: argparse.Namespace) -> dict[str, Any]:
     recovery_key = read_recovery_key(args)
     if recovery_key is not None:
@@ -223,11 +287,11 @@ def _unlock_args(args: argparse.Namespace) -> dict[str, Any]:
     return {"password": read_password(args)}
 
 
-def _new_password(args: argparse.Namespace) -> str:
+def _new_password(args: argparse.Namespace) -> Password:
     if args.new_password_file:
         with open(args.new_password_file, encoding="utf-8") as f:
             text = f.read()
-        return text[:-1] if text.endswith("\n") else text
+        return Password(text[:-1] if text.endswith("\n") else text)
     ns = argparse.Namespace()
     return read_password(ns, confirm=True, prompt="New password: ")
 
@@ -268,12 +332,20 @@ def _key(args: argparse.Namespace) -> int:
 def _rotate(args: argparse.Namespace) -> int:
     if args.file is None:
         return _cli_repo.rotate_command(args)
-    # The new file gets a slot for each credential given here, and no others.
+    # The new file keeps the old one's kinds of credential (keyring.policy.rotate): a vault
+    # stays a vault; a recovery-key slot cannot move to a new data key, so without the old
+    # recovery key a new one is made and shown.
     recovery_key = read_recovery_key(args)
+    new_key = None
+    had_recovery_key = any(s["kind"] == "recovery-key" for s in sealed.list_slots(args.file))
+    if args.new_recovery_key or (recovery_key is None and had_recovery_key):
+        new_key = RecoveryKey.generate()
     password = None if args.no_password else read_password(args)
-    sealed.rotate(args.file, password=password, recovery_key=recovery_key)
-    kept = ["password"] * (password is not None) + ["recovery key"] * (recovery_key is not None)
-    print(f"rotated: new data key; slots: {', '.join(kept)}", file=sys.stderr)
+    sealed.rotate(args.file, password=password, recovery_key=recovery_key, new_recovery_key=new_key)
+    kept = ", ".join(str(s["kind"]) for s in sealed.list_slots(args.file))
+    print(f"rotated: new data key; slots: {kept}", file=sys.stderr)
+    if new_key is not None:
+        show_recovery_key(new_key, args.qr)
     return EXIT_OK
 
 
