@@ -18,3 +18,13 @@ def test_readme_has_examples() -> None:
 @pytest.mark.parametrize("source", EXAMPLES)
 def test_readme_example_runs(source: str) -> None:
     exec(compile(source, str(README), "exec"), {})  # our own README, run as documentation
+
+
+def test_every_test_the_readme_names_exists() -> None:
+    """The security claims cite tests by `file::name`; a renamed or deleted test fails here."""
+    named = re.findall(r"`([\w/]+\.py)::(\w+)`", README.read_text(encoding="utf-8"))
+    assert len(named) >= 20
+    tests = Path(__file__).resolve().parent
+    for file, name in named:
+        source = (tests / file).read_text(encoding="utf-8")
+        assert re.search(rf"^def {name}\(", source, re.MULTILINE), f"{file}::{name}"
