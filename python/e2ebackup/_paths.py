@@ -1,13 +1,16 @@
 """Atomic file output: write to a temporary file beside the target, fsync, rename.
 
 A reader of the target sees either its old content or the complete new content, never a
-half-written file, and a failed write leaves nothing behind.
+half-written file, and a failed write leaves nothing behind. Where Linux allows it the file has
+no name at all until it is complete (O_TMPFILE), so a process killed midway (kill -9, power
+loss) leaves no partial file either, plaintext or not.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import tempfile
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -22,22 +25,79 @@ def atomic_output(target: StrPath, *, overwrite: bool = True) -> Iterator[Binary
     if not overwrite and os.path.lexists(target):
         raise FileExistsError(target)
     directory = os.path.dirname(os.path.abspath(target))
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{os.path.basename(target)}.", suffix=".e2ebackup-tmp", dir=directory
-    )
+    unnamed = open_unnamed(directory)
+    tmp: str | None = None
+    if unnamed is None:
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{os.path.basename(target)}.", suffix=".e2ebackup-tmp", dir=directory
+        )
+    else:
+        fd = unnamed
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        if not overwrite and os.path.lexists(target):
-            raise FileExistsError(target)
-        os.replace(tmp, target)
+            if unnamed is not None and not overwrite:
+                link_unnamed(f.fileno(), target)  # FileExistsError if the name appeared
+            elif unnamed is not None:
+                tmp = _hidden_link(f.fileno(), target)
+        if tmp is not None:
+            if not overwrite and os.path.lexists(target):
+                raise FileExistsError(target)
+            os.replace(tmp, target)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
         raise
     fsync_directory(directory)
+
+
+#: Unnamed files (O_TMPFILE) are linked in through /proc, as open(2) describes.
+CAN_LINK_UNNAMED = hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
+
+
+def open_unnamed(directory: str | int) -> int | None:
+    """A new unnamed file (mode 0600, open for writing) in ``directory``, a path or a folder
+    descriptor; None where the system or the file system cannot make one."""
+    if not CAN_LINK_UNNAMED:
+        return None
+    flags = os.O_TMPFILE | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0)
+    try:
+        if isinstance(directory, int):
+            return os.open(".", flags, 0o600, dir_fd=directory)
+        return os.open(directory, flags, 0o600)
+    except OSError:
+        return None
+
+
+def link_unnamed(fd: int, name: str, *, dir_fd: int | None = None) -> None:
+    """Gives the unnamed file ``fd`` the name ``name``; FileExistsError if it is taken."""
+    if dir_fd is None:
+        # Without a folder descriptor CPython calls link(2), which does not follow the /proc
+        # link; linkat(2) with AT_SYMLINK_FOLLOW needs one.
+        directory, name = os.path.split(os.path.abspath(name))
+        folder = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            link_unnamed(fd, name, dir_fd=folder)
+        finally:
+            os.close(folder)
+        return
+    os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=dir_fd, follow_symlinks=True)
+
+
+def _hidden_link(fd: int, target: str) -> str:
+    """Links the complete unnamed file ``fd`` at a hidden name beside ``target``, to be renamed
+    over it (rename replaces; link does not)."""
+    directory, base = os.path.split(os.path.abspath(target))
+    while True:
+        tmp = os.path.join(directory, f".{base}.{secrets.token_hex(4)}.e2ebackup-tmp")
+        try:
+            link_unnamed(fd, tmp)
+            return tmp
+        except FileExistsError:
+            continue
 
 
 def fsync_directory(directory: str) -> None:

@@ -212,3 +212,31 @@ def test_rclone_does_not_inherit_e2ebackup_secrets(tmp_path: Path, rclone_config
         assert name not in seen
         assert value not in seen
     assert "E2EBACKUP_" not in seen
+
+
+@pytest.mark.parametrize("overwrite", [True, False])
+def test_kill_9_while_writing_an_output_file_leaves_nothing(
+    tmp_path: Path, overwrite: bool
+) -> None:
+    """decrypt, whatsapp decrypt and sealed rewrites write through one atomic output: a process
+    killed midway must leave no partial file (plaintext or not) under any name, only what was
+    there before."""
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "existing").write_bytes(b"kept")
+    script = (
+        "import os, signal, sys\n"
+        "from e2ebackup._paths import atomic_output\n"
+        "with atomic_output(sys.argv[1], overwrite=sys.argv[2] == '1') as f:\n"
+        f"    f.write({MARKER!r} * 100_000)\n"
+        "    f.flush()\n"
+        "    os.fsync(f.fileno())\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    for name in ("existing", "new") if overwrite else ("new",):
+        target = str(tmp_path / "out" / name)
+        done = subprocess.run(
+            [sys.executable, "-c", script, target, "1" if overwrite else "0"], check=False
+        )
+        assert done.returncode == -signal.SIGKILL
+    assert sorted(os.listdir(tmp_path / "out")) == ["existing"]
+    assert (tmp_path / "out" / "existing").read_bytes() == b"kept"

@@ -24,6 +24,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import IO
 
+from e2ebackup._paths import link_unnamed, open_unnamed
 from e2ebackup.repo.objects import RepositoryCorrupted
 from e2ebackup.repo.tree import MODE_BITS, Entry
 
@@ -36,10 +37,6 @@ OPEN_FOLDERS = 32
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC
-# A file with no name until it is complete: a restore killed midway leaves no partial file
-# behind (Linux 3.11+; elsewhere, or where the file system lacks it, a hidden temporary name).
-_UNNAMED_FILE = getattr(os, "O_TMPFILE", 0) | os.O_WRONLY | _CLOEXEC
-_CAN_LINK_UNNAMED = hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
 
 
 @dataclass
@@ -154,12 +151,13 @@ class Extractor:
         if folder is None:
             return  # in a folder that was in the way
         tmp: str | None = None
-        try:
-            if not _CAN_LINK_UNNAMED:
-                raise IsADirectoryError
-            fd = os.open(".", _UNNAMED_FILE, 0o600, dir_fd=folder)
-        except OSError:  # no O_TMPFILE on this system or file system: a hidden name
+        # No name until it is complete, where the system allows: a killed restore leaves no
+        # partial file behind; elsewhere a hidden temporary name.
+        unnamed = open_unnamed(folder)
+        if unnamed is None:
             tmp, fd = _named_temporary(entry["name"], folder)
+        else:
+            fd = unnamed
         declared = int(entry.get("size", 0))
         self._file = _OpenFile(os.fdopen(fd, "wb"), tmp, path, declared)
 
@@ -216,9 +214,7 @@ class Extractor:
         """Links a finished unnamed file at its name, unless something appeared there."""
         name = os.path.basename(f.path)
         try:
-            os.link(
-                f"/proc/self/fd/{f.stream.fileno()}", name, dst_dir_fd=folder, follow_symlinks=True
-            )
+            link_unnamed(f.stream.fileno(), name, dir_fd=folder)
         except FileExistsError:
             self.stats.skipped_existing.append(f.path)
             return
@@ -334,13 +330,13 @@ def _named_temporary(name: str, folder: int) -> tuple[str, int]:
 
 
 def _link_unnamed(fd: int, name: str, folder: int) -> str:
-    """Gives a finished unnamed file a hidden name beside its final one (a hard link through
-    /proc, as open(2) describes for O_TMPFILE); :meth:`Extractor._place` renames it from there."""
+    """Gives a finished unnamed file a hidden name beside its final one; :meth:`Extractor._place`
+    renames it from there (over what stands at the name: ``overwrite``)."""
     prefix = f".{name[:100]}."
     while True:
         tmp = f"{prefix}{secrets.token_hex(4)}.e2ebackup-tmp"
         try:
-            os.link(f"/proc/self/fd/{fd}", tmp, dst_dir_fd=folder, follow_symlinks=True)
+            link_unnamed(fd, tmp, dir_fd=folder)
             return tmp
         except FileExistsError:
             continue
