@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import logging
 import os
 import stat
 import sys
@@ -349,8 +350,26 @@ def _rotate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class _Warnings(logging.Handler):
+    """Warnings of the library (a vault's failed-attempt report, a retried upload) reach the
+    user on stderr as one line each, like the command's own errors. sys.stderr is looked up
+    at each line, so a replaced stderr (a test, a redirect) gets them."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"e2ebackup: {record.getMessage()}", file=sys.stderr)
+
+
+def _show_warnings() -> None:
+    logger = logging.getLogger("e2ebackup")
+    if not any(isinstance(h, _Warnings) for h in logger.handlers):
+        logger.addHandler(_Warnings(logging.WARNING))
+        logger.setLevel(logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if not (args.command == "vault" and args.vault_command == "serve"):  # a server logs itself
+        _show_warnings()
     try:
         if args.command == "whatsapp":
             from e2ebackup import _cli_whatsapp
