@@ -11,8 +11,7 @@ import pytest
 from e2ebackup import _core
 from e2ebackup.errors import E2EBackupError, InvalidArgument, InvalidTag
 from helpers import BOUNDARY_LENGTHS, CHUNK, random_bytes, runs_without_the_gil
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 ALGORITHMS = ["aes-256-gcm", "chacha20-poly1305"]
 HEADER = e2ebackup.HEADER_SIZE

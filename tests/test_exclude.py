@@ -16,8 +16,7 @@ from e2ebackup.repo.backup import backup, scan_size
 from e2ebackup.repo.exclude import CACHEDIR_TAG, Excludes, read_lines
 from e2ebackup.repo.repository import Repository
 from e2ebackup.repo.restore import restore
-from hypothesis import assume, given, settings
-from hypothesis import strategies as st
+from hypothesis import assume, given, settings, strategies as st
 from repo_helpers import PASSWORD, cli, new_repo, open_repo
 
 TAG = b"Signature: 8a477f597d28d172789f06886806bc55\n# a cache\n"

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 from e2ebackup.errors import InvalidTag
 from helpers import BOUNDARY_LENGTHS, CHUNK, random_bytes
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 DATA = random_bytes(20 * CHUNK + 1234)
 KEY = e2ebackup.generate_key()

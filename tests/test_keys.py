@@ -13,8 +13,7 @@ from e2ebackup import _core
 from e2ebackup.errors import InvalidArgument, KdfLimitExceeded
 from e2ebackup.keys import Argon2idParams, RecoveryKey, ScryptParams, calibrate, normalize_password
 from helpers import runs_without_the_gil
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 
 @settings(max_examples=15, deadline=None)

@@ -26,8 +26,7 @@ import sealed_reference as sref
 import zstandard
 from e2ebackup._core import Chunker
 from e2ebackup.keys import Argon2idParams, RecoveryKey
-from e2ebackup.repo import heads as heads_module
-from e2ebackup.repo import objects as objects_module
+from e2ebackup.repo import heads as heads_module, objects as objects_module
 from e2ebackup.repo.backup import backup
 from e2ebackup.repo.check import verify
 from e2ebackup.repo.heads import Head, write_trust

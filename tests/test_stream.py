@@ -9,8 +9,7 @@ import pytest
 from cryptography.cobblestone import Cobblestone256Decryptor, Cobblestone256Encryptor
 from e2ebackup.errors import AlreadyFinalized, InvalidArgument, InvalidTag, StreamFailed
 from helpers import CHUNK, random_bytes
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 SALT = bytes(range(24))
 STEPS = [1, 7, CHUNK - 1, CHUNK, CHUNK + 1, CHUNK + 16, 100_000]

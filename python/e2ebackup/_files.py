@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from e2ebackup._core import CHUNK_SIZE, Decryptor, Encryptor
 from e2ebackup._paths import StrPath, atomic_output
-from e2ebackup.errors import InvalidArgument
+from e2ebackup.errors import InvalidArgument, OutputTooLarge as OutputTooLarge
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -97,16 +97,6 @@ class HeldOutput(io.BytesIO):
             with self.getbuffer() as view:
                 view[:] = bytes(view.nbytes)
             self.close()
-
-
-class OutputTooLarge(InvalidArgument):
-    def __init__(self, limit: int) -> None:
-        super().__init__(
-            f"standard output is not a file, so the plaintext is held back until all of it "
-            f"authenticated, and it is larger than the {limit >> 20} MiB allowed for that "
-            "(--pipe-buffer): decrypt into a file, raise --pipe-buffer, or use --stream to "
-            "accept that a damaged file releases a prefix before the error"
-        )
 
 
 def readinto(src: BinaryIO, buf: bytearray) -> int:

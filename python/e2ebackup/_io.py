@@ -14,8 +14,14 @@ import os
 from types import TracebackType
 from typing import TYPE_CHECKING, BinaryIO, Literal
 
-from e2ebackup._core import CHUNK_SIZE, HEADER_SIZE, TAG_SIZE, ChunkOpener, Encryptor
-from e2ebackup._core import plaintext_length as _plaintext_length
+from e2ebackup._core import (
+    CHUNK_SIZE,
+    HEADER_SIZE,
+    TAG_SIZE,
+    ChunkOpener,
+    Encryptor,
+    plaintext_length as _plaintext_length,
+)
 from e2ebackup._paths import StrPath, atomic_output
 from e2ebackup.errors import InvalidArgument, InvalidTag
 

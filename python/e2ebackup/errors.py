@@ -12,6 +12,9 @@ __all__ = [
     "ConflictingKeySlots",
     "CorruptKeySlot",
     "E2EBackupError",
+    "HistoryForked",
+    "HistoryNotTrusted",
+    "HistoryUnverifiable",
     "InvalidArgument",
     "InvalidTag",
     "KdfLimitExceeded",
@@ -19,9 +22,17 @@ __all__ = [
     "KeySlotError",
     "MessageTooLong",
     "NoMatchingKeySlot",
+    "NotARepository",
+    "NotSealedFile",
     "ObjectExists",
     "ObjectNotFound",
     "ObjectTooLarge",
+    "OutputTooLarge",
+    "RepositoryCorrupted",
+    "RepositoryLocked",
+    "RestoreConflict",
+    "RestoreLimitExceeded",
+    "RolledBack",
     "StorageAuthError",
     "StorageError",
     "StorageFull",
@@ -29,6 +40,7 @@ __all__ = [
     "StorageUnavailable",
     "StreamFailed",
     "TooManyKeySlots",
+    "TreeTooDeep",
     "UnsafeStoragePath",
     "VaultError",
     "VaultKeyMismatch",
@@ -214,3 +226,74 @@ class VaultUnavailable(VaultError):
 class VaultKeyMismatch(VaultError):
     """The server is not the vault this key was registered with: its public key is not the
     pinned one (a substituted or reinstalled vault)."""
+
+
+# -- repositories, restore and sealed files
+
+
+class NotARepository(E2EBackupError):
+    """There is no e2ebackup repository at that location (or its config is unreadable)."""
+
+
+class RepositoryCorrupted(E2EBackupError):
+    """An object of the repository is missing, damaged, replayed or does not authenticate."""
+
+
+class HistoryNotTrusted(RepositoryCorrupted):
+    """The storage shows a history that does not extend the head this device trusted (or the
+    head the user pinned). ``e2ebackup trust`` accepts the state shown, on purpose."""
+
+
+class RolledBack(HistoryNotTrusted):
+    """The newest head is older than the head this device trusted: the storage went back."""
+
+
+class HistoryForked(HistoryNotTrusted):
+    """The newest head does not descend from the trusted (or pinned) head, or two heads have
+    the newest seq: the storage shows another branch of the history."""
+
+
+class HistoryUnverifiable(HistoryNotTrusted):
+    """The heads between the trusted head and the newest are no longer all stored (the device
+    was away longer than the heads kept), so the chain cannot be checked."""
+
+
+class RepositoryLocked(E2EBackupError):
+    """Another process holds a conflicting lock."""
+
+
+class TreeTooDeep(RepositoryCorrupted):
+    """Folder listings nest deeper than the limit (``repo.tree.MAX_DEPTH``) below a snapshot's
+    root."""
+
+    def __init__(self, where: str, limit: int) -> None:
+        super().__init__(
+            f"{where + ': ' if where else ''}folders nest deeper than {limit} levels, "
+            "the most a snapshot may hold"
+        )
+
+
+class RestoreConflict(E2EBackupError):
+    """Files in the target exist and overwriting was not asked for."""
+
+
+class RestoreLimitExceeded(E2EBackupError):
+    """The snapshot (or the part asked for) holds more bytes or entries than the restore's
+    budget (``max_size``, ``max_files``, or the target's free space): refused before anything
+    is written."""
+
+
+class NotSealedFile(E2EBackupError):
+    """The file is not an e2ebackup sealed file (or its header is damaged beyond reading)."""
+
+
+class OutputTooLarge(InvalidArgument):
+    """Plaintext held back for a pipe until it authenticated is larger than allowed."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"standard output is not a file, so the plaintext is held back until all of it "
+            f"authenticated, and it is larger than the {limit >> 20} MiB allowed for that "
+            "(--pipe-buffer): decrypt into a file, raise --pipe-buffer, or use --stream to "
+            "accept that a damaged file releases a prefix before the error"
+        )

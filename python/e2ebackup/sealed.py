@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from e2ebackup import _core
 from e2ebackup._files import Progress, _destination, _pump, _source
 from e2ebackup._paths import StrPath, atomic_output
-from e2ebackup.errors import E2EBackupError, InvalidArgument
+from e2ebackup.errors import InvalidArgument, NotSealedFile as NotSealedFile
 from e2ebackup.keyring import policy
 from e2ebackup.keyring.policy import Credentials, Opened
 from e2ebackup.keyring.slots import CONTAINER_ID_SIZE, MAX_SLOTS, KeySlot, KeySlots
@@ -59,10 +59,6 @@ _FIXED = struct.Struct(">8sBB16sI")  # magic, version, algorithm, container id, 
 MAX_SLOT_AREA = 64 * 1024
 PAYLOAD_INFO = b"e2ebackup/v1/sealed-file/payload"
 PAYLOAD_CONTEXT = b"e2ebackup/v1/sealed-file\x00"
-
-
-class NotSealedFile(E2EBackupError):
-    """The file is not an e2ebackup sealed file (or its header is damaged beyond reading)."""
 
 
 @dataclass

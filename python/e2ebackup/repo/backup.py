@@ -248,7 +248,7 @@ class Archiver:
             self._file(path, st, entry, old)
         elif stat.S_ISDIR(st.st_mode):
             if self._depth >= MAX_DEPTH:  # left out: no reader accepts a deeper snapshot
-                self._error(path, TreeTooDeep())
+                self._error(path, TreeTooDeep("", MAX_DEPTH))
                 return None
             entry["type"] = "dir"
             old_tree = old.get("subtree") if old and old.get("type") == "dir" else None

@@ -13,16 +13,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from e2ebackup.errors import E2EBackupError
+from e2ebackup.errors import RestoreLimitExceeded as RestoreLimitExceeded
 from e2ebackup.repo.tree import Entry
 
 __all__ = ["Budget", "Listing", "RestoreLimitExceeded", "listing_of", "totals"]
-
-
-class RestoreLimitExceeded(E2EBackupError):
-    """The snapshot (or the part asked for) holds more bytes or entries than the restore's
-    budget (``max_size``, ``max_files``, or the target's free space): refused before anything
-    is written."""
 
 
 @dataclass

@@ -181,7 +181,7 @@ def _walk(
     while level:
         level = [(tid, path) for tid, path in dict(level).items() if tid not in seen]
         if depth > MAX_DEPTH and level:
-            report.errors.append(str(TreeTooDeep(level[0][1])))
+            report.errors.append(str(TreeTooDeep(level[0][1], MAX_DEPTH)))
             return
         depth += 1
         seen.update(tid for tid, _ in level)

@@ -14,16 +14,17 @@ import threading
 import time
 from types import TracebackType
 
-from e2ebackup.errors import E2EBackupError, ObjectNotFound, StoragePermissionDenied
+from e2ebackup.errors import (
+    E2EBackupError,
+    ObjectNotFound,
+    RepositoryLocked as RepositoryLocked,
+    StoragePermissionDenied,
+)
 from e2ebackup.repo.objects import RepoKeys, RepositoryCorrupted, new_id, read_json, write_json
 from e2ebackup.storage.base import Storage
 
 REFRESH_EVERY = 120.0
 STALE_AFTER = 1800.0
-
-
-class RepositoryLocked(E2EBackupError):
-    """Another process holds a conflicting lock."""
 
 
 def _process_alive(pid: int) -> bool:

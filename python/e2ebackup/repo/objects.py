@@ -25,7 +25,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from e2ebackup import _core
-from e2ebackup.errors import E2EBackupError, InvalidTag
+from e2ebackup.errors import (
+    HistoryForked as HistoryForked,
+    HistoryNotTrusted as HistoryNotTrusted,
+    HistoryUnverifiable as HistoryUnverifiable,
+    InvalidTag,
+    NotARepository as NotARepository,
+    RepositoryCorrupted as RepositoryCorrupted,
+    RolledBack as RolledBack,
+)
 from e2ebackup.storage.base import Storage
 
 MAGIC = b"E2EBREPO"
@@ -44,33 +52,6 @@ LABEL_PACK = b"e2ebackup/v1/repo/pack-header"
 
 KIND_DATA = 0
 KIND_TREE = 1
-
-
-class NotARepository(E2EBackupError):
-    """There is no e2ebackup repository at that location (or its config is unreadable)."""
-
-
-class RepositoryCorrupted(E2EBackupError):
-    """An object of the repository is missing, damaged, replayed or does not authenticate."""
-
-
-class HistoryNotTrusted(RepositoryCorrupted):
-    """The storage shows a history that does not extend the head this device trusted (or the
-    head the user pinned). ``e2ebackup trust`` accepts the state shown, on purpose."""
-
-
-class RolledBack(HistoryNotTrusted):
-    """The newest head is older than the head this device trusted: the storage went back."""
-
-
-class HistoryForked(HistoryNotTrusted):
-    """The newest head does not descend from the trusted (or pinned) head, or two heads have
-    the newest seq: the storage shows another branch of the history."""
-
-
-class HistoryUnverifiable(HistoryNotTrusted):
-    """The heads between the trusted head and the newest are no longer all stored (the device
-    was away longer than the heads kept), so the chain cannot be checked."""
 
 
 def new_id() -> str:

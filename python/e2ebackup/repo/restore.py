@@ -35,7 +35,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from e2ebackup._parallel import ordered_map
-from e2ebackup.errors import E2EBackupError, InvalidArgument, InvalidTag
+from e2ebackup.errors import (
+    InvalidArgument,
+    InvalidTag,
+    RestoreConflict as RestoreConflict,
+)
 from e2ebackup.repo.budget import Budget, Listing, RestoreLimitExceeded, listing_of, totals
 from e2ebackup.repo.exclude import Excludes
 from e2ebackup.repo.extract import Extractor, RestoreStats
@@ -62,10 +66,6 @@ TREE_CACHE = 16 << 20
 
 
 Progress = Callable[[RestoreStats, str], None]
-
-
-class RestoreConflict(E2EBackupError):
-    """Files in the target exist and overwriting was not asked for."""
 
 
 def _check_includes(paths: list[str]) -> None:

@@ -18,6 +18,7 @@ import json
 import re
 from typing import Any, TypedDict
 
+from e2ebackup.errors import TreeTooDeep as TreeTooDeep
 from e2ebackup.repo.objects import RepositoryCorrupted
 
 MAX_TREE = 32 << 20
@@ -41,21 +42,11 @@ _INTS = {
 }
 
 
-class TreeTooDeep(RepositoryCorrupted):
-    """Folder listings nest deeper than :data:`MAX_DEPTH` below a snapshot's root."""
-
-    def __init__(self, where: str = "") -> None:
-        super().__init__(
-            f"{where + ': ' if where else ''}folders nest deeper than {MAX_DEPTH} levels, "
-            "the most a snapshot may hold"
-        )
-
-
 def check_depth(depth: int, where: str = "") -> None:
     """Raises :class:`TreeTooDeep` when a listing ``depth`` levels below the root (the root
     tree is 0) is too deep."""
     if depth > MAX_DEPTH:
-        raise TreeTooDeep(where)
+        raise TreeTooDeep(where, MAX_DEPTH)
 
 
 class Entry(TypedDict, total=False):
