@@ -21,6 +21,13 @@ step "cargo clippy"
 cargo clippy --release --all-targets --locked -- -D warnings
 step "cargo test"
 cargo test --release --locked -p e2ebackup-core
+step "fuzz targets: corpus replay (stable), then a short run of each (docs/FUZZING.md)"
+bash tools/fuzz.sh replay
+if command -v cargo-fuzz >/dev/null; then
+    bash tools/fuzz.sh smoke 15
+else
+    echo "cargo-fuzz is not installed (cargo install --locked cargo-fuzz): smoke run skipped"
+fi
 
 step "build and install the extension"
 maturin develop --release --locked
