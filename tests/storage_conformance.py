@@ -50,6 +50,9 @@ class StorageConformance:
         with storage.open("data/00/ranged", offset=10, length=1000) as f:
             assert f.read(10) == data[10:20]
             assert f.read() == data[20:1010]
+        for offset, length in ((-1, 10), (0, -1)):
+            with pytest.raises(InvalidArgument):
+                storage.read("data/00/ranged", offset=offset, length=length)
 
     def test_objects_are_written_once(self, storage: Storage) -> None:
         put(storage, "snapshots/one", b"first")

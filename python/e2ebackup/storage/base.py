@@ -143,6 +143,10 @@ class Storage(abc.ABC):
         ``length`` bytes, or (``length`` None) more than ``max_size`` (default: the limit for
         the object's kind, :func:`whole_read_limit`), raise :class:`ObjectTooLarge` having
         held at most one byte more than that."""
+        if offset < 0 or (length is not None and length < 0):
+            # Offsets and lengths come from stored (if authenticated) bytes: a typed refusal,
+            # not an OSError from seek.
+            raise InvalidArgument(f"{name}: no bytes at offset {offset}, length {length}")
         limit = length if length is not None else max_size
         if limit is None:
             limit = whole_read_limit(name)
