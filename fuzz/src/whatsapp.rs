@@ -4,7 +4,6 @@
 use std::io::{Cursor, Write};
 
 use e2ebackup_core::whatsapp::encrypt;
-use e2ebackup_core::whatsapp::gcm::TAG_SIZE;
 use e2ebackup_core::whatsapp::prefix::{encode_header, parse_header, HeaderParse};
 use e2ebackup_core::whatsapp::{
     decrypt, read_header, BackupInfo, BackupKey, DecryptOptions, EncryptOptions, Payload,
@@ -202,17 +201,9 @@ pub fn crypt15_decrypt(data: &[u8]) {
             );
         }
     } else if matches!(genuine, Some(Payload::Raw | Payload::Zip)) || !decompress {
-        if payload.len() < TAG_SIZE {
-            // A known limit of the reader (docs/FUZZING.md): it needs 32 bytes after the
-            // header, so a multi-file backup of under 16 bytes is refused as truncated. Real
-            // ones are ZIP archives, 22 bytes at the least.
-            assert!(
-                matches!(result, Err(Error::WhatsAppTruncated(_))),
-                "{result:?}"
-            );
-        } else {
-            assert_eq!(sink.kept, payload, "multi-file round trip");
-        }
+        // Payloads shorter than a tag too (found by this target: the reader once asked for
+        // a tag and a checksum's worth of bytes, which a multi-file backup need not have).
+        assert_eq!(sink.kept, payload, "multi-file round trip");
     }
     // One flipped bit anywhere.
     let at = flip % (file.len() * 8);

@@ -174,6 +174,28 @@ fn round_trips_multi_file() {
     assert_eq!(report.payload, Payload::Zip);
 }
 
+#[test]
+fn round_trips_multi_file_payloads_shorter_than_a_tag() {
+    // Found by the crypt15_decrypt fuzz target: a multi-file backup ends in a tag and no
+    // checksum, so it may hold fewer than the 32 trailing bytes a single-file one has.
+    let options = EncryptOptions {
+        multi_file: true,
+        info: None,
+        ..Default::default()
+    };
+    for n in 4..=40 {
+        let mut zip = b"PK\x03\x04".to_vec();
+        zip.extend_from_slice(&counting(n - 4));
+        let mut file = encrypt(&zip, &options);
+        let (out, report) = decrypt_with(&ROOT, &file).unwrap();
+        assert!(out == zip, "n={n}");
+        assert_eq!(report.layout, Layout::MultiFile);
+        // Still authenticated: the last byte flipped is refused.
+        *file.last_mut().unwrap() ^= 1;
+        assert!(decrypt(&file).is_err(), "n={n}");
+    }
+}
+
 fn header_len(file: &[u8]) -> usize {
     let mut buf = Vec::new();
     whatsapp::read_header(&mut &file[..], &mut buf, 16)
