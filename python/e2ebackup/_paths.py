@@ -41,7 +41,7 @@ def atomic_output(target: StrPath, *, overwrite: bool = True) -> Iterator[Binary
             if unnamed is not None and not overwrite:
                 link_unnamed(f.fileno(), target)  # FileExistsError if the name appeared
             elif unnamed is not None:
-                tmp = _hidden_link(f.fileno(), target)
+                tmp = link_hidden(f.fileno(), os.path.abspath(target))
         if tmp is not None:
             if not overwrite and os.path.lexists(target):
                 raise FileExistsError(target)
@@ -87,14 +87,15 @@ def link_unnamed(fd: int, name: str, *, dir_fd: int | None = None) -> None:
     os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=dir_fd, follow_symlinks=True)
 
 
-def _hidden_link(fd: int, target: str) -> str:
-    """Links the complete unnamed file ``fd`` at a hidden name beside ``target``, to be renamed
-    over it (rename replaces; link does not)."""
-    directory, base = os.path.split(os.path.abspath(target))
+def link_hidden(fd: int, name: str, *, dir_fd: int | None = None) -> str:
+    """Links the complete unnamed file ``fd`` at a hidden name beside ``name`` (a path, or a
+    name in the folder ``dir_fd``) and returns that name, to be renamed over ``name`` (rename
+    replaces; link does not)."""
+    directory, base = os.path.split(name)
     while True:
-        tmp = os.path.join(directory, f".{base}.{secrets.token_hex(4)}.e2ebackup-tmp")
+        tmp = os.path.join(directory, f".{base[:100]}.{secrets.token_hex(4)}.e2ebackup-tmp")
         try:
-            link_unnamed(fd, tmp)
+            link_unnamed(fd, tmp, dir_fd=dir_fd)
             return tmp
         except FileExistsError:
             continue

@@ -24,7 +24,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import IO
 
-from e2ebackup._paths import link_unnamed, open_unnamed
+from e2ebackup._paths import link_hidden, link_unnamed, open_unnamed
 from e2ebackup.repo.objects import RepositoryCorrupted
 from e2ebackup.repo.tree import MODE_BITS, Entry
 
@@ -200,7 +200,7 @@ class Extractor:
                 f.stream.close()
                 return
             if f.tmp is None:
-                f.tmp = _link_unnamed(f.stream.fileno(), entry["name"], folder)
+                f.tmp = link_hidden(f.stream.fileno(), entry["name"], dir_fd=folder)
             f.stream.close()
             self._place(f, folder)
         except BaseException:
@@ -325,19 +325,6 @@ def _named_temporary(name: str, folder: int) -> tuple[str, int]:
         tmp = f"{prefix}{secrets.token_hex(4)}.e2ebackup-tmp"
         try:
             return tmp, os.open(tmp, _NEW_FILE, 0o600, dir_fd=folder)
-        except FileExistsError:
-            continue
-
-
-def _link_unnamed(fd: int, name: str, folder: int) -> str:
-    """Gives a finished unnamed file a hidden name beside its final one; :meth:`Extractor._place`
-    renames it from there (over what stands at the name: ``overwrite``)."""
-    prefix = f".{name[:100]}."
-    while True:
-        tmp = f"{prefix}{secrets.token_hex(4)}.e2ebackup-tmp"
-        try:
-            link_unnamed(fd, tmp, dir_fd=folder)
-            return tmp
         except FileExistsError:
             continue
 
