@@ -20,7 +20,12 @@ __all__ = [
     "OpaqueClientLogin",
     "OpaqueClientRegistration",
     "OpaqueServer",
+    "RECIPIENT_ENCAPSULATION_SIZE",
+    "RECIPIENT_PUBLIC_SIZE",
+    "RECIPIENT_SEED_SIZE",
+    "RecipientIdentity",
     "_encrypt_with_salt",
+    "_recipient_encapsulate_deterministic",
     "argon2id",
     "ciphertext_length",
     "decrypt",
@@ -32,6 +37,8 @@ __all__ = [
     "looks_compressed",
     "opaque_registration_finish",
     "plaintext_length",
+    "recipient_check",
+    "recipient_encapsulate",
     "scrypt",
     "unwrap_key",
     "whatsapp_decrypt",
@@ -276,3 +283,20 @@ def whatsapp_encrypt(
     iv: Buffer | None = None,
     progress: Callable[[int], object] | None = None,
 ) -> dict[str, Any]: ...
+
+# Recipient keys (X25519 + ML-KEM-768): e2ebackup.recipients.
+RECIPIENT_SEED_SIZE: Final[int]
+RECIPIENT_PUBLIC_SIZE: Final[int]
+RECIPIENT_ENCAPSULATION_SIZE: Final[int]
+
+@final
+class RecipientIdentity:
+    def __new__(cls, seed: Buffer) -> RecipientIdentity: ...
+    def public(self) -> bytes: ...
+    def decapsulate(self, enc: Buffer) -> bytes: ...
+
+def recipient_check(public: Buffer) -> None: ...
+def recipient_encapsulate(public: Buffer) -> tuple[bytes, bytes]: ...
+def _recipient_encapsulate_deterministic(
+    public: Buffer, m: Buffer, ephemeral: Buffer
+) -> tuple[bytes, bytes]: ...

@@ -19,6 +19,7 @@ pub mod keyslot;
 pub mod opaque;
 pub mod parallel;
 pub mod rand;
+pub mod recipient;
 pub mod whatsapp;
 
 pub use error::{Error, Result};

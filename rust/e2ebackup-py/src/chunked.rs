@@ -82,6 +82,17 @@ fn generate_key(py: Python<'_>) -> BindingResult<Bound<'_, PyBytes>> {
     Ok(PyBytes::new(py, key.as_ref()))
 }
 
+/// Encrypts `data` into one C2SP chunked-encryption message and returns it.
+///
+/// The result is `ciphertext_length(len(data))` bytes: a random salt and commitment header,
+/// then 16 KiB chunks, each with its own tag. Byte-compatible with
+/// `cryptography`'s `Cobblestone256Encryptor`.
+///
+/// `key` is 32 bytes (`generate_key()`). `context` binds the message to where it belongs (a
+/// file name, a record id): decryption needs the same context. `algorithm` is `"aes-256-gcm"`
+/// (Cobblestone-256) or `"chacha20-poly1305"`. `threads` caps the worker threads (default: all
+/// cores); `data` may be any C-contiguous buffer (bytes, bytearray, memoryview, NumPy, mmap),
+/// used in place, and for more than 2 KiB the GIL is released while the work runs.
 #[pyfunction]
 #[pyo3(signature = (key, data, *, context=None, algorithm="aes-256-gcm", threads=None))]
 fn encrypt<'py>(
@@ -107,6 +118,17 @@ fn encrypt<'py>(
     })
 }
 
+/// Decrypts and authenticates one whole message made by `encrypt` (or by Cobblestone).
+///
+/// Returns the plaintext only if every chunk, their order and the end of the message are
+/// authentic; otherwise raises `e2ebackup.errors.InvalidTag`, whether the key or context is
+/// wrong or the ciphertext was truncated, extended, reordered or modified.
+///
+/// `key` is 32 bytes (`generate_key()`). `context` binds the message to where it belongs (a
+/// file name, a record id): decryption needs the same context. `algorithm` is `"aes-256-gcm"`
+/// (Cobblestone-256) or `"chacha20-poly1305"`. `threads` caps the worker threads (default: all
+/// cores); `data` may be any C-contiguous buffer (bytes, bytearray, memoryview, NumPy, mmap),
+/// used in place, and for more than 2 KiB the GIL is released while the work runs.
 #[pyfunction]
 #[pyo3(signature = (key, data, *, context=None, algorithm="aes-256-gcm", threads=None))]
 fn decrypt<'py>(
@@ -132,6 +154,17 @@ fn decrypt<'py>(
     })
 }
 
+/// Encrypts `data` into the writable buffer `out` and returns the bytes written.
+///
+/// As `encrypt`, without allocating: `out` (a `bytearray`, `memoryview`, `mmap` or NumPy
+/// array) must hold at least `ciphertext_length(len(data))` bytes and must not overlap `data`,
+/// else `InvalidArgument`.
+///
+/// `key` is 32 bytes (`generate_key()`). `context` binds the message to where it belongs (a
+/// file name, a record id): decryption needs the same context. `algorithm` is `"aes-256-gcm"`
+/// (Cobblestone-256) or `"chacha20-poly1305"`. `threads` caps the worker threads (default: all
+/// cores); `data` may be any C-contiguous buffer (bytes, bytearray, memoryview, NumPy, mmap),
+/// used in place, and for more than 2 KiB the GIL is released while the work runs.
 #[pyfunction]
 #[pyo3(signature = (key, data, out, *, context=None, algorithm="aes-256-gcm", threads=None))]
 fn encrypt_into(
@@ -160,6 +193,17 @@ fn encrypt_into(
     })?)
 }
 
+/// Decrypts the message `data` into the writable buffer `out` and returns the bytes written.
+///
+/// As `decrypt`, without allocating: `out` must hold at least `plaintext_length(len(data))`
+/// bytes and must not overlap `data`. On `InvalidTag` the bytes written to `out` are wiped
+/// first, so no unauthenticated plaintext is left behind.
+///
+/// `key` is 32 bytes (`generate_key()`). `context` binds the message to where it belongs (a
+/// file name, a record id): decryption needs the same context. `algorithm` is `"aes-256-gcm"`
+/// (Cobblestone-256) or `"chacha20-poly1305"`. `threads` caps the worker threads (default: all
+/// cores); `data` may be any C-contiguous buffer (bytes, bytearray, memoryview, NumPy, mmap),
+/// used in place, and for more than 2 KiB the GIL is released while the work runs.
 #[pyfunction]
 #[pyo3(signature = (key, data, out, *, context=None, algorithm="aes-256-gcm", threads=None))]
 fn decrypt_into(
@@ -323,11 +367,16 @@ impl Encryptor {
         Ok(Encryptor { inner })
     }
 
+    /// A new random 32-byte key, as `e2ebackup.generate_key()`.
     #[staticmethod]
     fn generate_key(py: Python<'_>) -> BindingResult<Bound<'_, PyBytes>> {
         generate_key(py)
     }
 
+    /// Encrypts the next piece of the message and returns the ciphertext ready so far.
+    ///
+    /// Whole chunks are returned as soon as they are complete; the rest stays buffered until
+    /// more data or `finalize()`. The result may be empty.
     fn update<'py>(
         &mut self,
         py: Python<'py>,
@@ -336,6 +385,8 @@ impl Encryptor {
         stream_update(&mut self.inner, py, data)
     }
 
+    /// As `update`, writing into the writable buffer `buf` (at least `update_length(len(data))`
+    /// bytes, not overlapping `data`); returns the number of bytes written.
     fn update_into(
         &mut self,
         py: Python<'_>,
@@ -350,6 +401,9 @@ impl Encryptor {
         stream_update_length(&self.inner, length)
     }
 
+    /// Ends the message: encrypts the buffered rest as the final chunk and returns it.
+    ///
+    /// The message is complete only with these bytes. Any later call raises `AlreadyFinalized`.
     fn finalize<'py>(&mut self, py: Python<'py>) -> BindingResult<Bound<'py, PyBytes>> {
         stream_finalize(&mut self.inner, py)
     }
@@ -376,6 +430,13 @@ impl Decryptor {
         Ok(Decryptor { inner })
     }
 
+    /// Decrypts the next piece of ciphertext and returns the plaintext of the chunks
+    /// authenticated so far.
+    ///
+    /// A chunk is opened and released only once a byte after it has arrived (only then is it
+    /// known not to be the last) and its tag checks out; the last chunk is opened by
+    /// `finalize()`, which proves the message was not truncated. A bad chunk raises
+    /// `InvalidTag` and the decryptor stays failed (`StreamFailed` afterwards).
     fn update<'py>(
         &mut self,
         py: Python<'py>,
@@ -384,6 +445,8 @@ impl Decryptor {
         stream_update(&mut self.inner, py, data)
     }
 
+    /// As `update`, writing into the writable buffer `buf` (at least `update_length(len(data))`
+    /// bytes, not overlapping `data`); returns the number of bytes written.
     fn update_into(
         &mut self,
         py: Python<'_>,
@@ -398,6 +461,11 @@ impl Decryptor {
         stream_update_length(&self.inner, length)
     }
 
+    /// Ends the message: authenticates the final chunk and returns its plaintext.
+    ///
+    /// Raises `InvalidTag` if the message is truncated or its end was modified; only after this
+    /// returns is the plaintext from `update` known to be the complete message. Any later call
+    /// raises `AlreadyFinalized`.
     fn finalize<'py>(&mut self, py: Python<'py>) -> BindingResult<Bound<'py, PyBytes>> {
         stream_finalize(&mut self.inner, py)
     }

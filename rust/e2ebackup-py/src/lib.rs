@@ -8,6 +8,7 @@ mod chunked;
 mod errors;
 mod keys;
 mod opaque;
+mod recipient;
 mod repo;
 mod whatsapp;
 
@@ -20,6 +21,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     whatsapp::register(m)?;
     opaque::register(m)?;
     repo::register(m)?;
+    recipient::register(m)?;
     m.add("CHUNK_SIZE", e2ebackup_core::chunked::CHUNK_SIZE)?;
     m.add("HEADER_SIZE", e2ebackup_core::chunked::HEADER_SIZE)?;
     m.add("TAG_SIZE", e2ebackup_core::chunked::TAG_SIZE)?;
