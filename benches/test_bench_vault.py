@@ -25,9 +25,9 @@ import pytest
 from conftest import run
 from e2ebackup import _core
 from e2ebackup.errors import VaultLoginFailed, VaultRecordGone
+from e2ebackup.keyring.vault_slot import VaultSlot
 from e2ebackup.keys import Argon2idParams
 from e2ebackup.vault.client import VaultClient
-from e2ebackup.vault.slot import VaultSlot
 from pytest_benchmark.fixture import BenchmarkFixture
 
 CLIENTS = int(os.environ.get("E2EBACKUP_BENCH_VAULT_CLIENTS", "4"))

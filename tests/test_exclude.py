@@ -166,7 +166,7 @@ def test_restore_leaves_out_what_is_excluded(
     # With --include, patterns still match whole paths in the snapshot.
     sub = restore(repo, "latest", str(tmp_path / "sub"), subpath="src/keep",
                   exclude=["/src/keep/deep"])  # fmt: skip
-    assert listing(tmp_path / "sub") == ["keep", "keep/a.txt"]
+    assert listing(tmp_path / "sub") == ["src", "src/keep", "src/keep/a.txt"]
     assert sub.bytes == sub.bytes_total == 1
 
 
@@ -176,11 +176,12 @@ def test_restore_several_includes(tmp_path: Path, source_and_repo: tuple[Path, R
     stats = restore(repo, "latest", str(tmp_path / "out"),
                     subpath=["src/keep/deep", "/src/fake-cache/kept.bin"])  # fmt: skip
     assert listing(tmp_path / "out") == [
-        "deep", "deep/b.txt", "deep/scratch.tmp", "kept.bin",
+        "src", "src/fake-cache", "src/fake-cache/kept.bin", "src/keep", "src/keep/deep",
+        "src/keep/deep/b.txt", "src/keep/deep/scratch.tmp",
     ]  # fmt: skip
     assert stats.bytes == stats.bytes_total == len("b") + len("tmp") + len("kept")
-    with pytest.raises(InvalidArgument, match="same name"):
-        restore(repo, "latest", str(tmp_path / "x"), subpath=["src/keep", "src/keep"])
+    with pytest.raises(InvalidArgument, match="given twice"):
+        restore(repo, "latest", str(tmp_path / "x"), subpath=["src/keep", "/src//keep/"])
     with pytest.raises(InvalidArgument, match="is inside"):
         restore(repo, "latest", str(tmp_path / "x"), subpath=["src/keep", "src/keep/deep"])
     r = cli(tmp_path, "restore", "-r", str(tmp_path / "repo"), "latest", "--target",
@@ -188,7 +189,8 @@ def test_restore_several_includes(tmp_path: Path, source_and_repo: tuple[Path, R
             E2EBACKUP_PASSWORD=PASSWORD)  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert listing(tmp_path / "cli") == [
-        "a.txt", "cache", f"cache/{CACHEDIR_TAG}", "cache/blob.bin",
+        "src", "src/cache", f"src/cache/{CACHEDIR_TAG}", "src/cache/blob.bin", "src/keep",
+        "src/keep/a.txt",
     ]  # fmt: skip
 
 

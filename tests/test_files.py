@@ -9,8 +9,8 @@ from pathlib import Path
 import e2ebackup
 import pytest
 from cryptography.cobblestone import Cobblestone256Decryptor
-from e2ebackup._files import BLOCK_SIZE
 from e2ebackup.errors import InvalidTag
+from e2ebackup.streams import BLOCK_SIZE
 from helpers import CHUNK, random_bytes
 
 

@@ -72,8 +72,8 @@ def test_find_and_diff_wait_for_no_one_holding_the_repository(
 ) -> None:
     """Both read under a shared lock: while a prune (an exclusive lock) runs, they refuse
     rather than read packs that may be going away."""
+    from e2ebackup.errors import RepositoryLocked
     from e2ebackup.repo import diff
-    from e2ebackup.repo.lock import RepositoryLocked
 
     monkeypatch.setenv("E2EBACKUP_STATE_DIR", str(tmp_path / "state"))
     src = tmp_path / "src"

@@ -27,17 +27,11 @@ from typing import Any, TypeVar
 import pytest
 from e2ebackup import _core
 from e2ebackup.errors import E2EBackupError
+from e2ebackup.keyring.slots import KeySlots
 from e2ebackup.keys import RecoveryKey
+from e2ebackup.repo.codec import MAGIC, decode_config, parse_config_header, seal_json
 from e2ebackup.repo.index import Index
-from e2ebackup.repo.objects import (
-    LABEL_CONFIG,
-    LABEL_PACK,
-    MAGIC,
-    RepoKeys,
-    decode_config,
-    parse_config_header,
-    seal_json,
-)
+from e2ebackup.repo.labels import LABEL_CONFIG, LABEL_PACK, RepoKeys
 from e2ebackup.repo.pack import parse_pack_header, read_pack_header
 from e2ebackup.repo.repository import Repository, SnapshotFilter
 from e2ebackup.repo.tree import decode_tree
@@ -380,21 +374,11 @@ def test_sealed_headers(data: bytes) -> None:
         header.slots.describe()
 
 
-def _key_slots() -> Any:
-    """KeySlots from wherever this version keeps it (it is moving to e2ebackup.keyring)."""
-    for module in ("e2ebackup.keyring.slots", "e2ebackup.keyslots"):
-        try:
-            return importlib.import_module(module).KeySlots
-        except (ImportError, AttributeError):
-            continue
-    raise AssertionError("no KeySlots class")
-
-
 @fuzz_settings(500)
 @given(mutated(_SLOT_AREAS) | st.binary(max_size=64))
 @example(b"\x01\x03\x00\x04abcd" + bytes(16))
 def test_key_slot_areas(area: bytes) -> None:
-    slots = parsed_or_refused(lambda: _key_slots().decode(bytes(16), area))
+    slots = parsed_or_refused(lambda: KeySlots.decode(bytes(16), area))
     if slots is not None:
         slots.describe()  # what `key list` shows
         parsed_or_refused(slots.encode)  # nothing left to write is a typed refusal too

@@ -137,7 +137,7 @@ def test_writer_publishes_only_on_clean_close(tmp_path: Path, key: bytes) -> Non
     with pytest.raises(FileExistsError):
         e2ebackup.open(path, "xb", key=key)
     with pytest.raises(ValueError, match="mode"):
-        e2ebackup.open(path, "ab", key=key)  # type: ignore[arg-type]
+        e2ebackup.open(path, "ab", key=key)  # type: ignore[call-overload]
 
 
 def test_writer_on_a_file_object_leaves_it_open(key: bytes) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import unicodedata
 from pathlib import Path
 
@@ -110,6 +111,19 @@ def test_recovery_keys_look_like_whatsapps_and_stay_hidden(tmp_path: Path) -> No
     assert b"<svg" in (tmp_path / "key.svg").read_bytes()
     with pytest.raises(InvalidArgument, match=r"\.png or \.svg"):
         rk.save_qr(tmp_path / "key.gif")
+
+
+def test_a_qr_code_of_a_recovery_key_is_never_readable_by_others(tmp_path: Path) -> None:
+    """The picture opens the data as the key does: 0600 whatever the umask, no temp left."""
+    old_umask = os.umask(0o022)
+    try:
+        RecoveryKey.generate().save_qr(tmp_path / "key.png")
+        RecoveryKey.generate().save_qr(tmp_path / "key.svg")
+    finally:
+        os.umask(old_umask)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["key.png", "key.svg"]
+    for name in ("key.png", "key.svg"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600
 
 
 def test_passwords_are_nfc_normalised() -> None:

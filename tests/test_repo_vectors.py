@@ -25,12 +25,12 @@ import repo_reference as ref
 import sealed_reference as sref
 import zstandard
 from e2ebackup._core import Chunker
+from e2ebackup.errors import NotARepository, RepositoryCorrupted
 from e2ebackup.keys import Argon2idParams, RecoveryKey
-from e2ebackup.repo import heads as heads_module, objects as objects_module
+from e2ebackup.repo import heads as heads_module
 from e2ebackup.repo.backup import backup
 from e2ebackup.repo.check import verify
 from e2ebackup.repo.heads import Head, write_trust
-from e2ebackup.repo.objects import NotARepository, RepositoryCorrupted
 from e2ebackup.repo.prune import forget
 from e2ebackup.repo.repository import Repository
 from e2ebackup.repo.restore import restore
@@ -330,10 +330,10 @@ REF_ERRORS: dict[str, type[Exception]] = {
     "RepositoryCorrupted": ref.Corrupt,
 }
 E2E_ERRORS: dict[str, type[Exception]] = {
-    "RolledBack": objects_module.RolledBack,
-    "HistoryForked": objects_module.HistoryForked,
-    "HistoryUnverifiable": objects_module.HistoryUnverifiable,
-    "NotTrusted": objects_module.HistoryNotTrusted,
+    "RolledBack": e2ebackup.errors.RolledBack,
+    "HistoryForked": e2ebackup.errors.HistoryForked,
+    "HistoryUnverifiable": e2ebackup.errors.HistoryUnverifiable,
+    "NotTrusted": e2ebackup.errors.HistoryNotTrusted,
     "RepositoryCorrupted": RepositoryCorrupted,
 }
 
@@ -833,7 +833,7 @@ def test_state_from_before_format_2_is_a_seq_floor(tmp_path: Path, state_dir: Pa
     legacy = state_dir / MANIFEST["inputs"]["repo_id"] / "head"
     legacy.parent.mkdir(parents=True)
     legacy.write_text(str(MANIFEST["head"]["seq"] + 1))
-    with pytest.raises(objects_module.RolledBack):
+    with pytest.raises(e2ebackup.errors.RolledBack):
         e2e_open(path).head()
     legacy.write_text(str(MANIFEST["head"]["seq"]))
     repo = e2e_open(path)

@@ -15,7 +15,7 @@ from e2ebackup.errors import VaultLoginFailed
 from e2ebackup.keyring.vault_slot import VaultSlot
 from e2ebackup.keys import Argon2idParams
 from e2ebackup.vault.client import UnlockReport, VaultClient, watch_unlocks
-from e2ebackup.vault.store import SqliteStore, Store
+from e2ebackup.vault.server import SqliteStore, Store
 from repo_helpers import cli
 from test_vault import client, run_concurrently, try_unlock
 from vault_servers import (  # noqa: F401

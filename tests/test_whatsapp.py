@@ -22,7 +22,6 @@ from typing import Any
 import e2ebackup
 import pytest
 from e2ebackup import whatsapp
-from e2ebackup._hexkey import format_hex_key
 from e2ebackup.errors import (
     InvalidArgument,
     InvalidTag,
@@ -30,6 +29,7 @@ from e2ebackup.errors import (
     WhatsAppFormatError,
     WhatsAppTruncatedError,
 )
+from e2ebackup.keys import format_hex_key
 
 wct = pytest.importorskip("wa_crypt_tools")
 from Cryptodome.Cipher import AES  # noqa: E402 - installed with wa-crypt-tools

@@ -1,4 +1,6 @@
-"""File objects over C2SP chunked encryption: a streaming writer and a seekable reader.
+"""File objects over C2SP chunked encryption (``e2ebackup.open``): a streaming writer and a
+seekable reader, for code that wants read()/write()/seek() rather than a whole file at once
+(that is ``files``/``_files``, which stream through ``streams``).
 
 The reader decrypts only the chunks a read touches, and authenticates the final chunk before it
 reports the end of the message or honours a seek relative to the end, as the spec requires:
@@ -12,7 +14,7 @@ import contextlib
 import io
 import os
 from types import TracebackType
-from typing import TYPE_CHECKING, BinaryIO, Literal
+from typing import TYPE_CHECKING, BinaryIO, Literal, overload
 
 from e2ebackup._core import (
     CHUNK_SIZE,
@@ -22,8 +24,8 @@ from e2ebackup._core import (
     Encryptor,
     plaintext_length as _plaintext_length,
 )
-from e2ebackup._paths import StrPath, atomic_output
 from e2ebackup.errors import InvalidArgument, InvalidTag
+from e2ebackup.paths import StrPath, atomic_output
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -271,6 +273,30 @@ class EncryptedReader(io.BufferedIOBase):
         super().close()
 
 
+@overload
+def open(
+    file: StrPath | BinaryIO,
+    mode: Literal["rb"] = "rb",
+    *,
+    key: Buffer,
+    context: Buffer | None = None,
+    algorithm: str = "aes-256-gcm",
+    threads: int | None = None,
+) -> EncryptedReader: ...
+
+
+@overload
+def open(
+    file: StrPath | BinaryIO,
+    mode: Literal["wb", "xb"],
+    *,
+    key: Buffer,
+    context: Buffer | None = None,
+    algorithm: str = "aes-256-gcm",
+    threads: int | None = None,
+) -> EncryptedWriter: ...
+
+
 def open(
     file: StrPath | BinaryIO,
     mode: Literal["rb", "wb", "xb"] = "rb",
@@ -280,8 +306,23 @@ def open(
     algorithm: str = "aes-256-gcm",
     threads: int | None = None,
 ) -> EncryptedReader | EncryptedWriter:
-    """Opens an encrypted file: ``"rb"`` for a seekable reader, ``"wb"`` (replace) or ``"xb"``
-    (fail if it exists) for a writer. ``file`` is a path or a binary file object."""
+    """Opens an encrypted file (one C2SP chunked-encryption message) like :func:`builtins.open`.
+
+    ``mode`` is ``"rb"`` for an :class:`EncryptedReader` (seekable; it decrypts only the chunks
+    a read touches and authenticates the end before reporting it), ``"wb"`` for an
+    :class:`EncryptedWriter` that replaces the file when closed cleanly, or ``"xb"`` for one that
+    fails with :class:`FileExistsError` if the file exists. ``file`` is a path (``str`` or
+    :class:`os.PathLike`, e.g. :class:`pathlib.Path`) or a binary file object, seekable for
+    reading. ``key``, ``context``, ``algorithm`` and ``threads`` are as for
+    :func:`e2ebackup.encrypt`. A bad chunk raises :class:`e2ebackup.errors.InvalidTag`.
+
+    Example::
+
+        with e2ebackup.open("notes.enc", "wb", key=key) as f:
+            f.write(b"secret")
+        with e2ebackup.open("notes.enc", key=key) as f:
+            assert f.read() == b"secret"
+    """
     if mode == "rb":
         return EncryptedReader(file, key=key, context=context, algorithm=algorithm, threads=threads)
     if mode in ("wb", "xb"):

@@ -20,6 +20,7 @@ __all__ = [
     "KdfLimitExceeded",
     "KeyMismatch",
     "KeySlotError",
+    "LoginUnknown",
     "MessageTooLong",
     "NoMatchingKeySlot",
     "NotARepository",
@@ -28,12 +29,14 @@ __all__ = [
     "ObjectNotFound",
     "ObjectTooLarge",
     "OutputTooLarge",
+    "RecordExists",
     "RepositoryCorrupted",
     "RepositoryLocked",
     "RestoreConflict",
     "RestoreLimitExceeded",
     "RolledBack",
     "StorageAuthError",
+    "StorageDataMismatch",
     "StorageError",
     "StorageFull",
     "StoragePermissionDenied",
@@ -63,11 +66,26 @@ class E2EBackupError(Exception):
     """Base class of every e2ebackup error."""
 
 
-class InvalidTag(E2EBackupError):
+def _cryptography_invalid_tag() -> tuple[type[Exception], ...]:
+    """``cryptography.exceptions.InvalidTag`` when cryptography is installed, else nothing.
+
+    A real base class, not a registration: ``except`` matches by subclassing only, so code
+    written for Cobblestone that catches cryptography's InvalidTag keeps working unchanged.
+    """
+    try:
+        from cryptography.exceptions import InvalidTag as CryptographyInvalidTag
+    except ImportError:
+        return ()
+    return (CryptographyInvalidTag,)
+
+
+class InvalidTag(E2EBackupError, *_cryptography_invalid_tag()):  # type: ignore[misc]
     """Authentication failed.
 
     The key or context is wrong, or the ciphertext was truncated, extended, reordered or
     modified. One class for all of them on purpose: telling them apart would help an attacker.
+    When the ``cryptography`` package is installed this is also a
+    ``cryptography.exceptions.InvalidTag``, so ``except`` clauses written for Cobblestone catch it.
     """
 
 
@@ -169,6 +187,11 @@ class StorageFull(StorageError):
     """No space left on the storage."""
 
 
+class StorageDataMismatch(StorageError):
+    """The bytes given to a storage write do not match their declared size or SHA-256; nothing
+    was stored."""
+
+
 class WhatsAppError(E2EBackupError):
     """Base class of the errors about WhatsApp backups (:mod:`e2ebackup.whatsapp`). A wrong key
     raises :class:`InvalidTag` itself."""
@@ -226,6 +249,15 @@ class VaultUnavailable(VaultError):
 class VaultKeyMismatch(VaultError):
     """The server is not the vault this key was registered with: its public key is not the
     pinned one (a substituted or reinstalled vault)."""
+
+
+class RecordExists(VaultError):
+    """The vault service: a registration for a record id that is taken."""
+
+
+class LoginUnknown(VaultError):
+    """The vault service: no pending login with this id (never started, already finished, or
+    swept)."""
 
 
 # -- repositories, restore and sealed files

@@ -1,4 +1,6 @@
-"""User-facing key material: 64-digit recovery keys, passwords, password-hashing parameters.
+"""User-facing key material: 64-digit recovery keys, passwords, password-hashing parameters,
+and keys written as 64 hex digits (key files). What a user holds, not where it is stored: the
+key slots that a password or recovery key opens are ``keyring``'s.
 
 A recovery key is 256 bits from the OS CSPRNG, written as 64 hex digits in 16 groups of four
 (WhatsApp's form). It is never shown by ``repr`` or ``str``: call :meth:`RecoveryKey.reveal`
@@ -11,6 +13,8 @@ from __future__ import annotations
 
 import hmac
 import io
+import os
+import string
 import time
 import unicodedata
 from dataclasses import dataclass
@@ -18,17 +22,70 @@ from pathlib import Path
 from typing import Any, Literal
 
 from e2ebackup import _core
-from e2ebackup._hexkey import format_hex_key, parse_hex_key
 from e2ebackup.errors import InvalidArgument
+from e2ebackup.paths import atomic_output
 
 __all__ = [
+    "KEY_DIGITS",
     "Argon2idParams",
     "KdfParams",
     "Password",
     "RecoveryKey",
     "ScryptParams",
     "calibrate",
+    "format_hex_key",
+    "parse_hex_key",
+    "read_key_file",
 ]
+
+
+# -- keys as 64 hex digits (WhatsApp's "64-digit encryption key" form) --------------------
+KEY_DIGITS = 64
+_SEPARATORS = frozenset(" \t\r\n-_:")
+_HEX = frozenset(string.hexdigits)
+
+
+def format_hex_key(key: bytes) -> str:
+    """``abcd 0123 ...``: 16 groups of 4 lowercase hex digits."""
+    digits = key.hex()
+    return " ".join(digits[i : i + 4] for i in range(0, len(digits), 4))
+
+
+def parse_hex_key(text: str) -> bytes:
+    """Parses 64 hex digits in any case, ignoring spaces, dashes, colons and newlines.
+
+    The error names the problem (how many digits were found, or which character is not a hex
+    digit and where) but never echoes the digits themselves.
+    """
+    digits = []
+    for position, char in enumerate(text, start=1):
+        if char in _SEPARATORS:
+            continue
+        if char not in _HEX:
+            shown = char if char.isprintable() else repr(char)
+            raise InvalidArgument(
+                f"key contains {shown!r} at position {position}, which is not a hex digit"
+            )
+        digits.append(char)
+    if len(digits) != KEY_DIGITS:
+        raise InvalidArgument(f"key must have {KEY_DIGITS} hex digits, found {len(digits)}")
+    return bytes.fromhex("".join(digits))
+
+
+def read_key_file(data: bytes) -> bytes:
+    """A key file holds 64 hex digits (as written by ``e2ebackup keygen``) or 32 raw bytes."""
+    if len(data) == KEY_DIGITS // 2:
+        try:
+            return parse_hex_key(data.decode("ascii"))
+        except (UnicodeDecodeError, InvalidArgument):
+            return data
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidArgument(
+            f"key file must hold 64 hex digits or 32 raw bytes, not {len(data)} bytes"
+        ) from None
+    return parse_hex_key(text)
 
 
 class RecoveryKey:
@@ -69,12 +126,15 @@ class RecoveryKey:
         self.qr().terminal(out=out, compact=True)  # type: ignore[attr-defined]
         return out.getvalue()
 
-    def save_qr(self, path: str | Path, *, scale: int = 8) -> None:
-        """Writes the QR code as PNG or SVG, chosen by the file name's suffix."""
-        suffix = Path(path).suffix.lower()
-        if suffix not in (".png", ".svg"):
+    def save_qr(self, path: str | os.PathLike[str], *, scale: int = 8) -> None:
+        """Writes the QR code as PNG or SVG, chosen by the file name's suffix. The file opens
+        the data as the key does, so it is created mode 0600 (never readable by others, not
+        even for a moment) and appears only once complete."""
+        kind = Path(path).suffix.lower().lstrip(".")
+        if kind not in ("png", "svg"):
             raise InvalidArgument("a QR code file must end in .png or .svg")
-        self.qr().save(str(path), scale=scale)  # type: ignore[attr-defined]
+        with atomic_output(path) as f:  # a new temporary file: mode 0600 from the start
+            self.qr().save(f, kind=kind, scale=scale)  # type: ignore[attr-defined]
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, RecoveryKey):

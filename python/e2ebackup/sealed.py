@@ -1,5 +1,7 @@
-"""Password-sealed files: a self-describing container for one file, the drop-in for
-pyAesCrypt-style code with modern, parallel cryptography.
+"""Password-sealed files: a self-describing container for one file (a header of key slots a
+password, a recovery key or a vault opens, then one C2SP message), the drop-in for
+pyAesCrypt-style code. ``_files`` is the same payload without the header, under a raw key;
+``streams`` moves the bytes for both; the credential rules are ``keyring.policy``'s.
 
 Layout (normative in docs/FORMAT.md)::
 
@@ -17,18 +19,19 @@ import contextlib
 import os
 import shutil
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
 from e2ebackup import _core
-from e2ebackup._files import Progress, _destination, _pump, _source
-from e2ebackup._paths import StrPath, atomic_output
 from e2ebackup.errors import InvalidArgument, NotSealedFile as NotSealedFile
 from e2ebackup.keyring import policy
 from e2ebackup.keyring.policy import Credentials, Opened
 from e2ebackup.keyring.slots import CONTAINER_ID_SIZE, MAX_SLOTS, KeySlot, KeySlots
 from e2ebackup.keys import KdfParams, Password, RecoveryKey
+from e2ebackup.paths import StrPath, atomic_output
+from e2ebackup.recipients import Identity, Recipient
+from e2ebackup.streams import Progress, open_destination, open_source, pump
 
 if TYPE_CHECKING:
     from e2ebackup.vault.client import VaultClient
@@ -39,6 +42,7 @@ __all__ = [
     "NotSealedFile",
     "SealedHeader",
     "add_password",
+    "add_recipient",
     "add_recovery_key",
     "change_password",
     "check",
@@ -148,11 +152,15 @@ def is_sealed(file: StrPath) -> bool:
 
 
 def _credentials(
-    password: str | bytes | Password | None, recovery_key: RecoveryKey | str | None
+    password: str | bytes | Password | None,
+    recovery_key: RecoveryKey | str | None,
+    *,
+    identity: Identity | None = None,
+    recipients: Iterable[Recipient | str] = (),
 ) -> Credentials:
-    credentials = Credentials.of(password, recovery_key)
-    if credentials.password is None and credentials.recovery_key is None:
-        raise InvalidArgument("a password or a recovery key is needed")
+    credentials = Credentials.of(password, recovery_key, identity=identity, recipients=recipients)
+    if not credentials.any:
+        raise InvalidArgument("a password, a recovery key, an identity or a recipient is needed")
     return credentials
 
 
@@ -173,11 +181,13 @@ def seal_file(
     progress: Progress | None = None,
     overwrite: bool = True,
     vault: VaultClient | None = None,
+    recipients: Iterable[Recipient | str] = (),
 ) -> int:
-    """Encrypts ``src`` into a sealed file that ``password`` and/or ``recovery_key`` opens.
-    With ``vault``, the password is registered with that key vault instead of getting a
-    password slot, so it cannot be guessed offline (docs/VAULT.md)."""
-    credentials = _credentials(password, recovery_key)
+    """Encrypts ``src`` into a sealed file that ``password``, ``recovery_key`` or the identity
+    of any of ``recipients`` opens. With ``vault``, the password is registered with that key
+    vault instead of getting a password slot, so it cannot be guessed offline
+    (docs/VAULT.md). Sealing to recipients needs only their public keys."""
+    credentials = _credentials(password, recovery_key, recipients=recipients)
     if algorithm not in _ALGORITHM_IDS:
         raise InvalidArgument("algorithm must be 'aes-256-gcm' or 'chacha20-poly1305'")
     if vault is not None and credentials.password is None:
@@ -187,15 +197,20 @@ def seal_file(
     policy.enrol(
         HeaderSlots(header),
         data_key,
-        Credentials(credentials.password, credentials.recovery_key, vault),
+        Credentials(
+            credentials.password,
+            credentials.recovery_key,
+            vault,
+            recipients=credentials.recipients,
+        ),
         kdf=kdf,
     )
     encryptor = _core.Encryptor(
         header.payload_key(data_key), header.payload_context(), algorithm=algorithm, threads=threads
     )
-    with _source(src) as fin, _destination(dst, overwrite) as fout:
+    with open_source(src) as fin, open_destination(dst, overwrite) as fout:
         fout.write(header.encode())
-        return _pump(fin, fout, encryptor, progress)
+        return pump(fin, fout, encryptor, progress)
 
 
 def unseal_file(
@@ -207,11 +222,12 @@ def unseal_file(
     threads: int | None = None,
     progress: Progress | None = None,
     overwrite: bool = True,
+    identity: Identity | None = None,
 ) -> int:
     """Decrypts a sealed file. A wrong password is found from the header alone (one KDF and
     one AEAD per slot), before the payload is read; nothing is left at ``dst`` on failure."""
-    credentials = _credentials(password, recovery_key)
-    with _source(src) as fin:
+    credentials = _credentials(password, recovery_key, identity=identity)
+    with open_source(src) as fin:
         header = read_header(fin)
         data_key = policy.unlock(HeaderSlots(header), credentials).data_key
         decryptor = _core.Decryptor(
@@ -220,8 +236,8 @@ def unseal_file(
             algorithm=header.algorithm,
             threads=threads,
         )
-        with _destination(dst, overwrite) as fout:
-            return header.payload_offset + _pump(fin, fout, decryptor, progress)
+        with open_destination(dst, overwrite) as fout:
+            return header.payload_offset + pump(fin, fout, decryptor, progress)
 
 
 def check(
@@ -229,9 +245,10 @@ def check(
     *,
     password: str | bytes | Password | None = None,
     recovery_key: RecoveryKey | str | None = None,
+    identity: Identity | None = None,
 ) -> None:
     """Raises unless the credential opens the file's key slots (the payload is not read)."""
-    credentials = _credentials(password, recovery_key)
+    credentials = _credentials(password, recovery_key, identity=identity)
     with builtins.open(file, "rb") as f:
         policy.unlock(HeaderSlots(read_header(f)), credentials)
 
@@ -246,11 +263,12 @@ def _edit_header(
     file: StrPath,
     password: str | bytes | Password | None,
     recovery_key: RecoveryKey | str | None,
+    identity: Identity | None = None,
 ) -> Iterator[tuple[HeaderSlots, Opened]]:
     """Yields the header's slots and the unlocked container; the policy's ``commit`` rewrites
     the file with the edited header and the same payload (copied, not re-encrypted),
     atomically."""
-    credentials = _credentials(password, recovery_key)
+    credentials = _credentials(password, recovery_key, identity=identity)
     with builtins.open(file, "rb") as f:
 
         def write(header: SealedHeader) -> None:
@@ -294,6 +312,22 @@ def add_recovery_key(
     return key
 
 
+def add_recipient(
+    file: StrPath,
+    recipient: Recipient | str,
+    *,
+    password: str | bytes | Password | None = None,
+    recovery_key: RecoveryKey | str | None = None,
+    identity: Identity | None = None,
+    label: str = "",
+) -> None:
+    """Adds a slot that ``recipient``'s identity opens; a credential must open the file."""
+    if isinstance(recipient, str):
+        recipient = Recipient.parse(recipient)
+    with _edit_header(file, password, recovery_key, identity) as (store, opened):
+        policy.add_recipient(store, opened, recipient, label=label)
+
+
 def remove_slot(
     file: StrPath,
     index: int,
@@ -331,13 +365,17 @@ def rotate(
     new_recovery_key: RecoveryKey | None = None,
     kdf: KdfParams | None = None,
     threads: int | None = None,
+    identity: Identity | None = None,
+    recipients: Iterable[Recipient | str] = (),
 ) -> None:
     """Re-encrypts the file under a fresh data key, streaming. The new file keeps the kinds of
     credential the old one had: a password held by a vault is registered at the same (proven)
     vault, else it gets a password slot (``new_password``, else ``password``); and a
-    recovery-key slot (``new_recovery_key``, else ``recovery_key``) if either is given. An old
+    recovery-key slot (``new_recovery_key``, else ``recovery_key``) if either is given; a slot
+    for each of ``recipients``, else for ``identity``'s recipient if ``identity`` opened it
+    (recipient slots do not name their recipient, so others must be given again). An old
     data key that leaked can still read old copies of the file, never the new one."""
-    credentials = _credentials(password, recovery_key)
+    credentials = _credentials(password, recovery_key, identity=identity, recipients=recipients)
     keep_password = Password.of(new_password) or credentials.password
     keep_rk = new_recovery_key if new_recovery_key is not None else credentials.recovery_key
     with builtins.open(file, "rb") as f:
@@ -351,7 +389,12 @@ def rotate(
         )
         new_key = _core.generate_key()
         new = _new_header(header.algorithm)
-        kinds = policy.rotate(opened, password=keep_password, recovery_key=keep_rk)
+        keep_recipients = credentials.recipients
+        if not keep_recipients and identity is not None and opened.has_recipient_slot:
+            keep_recipients = (identity.recipient,)
+        kinds = policy.rotate(
+            opened, password=keep_password, recovery_key=keep_rk, recipients=keep_recipients
+        )
         policy.enrol(HeaderSlots(new), new_key, kinds, kdf=kdf)
         encryptor = _core.Encryptor(
             new.payload_key(new_key),

@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Literal
 
 from e2ebackup import _core
-from e2ebackup._hexkey import KEY_DIGITS, parse_hex_key
-from e2ebackup._paths import StrPath, atomic_output
 from e2ebackup.errors import InvalidArgument, WhatsAppFormatError
+from e2ebackup.keys import KEY_DIGITS, parse_hex_key
+from e2ebackup.paths import StrPath, atomic_output
 
 __all__ = [
     "DEFAULT_APP_VERSION",

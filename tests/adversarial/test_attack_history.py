@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2ebackup.errors import E2EBackupError, ObjectNotFound
+from e2ebackup.errors import E2EBackupError, ObjectNotFound, RepositoryCorrupted
 from e2ebackup.repo import heads as heads_module
 from e2ebackup.repo.backup import backup
-from e2ebackup.repo.objects import RepositoryCorrupted
 from e2ebackup.repo.repository import Repository
 from e2ebackup.storage import LocalStorage
 from repo_helpers import FAST, cli

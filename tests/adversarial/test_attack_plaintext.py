@@ -225,7 +225,7 @@ def test_kill_9_while_writing_an_output_file_leaves_nothing(
     (tmp_path / "out" / "existing").write_bytes(b"kept")
     script = (
         "import os, signal, sys\n"
-        "from e2ebackup._paths import atomic_output\n"
+        "from e2ebackup.paths import atomic_output\n"
         "with atomic_output(sys.argv[1], overwrite=sys.argv[2] == '1') as f:\n"
         f"    f.write({MARKER!r} * 100_000)\n"
         "    f.flush()\n"

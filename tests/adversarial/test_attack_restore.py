@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from e2ebackup.errors import RepositoryCorrupted, RestoreLimitExceeded
 from e2ebackup.repo.backup import Archiver
-from e2ebackup.repo.objects import RepositoryCorrupted
 from e2ebackup.repo.repository import Repository
-from e2ebackup.repo.restore import RestoreLimitExceeded, Restorer, restore as restore_api
+from e2ebackup.repo.restore import Restorer, restore as restore_api
 from e2ebackup.repo.tree import Entry, decode_tree
 from e2ebackup.storage import LocalStorage
 from repo_helpers import FAST, cli, env

@@ -31,11 +31,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from e2ebackup.errors import ObjectTooLarge, StorageError, UnsafeStoragePath
+from e2ebackup.errors import ObjectTooLarge, RepositoryCorrupted, StorageError, UnsafeStoragePath
 from e2ebackup.repo.backup import backup
 from e2ebackup.repo.check import verify
+from e2ebackup.repo.codec import write_json
 from e2ebackup.repo.index import Index
-from e2ebackup.repo.objects import RepositoryCorrupted, new_id, write_json
+from e2ebackup.repo.names import new_id
 from e2ebackup.repo.pack import HEADER_GUESS
 from e2ebackup.repo.repository import Repository
 from e2ebackup.storage import LocalStorage, RcloneStorage, S3Storage

@@ -21,10 +21,10 @@ from typing import Any
 import httpx
 import pytest
 from e2ebackup import _core
+from e2ebackup.keyring.vault_slot import VaultSlot
 from e2ebackup.keys import Argon2idParams
 from e2ebackup.vault import protocol as p
 from e2ebackup.vault.client import VaultClient
-from e2ebackup.vault.slot import VaultSlot
 from repo_helpers import cli
 from vault_servers import VaultProcess, free_port, vault  # noqa: F401
 
@@ -285,7 +285,7 @@ def test_data_dir_writable_by_others_is_refused(tmp_path: Path) -> None:
 
 
 def test_server_side_login_outcome_hides_the_session_key() -> None:
-    from e2ebackup.vault.store import LoginOutcome
+    from e2ebackup.vault.server import LoginOutcome
 
     session_key, blob = os.urandom(64), os.urandom(104)
     outcome = LoginOutcome(True, 9, blob, session_key)

@@ -48,9 +48,8 @@ from typing import TYPE_CHECKING, Any
 
 from e2ebackup import sealed
 from e2ebackup.cli import main as cli_main
-from e2ebackup.errors import E2EBackupError, ObjectNotFound
+from e2ebackup.errors import E2EBackupError, NotARepository, ObjectNotFound
 from e2ebackup.keys import RecoveryKey
-from e2ebackup.repo.objects import NotARepository
 from e2ebackup.repo.repository import Repository
 from e2ebackup.storage import open_storage
 from repo_helpers import FAST, make_tree, snapshot_of

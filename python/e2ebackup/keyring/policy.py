@@ -3,7 +3,8 @@
 A container gives its slots through a :class:`SlotStore` (a sealed file's header, a
 repository's ``keys/`` objects); this module decides everything else:
 
-* **Unlock order:** a recovery key (one AEAD per slot), else a password through a key vault
+* **Unlock order:** a recovery key (one AEAD per slot), else an identity (one decapsulation
+  and one AEAD per recipient slot), else a password through a key vault
   when the container has vault slots, else the password slots (one KDF each, cheapest first,
   at most ``MAX_PASSWORD_SLOTS``). A vault slot beside a password slot is refused, on read as
   on write: no writer makes one, and the password slot would allow offline guessing.
@@ -13,9 +14,10 @@ repository's ``keys/`` objects); this module decides everything else:
   whenever the slots are rewritten. The one vault contacted before the data key is known is the
   one a password unlock logs into; the key it releases must open that slot's check before it is
   trusted, and an OPAQUE login tells a vault nothing it could guess the password from.
-* **Enrolment, password change, rotation:** first slots (a vault or a password slot, and a
-  recovery key); a new password registered at the same proven vaults or rewritten into its
-  password slot; a rotated container keeps the credential kinds of the old one.
+* **Enrolment, password change, rotation:** first slots (a vault or a password slot, a
+  recovery key, and a slot per recipient key: a writer with public keys only); a new password
+  registered at the same proven vaults or rewritten into its password slot; a rotated
+  container keeps the credential kinds of the old one.
 
 This is the only module that talks to the vault client about slots.
 """
@@ -37,6 +39,7 @@ from e2ebackup.errors import (
 )
 from e2ebackup.keyring.slots import (
     KIND_PASSWORD,
+    KIND_RECIPIENT,
     KIND_RECOVERY_KEY,
     KIND_VAULT,
     MAX_PASSWORD_SLOTS,
@@ -46,6 +49,7 @@ from e2ebackup.keyring.slots import (
 )
 from e2ebackup.keyring.vault_slot import VaultSlot
 from e2ebackup.keys import KdfParams, Password, RecoveryKey
+from e2ebackup.recipients import Identity, Recipient
 
 if TYPE_CHECKING:
     from e2ebackup.vault.client import VaultClient
@@ -55,6 +59,7 @@ __all__ = [
     "Opened",
     "SlotStore",
     "add_password",
+    "add_recipient",
     "add_recovery_key",
     "change_password",
     "enrol",
@@ -87,15 +92,24 @@ class SlotStore(Protocol):
 
 @dataclass(frozen=True)
 class Credentials:
-    """What the user gave: a password, a recovery key, and for a new container the vault to
-    hold the password (``vault``) or the proven vaults of the container it replaces
-    (``keep_vaults``); ``vault_token`` is sent with registrations to a vault that asks."""
+    """What the user gave: a password, a recovery key, an identity (to open), and for a new
+    container the recipients to seal to, the vault to hold the password (``vault``) or the
+    proven vaults of the container it replaces (``keep_vaults``); ``vault_token`` is sent with
+    registrations to a vault that asks."""
 
     password: Password | None = None
     recovery_key: RecoveryKey | None = None
     vault: VaultClient | None = None
     keep_vaults: tuple[VaultSlot, ...] = ()
     vault_token: str | None = field(default=None, repr=False)
+    identity: Identity | None = None
+    recipients: tuple[Recipient, ...] = ()
+
+    @property
+    def any(self) -> bool:
+        """Whether anything was given that opens (or, for a writer, seals) a container."""
+        given = (self.password, self.recovery_key, self.identity)
+        return any(x is not None for x in given) or bool(self.recipients)
 
     @classmethod
     def of(
@@ -105,13 +119,21 @@ class Credentials:
         *,
         vault: VaultClient | None = None,
         vault_token: str | None = None,
+        identity: Identity | None = None,
+        recipients: Iterable[Recipient | str] = (),
     ) -> Credentials:
-        """Normalises what a caller passed: the password once, a recovery key's digits."""
+        """Normalises what a caller passed: the password once, a recovery key's digits,
+        recipients' text."""
         if isinstance(recovery_key, str):
             recovery_key = RecoveryKey.parse(recovery_key)
         elif recovery_key is not None and not isinstance(recovery_key, RecoveryKey):
             raise InvalidArgument("recovery_key must be a RecoveryKey or its 64 hex digits")
-        return cls(Password.of(password), recovery_key, vault, (), vault_token)
+        if identity is not None and not isinstance(identity, Identity):
+            raise InvalidArgument("identity must be an e2ebackup.recipients.Identity")
+        if isinstance(recipients, (str, Recipient)):
+            recipients = [recipients]
+        parsed = tuple(r if isinstance(r, Recipient) else Recipient.parse(r) for r in recipients)
+        return cls(Password.of(password), recovery_key, vault, (), vault_token, identity, parsed)
 
 
 @dataclass
@@ -130,6 +152,10 @@ class Opened:
     def has_recovery_key(self) -> bool:
         return any(s.kind == KIND_RECOVERY_KEY for s in self.slots.slots)
 
+    @property
+    def has_recipient_slot(self) -> bool:
+        return any(s.kind == KIND_RECIPIENT for s in self.slots.slots)
+
 
 # -- opening -------------------------------------------------------------------------------------
 
@@ -140,9 +166,11 @@ def unlock(store: SlotStore, credentials: Credentials) -> Opened:
     slots.check_count()
     if credentials.recovery_key is not None:
         return _split(slots, slots.unlock(recovery_key=credentials.recovery_key))
+    if credentials.identity is not None:
+        return _split(slots, slots.unlock_identity(credentials.identity))
     password = credentials.password
     if password is None:
-        raise InvalidArgument("a password or a recovery key is needed")
+        raise InvalidArgument("a password, a recovery key or an identity is needed")
     if any(s.kind == KIND_VAULT for s in slots.slots):
         # Which of the two was planted cannot be told before the data key is known: neither
         # the vault nor the KDF is tried.
@@ -187,7 +215,7 @@ def _unlock_at_vault(slots: KeySlots, password: Password) -> tuple[bytes, KeySlo
         assert slot.vault is not None
         try:
             with client_for(slot.vault) as client:
-                data_key = client.unlock(slot.vault, password.secret)
+                data_key = client.unlock(slot.vault, password)
         except (
             InvalidArgument,  # a URL the client refuses (plain http to another host)
             VaultRecordGone,
@@ -217,26 +245,31 @@ def enrol(
     kdf: KdfParams | None = None,
 ) -> None:
     """The first slots of a new container: the password held by a vault (``vault`` or each of
-    ``keep_vaults``) or in a password slot, and a recovery-key slot."""
+    ``keep_vaults``) or in a password slot, a recovery-key slot, and a slot per recipient."""
     password, recovery_key = credentials.password, credentials.recovery_key
-    if password is None and recovery_key is None:
-        raise InvalidArgument("a password or a recovery key is needed")
+    recipients = credentials.recipients
+    if password is None and recovery_key is None and not recipients:
+        raise InvalidArgument("a password, a recovery key or a recipient is needed")
+    if len(set(recipients)) != len(recipients):
+        raise InvalidArgument("a recipient is given twice")
     vaults = credentials.keep_vaults
     if (credentials.vault is not None or vaults) and password is None:
         raise InvalidArgument("a key vault needs a password")
     cid = store.container_id
     if password is not None:
         if credentials.vault is not None:
-            held = credentials.vault.register(password.secret, data_key)
+            held = credentials.vault.register(password, data_key)
             store.add(KeySlots(cid).add_vault(data_key, held))
         for vault in vaults:
             with _client(vault, credentials.vault_token) as client:
-                held = client.register(password.secret, data_key)
+                held = client.register(password, data_key)
             store.add(KeySlots(cid).add_vault(data_key, held))
         if credentials.vault is None and not vaults:
             store.add(KeySlots(cid).add_password(data_key, password, kdf=kdf))
     if recovery_key is not None:
         store.add(KeySlots(cid).add_recovery_key(data_key, recovery_key))
+    for recipient in recipients:
+        store.add(KeySlots(cid).add_recipient(data_key, recipient))
     store.commit()
 
 
@@ -269,6 +302,18 @@ def add_recovery_key(
     dk = opened.data_key
     _drop(store, opened.planted)
     store.add(KeySlots(store.container_id).add_recovery_key(dk, recovery_key, label=label))
+    store.commit()
+
+
+def add_recipient(
+    store: SlotStore, opened: Opened, recipient: Recipient, *, label: str = ""
+) -> None:
+    """A slot for ``recipient``, beside the container's others (only its public key is
+    needed; the container must be open, since the slot wraps its data key)."""
+    _refuse_full(opened)
+    dk = opened.data_key
+    _drop(store, opened.planted)
+    store.add(KeySlots(store.container_id).add_recipient(dk, recipient, label=label))
     store.commit()
 
 
@@ -312,14 +357,14 @@ def change_password(
         assert vault is not None
         with _client(vault, vault_token) as client:
             if slot is not opened.proven:
-                client.unlock(vault, old.secret)  # the current password must be right
-            held = client.register(new.secret, dk)
+                client.unlock(vault, old)  # the current password must be right
+            held = client.register(new, dk)
         store.replace(slot, KeySlots(cid).add_vault(dk, held, label=slot.label))
         retired.append(vault)
     store.commit()
     for vault in retired:
         with _client(vault, vault_token) as client:
-            client.delete(vault, old.secret)
+            client.delete(vault, old)
 
 
 def rotate(
@@ -328,13 +373,15 @@ def rotate(
     password: Password | None,
     recovery_key: RecoveryKey | None,
     vault_token: str | None = None,
+    recipients: tuple[Recipient, ...] = (),
 ) -> Credentials:
     """What the container that replaces ``opened`` (under a new data key) is enrolled with:
     a password held by the same proven vaults if the old one's was (else a password slot), and
     ``recovery_key``. A recovery-key slot cannot be carried over under a new data key: callers
-    pass the old recovery key or a new one (see :attr:`Opened.has_recovery_key`)."""
+    pass the old recovery key or a new one (see :attr:`Opened.has_recovery_key`). Recipient
+    slots do not name their recipient, so only ``recipients`` get one."""
     keep = tuple(s.vault for s in opened.vaults if s.vault is not None) if password else ()
-    return Credentials(password, recovery_key, None, keep, vault_token)
+    return Credentials(password, recovery_key, None, keep, vault_token, None, recipients)
 
 
 # -- helpers -------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import hashlib
 import struct
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from e2ebackup import _core
 from e2ebackup.errors import (
@@ -31,9 +31,11 @@ from e2ebackup.errors import (
 )
 from e2ebackup.keyring.vault_slot import VaultSlot
 from e2ebackup.keys import Argon2idParams, KdfParams, Password, RecoveryKey, ScryptParams
+from e2ebackup.recipients import Identity, Recipient
 
 __all__ = [
     "KIND_PASSWORD",
+    "KIND_RECIPIENT",
     "KIND_RECOVERY_KEY",
     "KIND_VAULT",
     "MAX_PASSWORD_SLOTS",
@@ -48,7 +50,16 @@ KIND_PASSWORD = 2
 # A key vault (e2ebackup.vault, docs/VAULT.md): the data key is held by an OPAQUE vault with a
 # guess limit. Never next to a password slot, which would allow offline guessing again.
 KIND_VAULT = 3
-KIND_NAMES = {KIND_RECOVERY_KEY: "recovery-key", KIND_PASSWORD: "password", KIND_VAULT: "vault"}
+# A recipient key (e2ebackup.recipients): the data key wrapped under a key encapsulated to an
+# X25519 + ML-KEM-768 public key; a writer can make one with the public key alone.
+KIND_RECIPIENT = 4
+KIND_NAMES = {
+    KIND_RECOVERY_KEY: "recovery-key",
+    KIND_PASSWORD: "password",
+    KIND_VAULT: "vault",
+    KIND_RECIPIENT: "recipient",
+}
+_ENCAPSULATION = _core.RECIPIENT_ENCAPSULATION_SIZE
 _VAULT_CHECK_INFO = b"e2ebackup/v1/key-slot/vault-check"
 _KDF_ARGON2ID, _KDF_SCRYPT = 1, 2
 _WRAPPED = _core.WRAPPED_KEY_SIZE
@@ -80,6 +91,8 @@ class KeySlot:
     salt: bytes
     wrapped: bytes = field(repr=False)
     vault: VaultSlot | None = None
+    #: A recipient slot's encapsulation (``ct_M || ct_X``), public.
+    enc: bytes = field(default=b"", repr=False)
 
     def public(self) -> bytes:
         label = self.label.encode("utf-8")
@@ -98,6 +111,8 @@ class KeySlot:
             out += bytes([len(self.salt)]) + self.salt
         if self.kind == KIND_VAULT and self.vault is not None:
             out += self.vault.encode()
+        if self.kind == KIND_RECIPIENT:
+            out += self.enc
         return out
 
     def encode(self) -> bytes:
@@ -156,10 +171,13 @@ def _decode_body(kind: int, body: bytes) -> KeySlot:
     vault: VaultSlot | None = None
     if kind == KIND_VAULT:
         vault, rest = VaultSlot.decode(rest)
+    enc = b""
+    if kind == KIND_RECIPIENT:
+        enc, rest = _take(rest, _ENCAPSULATION)
     wrapped, rest = _take(rest, _WRAPPED)
     if len(rest):
         raise CorruptKeySlot("key slot has trailing bytes")
-    return KeySlot(kind, label, created, kdf, salt, wrapped, vault)
+    return KeySlot(kind, label, created, kdf, salt, wrapped, vault, enc)
 
 
 class KeySlots:
@@ -251,6 +269,10 @@ class KeySlots:
             raise NoMatchingKeySlot(f"this container has no {KIND_NAMES[kind]} slot")
         if kind == KIND_PASSWORD:
             raise WrongPassword("wrong password")
+        if kind == KIND_RECIPIENT:
+            raise NoMatchingKeySlot(
+                f"none of the {len(candidates)} recipient slot(s) is for this identity"
+            )
         raise WrongRecoveryKey("wrong recovery key")
 
     def unlock(
@@ -270,6 +292,12 @@ class KeySlots:
         assert password is not None
         secret = Password(password).secret
         return self._try(KIND_PASSWORD, lambda slot: _password_kek(slot, secret))
+
+    def unlock_identity(self, identity: Identity) -> bytes:
+        """The data key from the recipient slot made for ``identity``: one decapsulation and
+        one AEAD per recipient slot (slots do not say whom they are for). None for it is
+        :class:`NoMatchingKeySlot`; a damaged one, :class:`CorruptKeySlot`."""
+        return self._try(KIND_RECIPIENT, lambda slot: identity.decapsulate(slot.enc))
 
     def vault_slots(self) -> list[VaultSlot]:
         return [s.vault for s in self.slots if s.kind == KIND_VAULT and s.vault is not None]
@@ -353,6 +381,12 @@ class KeySlots:
         slot = KeySlot(KIND_RECOVERY_KEY, _label(label), int(time.time()), None, b"", b"")
         return self._add(slot, recovery_key.key, data_key)
 
+    def add_recipient(self, data_key: bytes, recipient: Recipient, *, label: str = "") -> KeySlot:
+        """A slot that ``recipient``'s identity opens; needs only the public key."""
+        enc, kek = _core.recipient_encapsulate(recipient.public)
+        slot = KeySlot(KIND_RECIPIENT, _label(label), int(time.time()), None, b"", b"", None, enc)
+        return self._add(slot, kek, data_key)
+
     def add_vault(self, data_key: bytes, vault: VaultSlot, *, label: str = "") -> KeySlot:
         """Records a key vault that holds ``data_key`` (from ``VaultClient.register``). Its
         ``wrapped`` field seals 32 zero bytes under a key derived from the data key: a check,
@@ -402,9 +436,7 @@ class KeySlots:
         if len(self.slots) + len(self.unknown) >= MAX_SLOTS:
             raise InvalidArgument(f"a container holds at most {MAX_SLOTS} key slots")
         wrapped = _core.wrap_key(kek, data_key, slot.context(self.container_id))
-        sealed = KeySlot(
-            slot.kind, slot.label, slot.created, slot.kdf, slot.salt, wrapped, slot.vault
-        )
+        sealed = replace(slot, wrapped=wrapped)
         self.slots.append(sealed)
         return sealed
 

@@ -21,14 +21,14 @@ from dataclasses import asdict, dataclass
 from typing import Any, BinaryIO
 
 from e2ebackup import _core
-from e2ebackup._files import readinto
-from e2ebackup.errors import E2EBackupError, InvalidArgument
+from e2ebackup.errors import E2EBackupError, InvalidArgument, RepositoryCorrupted, TreeTooDeep
 from e2ebackup.repo.exclude import CACHEDIR_TAG, Excludes
-from e2ebackup.repo.objects import KIND_DATA, KIND_TREE, RepositoryCorrupted
+from e2ebackup.repo.labels import KIND_DATA, KIND_TREE
 from e2ebackup.repo.pack import PackWriter
 from e2ebackup.repo.repository import Repository
 from e2ebackup.repo.sqlite import SQLITE_MAGIC, capture, is_sqlite
-from e2ebackup.repo.tree import MAX_DEPTH, Entry, TreeTooDeep, encode_tree
+from e2ebackup.repo.tree import MAX_DEPTH, Entry, encode_tree
+from e2ebackup.streams import readinto
 
 READ_BLOCK = 8 << 20
 # Chunks are sealed in batches of about this many bytes, across all cores.
@@ -471,7 +471,7 @@ def _username() -> str:
 
 def backup(
     repo: Repository,
-    paths: list[str],
+    paths: Sequence[str | os.PathLike[str]],
     *,
     threads: int | None = None,
     progress: Progress | None = None,
@@ -489,11 +489,12 @@ def backup(
     ``one_file_system`` the contents of other file systems mounted inside the paths; the paths
     given are always backed up. ``dry_run`` reads, chunks and seals everything as a backup
     would and stores nothing: the statistics say what a backup would add, the id is ""."""
+    path_strings = [os.fspath(p) for p in paths]  # pathlib.Path and other os.PathLike too
     excludes = Excludes(exclude, exclude_caches=exclude_caches)
     with repo.lock(exclusive=True, wait=lock_wait):
         repo.head(refresh=True)
         recovered = 0 if dry_run else repo.recover_orphan_packs()
-        absolute = sorted(os.path.abspath(p) for p in paths)
+        absolute = sorted(os.path.abspath(p) for p in path_strings)
         parent = None
         for sid, snap in repo.snapshots():
             if (
@@ -511,7 +512,7 @@ def backup(
             dry_run=dry_run,
         )
         archiver.stats.packs_recovered = recovered
-        sid = archiver.run(paths, parent=parent, tags=tags)
+        sid = archiver.run(path_strings, parent=parent, tags=tags)
         return sid, archiver.stats
 
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from e2ebackup.errors import RestoreLimitExceeded as RestoreLimitExceeded
+from e2ebackup.errors import RestoreLimitExceeded
 from e2ebackup.repo.tree import Entry
 
-__all__ = ["Budget", "Listing", "RestoreLimitExceeded", "listing_of", "totals"]
+__all__ = ["Budget", "Listing", "listing_of", "totals"]
 
 
 @dataclass

@@ -16,11 +16,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from e2ebackup._parallel import ordered_map
-from e2ebackup.errors import E2EBackupError, InvalidArgument, InvalidTag, ObjectNotFound
-from e2ebackup.repo.objects import RepositoryCorrupted, pack_name
+from e2ebackup.errors import (
+    E2EBackupError,
+    InvalidArgument,
+    InvalidTag,
+    ObjectNotFound,
+    RepositoryCorrupted,
+    TreeTooDeep,
+)
+from e2ebackup.repo.names import pack_name
 from e2ebackup.repo.pack import BlobLocation, parse_pack_header, read_pack_header
 from e2ebackup.repo.repository import Repository
-from e2ebackup.repo.tree import MAX_DEPTH, Entry, TreeTooDeep
+from e2ebackup.repo.tree import MAX_DEPTH, Entry
 
 
 @dataclass

@@ -19,17 +19,17 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from e2ebackup._paths import fsync_directory
-from e2ebackup.errors import InvalidArgument
-from e2ebackup.repo.objects import (
+from e2ebackup.errors import (
     HistoryForked,
     HistoryNotTrusted,
     HistoryUnverifiable,
-    RepoKeys,
+    InvalidArgument,
     RepositoryCorrupted,
     RolledBack,
-    open_json,
 )
+from e2ebackup.paths import fsync_directory
+from e2ebackup.repo.codec import open_json
+from e2ebackup.repo.labels import RepoKeys
 from e2ebackup.storage.base import Storage
 
 HEAD_NAME = re.compile(r"^heads/([0-9a-f]{16})-[0-9a-f]{64}$")

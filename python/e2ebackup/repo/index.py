@@ -9,16 +9,10 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from e2ebackup._parallel import ordered_map
-from e2ebackup.repo.objects import (
-    KIND_DATA,
-    KIND_TREE,
-    RepoKeys,
-    RepositoryCorrupted,
-    is_id,
-    new_id,
-    read_json,
-    write_json,
-)
+from e2ebackup.errors import RepositoryCorrupted
+from e2ebackup.repo.codec import read_json, write_json
+from e2ebackup.repo.labels import KIND_DATA, KIND_TREE, RepoKeys
+from e2ebackup.repo.names import is_id, new_id
 from e2ebackup.repo.pack import BlobLocation
 from e2ebackup.storage.base import Storage
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from e2ebackup.errors import InvalidArgument, TooManyKeySlots
 from e2ebackup.keyring.slots import MAX_SLOTS, KeySlot, KeySlots
-from e2ebackup.repo.objects import is_id, key_object_name, new_id
+from e2ebackup.repo.names import is_id, key_object_name, new_id
 from e2ebackup.storage.base import Storage
 
 __all__ = ["RepoKeyStore", "load_key_slots"]

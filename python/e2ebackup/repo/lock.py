@@ -17,10 +17,13 @@ from types import TracebackType
 from e2ebackup.errors import (
     E2EBackupError,
     ObjectNotFound,
-    RepositoryLocked as RepositoryLocked,
+    RepositoryCorrupted,
+    RepositoryLocked,
     StoragePermissionDenied,
 )
-from e2ebackup.repo.objects import RepoKeys, RepositoryCorrupted, new_id, read_json, write_json
+from e2ebackup.repo.codec import read_json, write_json
+from e2ebackup.repo.labels import RepoKeys
+from e2ebackup.repo.names import new_id
 from e2ebackup.storage.base import Storage
 
 REFRESH_EVERY = 120.0

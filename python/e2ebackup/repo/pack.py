@@ -16,8 +16,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from e2ebackup import _core
-from e2ebackup.errors import InvalidTag
-from e2ebackup.repo.objects import LABEL_PACK, RepoKeys, RepositoryCorrupted, new_id, pack_name
+from e2ebackup.errors import InvalidTag, RepositoryCorrupted
+from e2ebackup.repo.labels import LABEL_PACK, RepoKeys
+from e2ebackup.repo.names import new_id, pack_name
 from e2ebackup.storage.base import Storage
 
 _ENTRY = struct.Struct(">B32sI")

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from e2ebackup.repo.index import Index
-from e2ebackup.repo.objects import check_id, pack_name
+from e2ebackup.repo.names import check_id, pack_name
 from e2ebackup.repo.pack import BlobLocation, PackWriter
 from e2ebackup.repo.repository import Repository
 from e2ebackup.repo.retention import Retention, group_key, select

@@ -11,11 +11,30 @@ from typing import TYPE_CHECKING, Any
 
 from e2ebackup import _core
 from e2ebackup._parallel import ordered_map
-from e2ebackup.errors import InvalidArgument, InvalidTag, ObjectNotFound, StorageError
+from e2ebackup.errors import (
+    HistoryForked,
+    InvalidArgument,
+    InvalidTag,
+    NotARepository,
+    ObjectNotFound,
+    RepositoryCorrupted,
+    StorageError,
+)
 from e2ebackup.keyring import policy
 from e2ebackup.keyring.policy import Credentials, Opened
 from e2ebackup.keyring.slots import KeySlots
 from e2ebackup.keys import KdfParams, Password, RecoveryKey
+from e2ebackup.repo.codec import (
+    REPO_ID_SIZE,
+    VERSION,
+    VERSIONS,
+    decode_config,
+    encode_config,
+    parse_config_header,
+    read_json,
+    seal_json,
+    write_json,
+)
 from e2ebackup.repo.heads import (
     Head,
     History,
@@ -29,26 +48,9 @@ from e2ebackup.repo.heads import (
 )
 from e2ebackup.repo.index import Index
 from e2ebackup.repo.keystore import RepoKeyStore, load_key_slots
+from e2ebackup.repo.labels import KIND_TREE, RepoKeys
 from e2ebackup.repo.lock import Lock
-from e2ebackup.repo.objects import (
-    KIND_TREE,
-    REPO_ID_SIZE,
-    VERSION,
-    VERSIONS,
-    HistoryForked,
-    NotARepository,
-    RepoKeys,
-    RepositoryCorrupted,
-    decode_config,
-    encode_config,
-    is_id,
-    new_id,
-    pack_name,
-    parse_config_header,
-    read_json,
-    seal_json,
-    write_json,
-)
+from e2ebackup.repo.names import is_id, new_id, pack_name
 from e2ebackup.repo.pack import read_pack_header
 from e2ebackup.repo.tree import Entry, decode_tree
 from e2ebackup.storage.base import Storage

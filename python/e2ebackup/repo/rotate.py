@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from e2ebackup.keys import KdfParams, Password, RecoveryKey
-from e2ebackup.repo.objects import KIND_DATA, KIND_TREE
+from e2ebackup.repo.labels import KIND_DATA, KIND_TREE
 from e2ebackup.repo.pack import BlobLocation, PackWriter
 from e2ebackup.repo.repository import Repository
 from e2ebackup.repo.tree import encode_tree

@@ -18,8 +18,7 @@ import json
 import re
 from typing import Any, TypedDict
 
-from e2ebackup.errors import TreeTooDeep as TreeTooDeep
-from e2ebackup.repo.objects import RepositoryCorrupted
+from e2ebackup.errors import RepositoryCorrupted, TreeTooDeep
 
 MAX_TREE = 32 << 20
 # Listings nested below a snapshot's root tree: deeper is refused (TreeTooDeep). Above what

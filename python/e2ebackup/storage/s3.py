@@ -49,6 +49,7 @@ from e2ebackup.errors import (
     ObjectNotFound,
     ObjectTooLarge,
     StorageAuthError,
+    StorageDataMismatch,
     StorageError,
     StorageFull,
     StoragePermissionDenied,
@@ -135,10 +136,6 @@ def _read_full(data: BinaryIO, n: int) -> bytes:
 class _Part:
     size: int
     etag: str  # without quotes, lower case
-
-
-class _Mismatch(Exception):
-    """The caller's bytes do not match the declared size or SHA-256."""
 
 
 class _Body(io.RawIOBase):
@@ -524,7 +521,7 @@ class S3Storage(Storage):
                 etag = self._put_multipart(name, key, data, size, sha256)
             else:
                 etag = self._put_single(name, key, data, size, sha256)
-        except _Mismatch:
+        except StorageDataMismatch:
             raise StorageError(
                 f"{self.location}: {name}: the data does not match the expected {size} bytes "
                 "and checksum; not stored"
@@ -556,7 +553,7 @@ class S3Storage(Storage):
         except OSError as e:
             raise StorageError(f"{name}: reading the data to upload failed: {e}") from None
         if len(body) != size or hashlib.sha256(body).digest() != sha256:
-            raise _Mismatch
+            raise StorageDataMismatch
         md5 = hashlib.md5(body, usedforsecurity=False).digest()
         self._conditional(
             f"put {name}",
@@ -691,7 +688,7 @@ class S3Storage(Storage):
                         ) from None
                     digest.update(chunk)
                     if len(chunk) != n:
-                        raise _Mismatch
+                        raise StorageDataMismatch
                     md5 = hashlib.md5(chunk, usedforsecurity=False).digest()
                     md5s.append(md5)
                     have = parts.get(number)
@@ -714,16 +711,16 @@ class S3Storage(Storage):
                     if not handed_off:
                         self._buffers.release()
             if data.read(1):
-                raise _Mismatch
+                raise StorageDataMismatch
             if digest.digest() != sha256:
-                raise _Mismatch
+                raise StorageDataMismatch
             for number, fut in futures.items():
                 etags[number] = fut.result()
         except BaseException as e:
             for fut in futures.values():
                 fut.cancel()
             concurrent.futures.wait(list(futures.values()))
-            if isinstance(e, _Mismatch) or (
+            if isinstance(e, StorageDataMismatch) or (
                 isinstance(e, StorageError) and not isinstance(e, StorageUnavailable)
             ):
                 # Nothing to resume: bad data, or a failure that retrying does not fix.

@@ -9,8 +9,9 @@ for good, and only the recovery key opens the data. See docs/VAULT.md.
 * :class:`VaultClient` (``e2ebackup.vault.client``): register a data key, unlock it, change the
   password, delete the record.
 * :class:`VaultSlot`: what a container records (URL, record id, pinned public key, KSF).
-* ``e2ebackup.vault.server`` and ``e2ebackup.vault.store``: the service (``e2ebackup vault
-  serve``), on SQLite or PostgreSQL. They need the ``vault`` extra.
+* ``e2ebackup.vault.server`` (a package: ``app`` and ``store``): the service (``e2ebackup
+  vault serve``), on SQLite or PostgreSQL. It needs the ``vault`` extra; nothing on the client
+  side imports it.
 """
 
 from __future__ import annotations

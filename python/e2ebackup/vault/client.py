@@ -48,7 +48,7 @@ from e2ebackup.errors import (
     VaultUnavailable,
 )
 from e2ebackup.keyring.vault_slot import PUBLIC_KEY_SIZE, RECORD_ID_SIZE, VaultSlot
-from e2ebackup.keys import Argon2idParams, normalize_password
+from e2ebackup.keys import Argon2idParams, Password
 from e2ebackup.vault import protocol as p
 
 __all__ = ["DEFAULT_KSF", "UnlockReport", "VaultClient", "watch_unlocks"]
@@ -257,12 +257,12 @@ class VaultClient:
 
     # -- the protocol ---------------------------------------------------------------------------
 
-    def register(self, password: str | bytes, data_key: bytes) -> VaultSlot:
+    def register(self, password: str | bytes | Password, data_key: bytes) -> VaultSlot:
         """Registers ``password`` with the vault and stores ``data_key`` there, wrapped under
         the export key. Returns what the container records."""
         if len(data_key) != 32:
             raise InvalidArgument("a data key is 32 bytes")
-        secret = normalize_password(password)
+        secret = Password(password).secret
         pinned = self.pinned_public_key
         if pinned is None:
             pinned = bytes.fromhex(str(self.server_info()["public_key"]))
@@ -297,11 +297,11 @@ class VaultClient:
         return VaultSlot(self.url, record_id, pinned, k)
 
     def _login(
-        self, slot: VaultSlot, password: str | bytes, action: str
+        self, slot: VaultSlot, password: str | bytes | Password, action: str
     ) -> tuple[bytes, bytes | None, UnlockReport]:
         """One login: ``(export_key, blob, report)``. It spends one attempt, which the vault
         gives back if it verifies. Never retried: a failure is the caller's to handle."""
-        secret = normalize_password(password)
+        secret = Password(password).secret
         login = _core.OpaqueClientLogin(secret)
         started = self._call(
             "POST",
@@ -349,7 +349,7 @@ class VaultClient:
         with contextlib.suppress(VaultError):
             self._call("POST", "/v1/login/abort", {"login_id": login_id.hex()})
 
-    def unlock(self, slot: VaultSlot, password: str | bytes) -> bytes:
+    def unlock(self, slot: VaultSlot, password: str | bytes | Password) -> bytes:
         """The data key. Each call spends one attempt; a verified one gives back its own.
         :class:`VaultLoginFailed` (with ``attempts_left``) for a wrong password,
         :class:`VaultRecordGone` once the vault deleted the key. Failed logins since the last
@@ -357,7 +357,7 @@ class VaultClient:
         return self.unlock_with_report(slot, password)[0]
 
     def unlock_with_report(
-        self, slot: VaultSlot, password: str | bytes, *, reset_count: bool = False
+        self, slot: VaultSlot, password: str | bytes | Password, *, reset_count: bool = False
     ) -> tuple[bytes, UnlockReport]:
         """The data key and what the vault reports: failed attempts since the last unlock,
         attempts left. With ``reset_count`` (or inside ``watch_unlocks(reset_count=True)``)
@@ -381,16 +381,18 @@ class VaultClient:
             log.warning("%s", report.describe())
         return data_key, report
 
-    def reset_count(self, slot: VaultSlot, password: str | bytes) -> UnlockReport:
+    def reset_count(self, slot: VaultSlot, password: str | bytes | Password) -> UnlockReport:
         """A verified login that gives back every attempt no other login holds. The caller
         should then check the released key against its container (the command line does)."""
         return self.unlock_with_report(slot, password, reset_count=True)[1]
 
-    def delete(self, slot: VaultSlot, password: str | bytes) -> None:
+    def delete(self, slot: VaultSlot, password: str | bytes | Password) -> None:
         """Deletes the record (a login with the password proves the right to)."""
         self._login(slot, password, "delete")
 
-    def change_password(self, slot: VaultSlot, old: str | bytes, new: str | bytes) -> VaultSlot:
+    def change_password(
+        self, slot: VaultSlot, old: str | bytes | Password, new: str | bytes | Password
+    ) -> VaultSlot:
         """Registers the data key under ``new`` (a new record) and returns its slot; the caller
         records it, then calls :meth:`delete` on the old slot with ``old``."""
         data_key = self.unlock(slot, old)
@@ -427,7 +429,7 @@ def client_for(slot: VaultSlot) -> VaultClient:
     return VaultClient(slot.url, slot.server_public_key, ksf=slot.ksf)
 
 
-def unlock_slot(slot: VaultSlot, password: str | bytes) -> bytes:
+def unlock_slot(slot: VaultSlot, password: str | bytes | Password) -> bytes:
     """One login at the slot's vault: the data key it holds."""
     with client_for(slot) as client:
         return client.unlock(slot, password)

@@ -42,26 +42,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from e2ebackup.errors import VaultError, VaultLocked, VaultRecordGone
+from e2ebackup.errors import LoginUnknown, RecordExists, VaultError, VaultLocked, VaultRecordGone
 
 __all__ = [
     "ACTIONS",
     "LoginOutcome",
-    "LoginUnknown",
     "PostgresStore",
-    "RecordExists",
     "SqliteStore",
     "Store",
     "open_store",
 ]
-
-
-class RecordExists(VaultError):
-    """A registration for an id that is taken."""
-
-
-class LoginUnknown(VaultError):
-    """No pending login with this id: never started, already finished, or swept."""
 
 
 @dataclass(frozen=True)

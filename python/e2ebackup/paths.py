@@ -1,4 +1,5 @@
-"""Atomic file output: write to a temporary file beside the target, fsync, rename.
+"""Atomic file output: write to a temporary file beside the target, fsync, rename. Files on
+the local disk only, no encryption: ``streams`` writes through it, restore links through it.
 
 A reader of the target sees either its old content or the complete new content, never a
 half-written file, and a failed write leaves nothing behind. Where Linux allows it the file has

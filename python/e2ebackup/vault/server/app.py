@@ -46,15 +46,18 @@ from starlette.routing import Route
 from e2ebackup import _core
 from e2ebackup.errors import (
     E2EBackupError,
+    LoginUnknown,
+    RecordExists,
     VaultError,
     VaultLocked,
     VaultLoginFailed,
     VaultProtocolError,
     VaultRecordGone,
+    VaultUnauthorized,
 )
 from e2ebackup.keyring.vault_slot import RECORD_ID_SIZE
 from e2ebackup.vault import protocol as p
-from e2ebackup.vault.store import ACTIONS, LoginUnknown, RecordExists, Store, open_store
+from e2ebackup.vault.server.store import ACTIONS, Store, open_store
 
 __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
@@ -160,10 +163,6 @@ async def _body(request: Request) -> dict[str, Any]:
 Handler = Callable[[Request], Awaitable[JSONResponse]]
 
 
-class _Unauthorized(Exception):
-    """A registration without the vault's registration token."""
-
-
 def _guarded(handler: Handler) -> Handler:
     async def run(request: Request) -> JSONResponse:
         try:
@@ -174,7 +173,7 @@ def _guarded(handler: Handler) -> Handler:
             return _error(423, "locked", str(e))
         except LoginUnknown as e:
             return _error(404, "unknown_login", str(e))
-        except _Unauthorized as e:
+        except VaultUnauthorized as e:
             return _error(401, "unauthorized", str(e))
         except RecordExists as e:
             return _error(409, "record_exists", str(e))
@@ -208,7 +207,7 @@ def create_app(
             _token_digest(given.strip()), expected
         ):
             log.warning("registration refused: no valid registration token")
-            raise _Unauthorized("this vault registers only with its registration token")
+            raise VaultUnauthorized("this vault registers only with its registration token")
 
     async def status(request: Request) -> JSONResponse:
         counts = await run_in_threadpool(store.counts)

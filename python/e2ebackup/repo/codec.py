@@ -1,4 +1,5 @@
-"""The repository's stored objects: names, the config, key objects, and encrypted metadata.
+"""Encrypted metadata objects and the config: JSON sealed under the repository's keys, each
+bound to its repository and its own name. Which keys is ``labels``'s; which names, ``names``'s.
 
 Layout on storage (normative in docs/FORMAT.md, section Repository)::
 
@@ -18,80 +19,33 @@ not decrypt.
 from __future__ import annotations
 
 import json
-import re
-import secrets
 import struct
-from dataclasses import dataclass
 from typing import Any
 
 from e2ebackup import _core
-from e2ebackup.errors import (
-    HistoryForked as HistoryForked,
-    HistoryNotTrusted as HistoryNotTrusted,
-    HistoryUnverifiable as HistoryUnverifiable,
-    InvalidTag,
-    NotARepository as NotARepository,
-    RepositoryCorrupted as RepositoryCorrupted,
-    RolledBack as RolledBack,
-)
+from e2ebackup.errors import InvalidTag, NotARepository, RepositoryCorrupted
+from e2ebackup.repo.labels import LABEL_CONFIG, LABEL_METADATA, RepoKeys
 from e2ebackup.storage.base import Storage
+
+__all__ = [
+    "MAGIC",
+    "REPO_ID_SIZE",
+    "VERSION",
+    "VERSIONS",
+    "decode_config",
+    "encode_config",
+    "open_json",
+    "parse_config_header",
+    "read_json",
+    "seal_json",
+    "write_json",
+]
 
 MAGIC = b"E2EBREPO"
 VERSION = 2  # new repositories: heads name their parent (docs/FORMAT.md, Heads)
 VERSIONS = (1, 2)  # what this version opens
 REPO_ID_SIZE = 16
 _FIXED = struct.Struct(">8sB16s")
-
-# HKDF labels of the key hierarchy (docs/FORMAT.md, Key hierarchy).
-LABEL_CONFIG = b"e2ebackup/v1/repo/config"
-LABEL_METADATA = b"e2ebackup/v1/repo/metadata"
-LABEL_BLOB = b"e2ebackup/v1/repo/blob"
-LABEL_BLOB_ID = b"e2ebackup/v1/repo/blob-id"
-LABEL_CHUNKER = b"e2ebackup/v1/repo/chunker"
-LABEL_PACK = b"e2ebackup/v1/repo/pack-header"
-
-KIND_DATA = 0
-KIND_TREE = 1
-
-
-def new_id() -> str:
-    """A random object name: 32 bytes from the OS CSPRNG, hex."""
-    return secrets.token_hex(32)
-
-
-def derive(data_key: bytes, label: bytes) -> bytes:
-    return _core.hkdf_sha256(data_key, info=label)
-
-
-@dataclass
-class RepoKeys:
-    """Every key of one repository, derived from its data key."""
-
-    repo_id: bytes
-    config: bytes
-    metadata: bytes
-    blob: bytes
-    blob_id: bytes
-    chunker: bytes
-    pack: bytes
-
-    @classmethod
-    def from_data_key(cls, data_key: bytes, repo_id: bytes) -> RepoKeys:
-        return cls(
-            repo_id,
-            derive(data_key, LABEL_CONFIG),
-            derive(data_key, LABEL_METADATA),
-            derive(data_key, LABEL_BLOB),
-            derive(data_key, LABEL_BLOB_ID),
-            derive(data_key, LABEL_CHUNKER),
-            derive(data_key, LABEL_PACK),
-        )
-
-    def codec(self) -> _core.BlobCodec:
-        return _core.BlobCodec(self.blob_id, self.blob, self.repo_id)
-
-    def __repr__(self) -> str:
-        return f"RepoKeys(repo_id={self.repo_id.hex()}, <keys hidden>)"
 
 
 def _context(domain: bytes, repo_id: bytes, name: str) -> bytes:
@@ -168,33 +122,3 @@ def decode_config(keys: RepoKeys, blob: bytes) -> dict[str, Any]:
     if not isinstance(value, dict) or value.get("version") != blob[len(MAGIC)]:
         raise RepositoryCorrupted("the repository config is malformed")
     return value
-
-
-# -- key objects --------------------------------------------------------------------------------
-
-
-def key_object_name(slot_id: str) -> str:
-    return f"keys/{slot_id}"
-
-
-_ID = re.compile(r"[0-9a-f]{64}")
-
-
-def is_id(value: object) -> bool:
-    """Whether ``value`` is an object id: 64 lowercase hex digits."""
-    return isinstance(value, str) and _ID.fullmatch(value) is not None
-
-
-def check_id(value: object, what: str) -> str:
-    """``value`` if it is an object id, else :class:`RepositoryCorrupted`. Every id read from
-    storage (an index's pack ids, a head's snapshot ids and index names, a listing) passes
-    here before it becomes part of an object name: a name like ``thesis.docx`` must never
-    reach a path (defence in depth beside the storage's own refusal of links)."""
-    if not is_id(value):
-        raise RepositoryCorrupted(f"{what} id {str(value)[:80]!r} is malformed")
-    return str(value)
-
-
-def pack_name(pack_id: str) -> str:
-    pack_id = check_id(pack_id, "pack")
-    return f"data/{pack_id[:2]}/{pack_id}"
