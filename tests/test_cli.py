@@ -12,8 +12,8 @@ from pathlib import Path
 
 import e2ebackup
 import pytest
-from e2ebackup._hexkey import format_hex_key, parse_hex_key, read_key_file
 from e2ebackup.errors import InvalidArgument
+from e2ebackup.keys import format_hex_key, parse_hex_key, read_key_file
 from helpers import random_bytes
 
 

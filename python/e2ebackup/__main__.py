@@ -1,3 +1,5 @@
 from e2ebackup.cli import main
 
-raise SystemExit(main())
+# Guarded so that tools which import every module (the docs build) do not run the CLI.
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,7 +1,4 @@
-"""The read-only commands on a repository: ``snapshots``, ``ls``, ``find``, ``diff``, ``stats``.
-
-Their options are declared with the others in :mod:`e2ebackup._cli_repo`, which runs them.
-"""
+"""The read-only commands on a repository: ``snapshots``, ``ls``, ``find``, ``diff``, ``stats``."""
 
 from __future__ import annotations
 
@@ -10,7 +7,13 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from e2ebackup._cli_repo import EXIT_FAILED, EXIT_OK, _filter, _out, open_repo
+from e2ebackup.cli.common import Command, Exit, count, open_repo, out
+from e2ebackup.cli.repo import (
+    add_filter_options,
+    add_no_lock_option,
+    add_repo_option,
+    snapshot_filter,
+)
 from e2ebackup.repo.diff import diff
 from e2ebackup.repo.exclude import Excludes
 from e2ebackup.repo.find import find
@@ -19,7 +22,7 @@ from e2ebackup.repo.tree import check_depth
 
 def _snapshots(args: argparse.Namespace) -> int:
     repo = open_repo(args)
-    where = _filter(args)
+    where = snapshot_filter(args)
     with repo.read_lock():
         snaps = [dict(s, id=sid) for sid, s in repo.snapshots() if where.admits(s)]
     lines = [f"{'ID':<10}{'TIME':<21}{'HOST':<16}{'SIZE':>10}  {'TAGS':<12}PATHS"]
@@ -33,8 +36,8 @@ def _snapshots(args: argparse.Namespace) -> int:
             f"{s['id'][:8]:<10}{when:<21}{s['hostname'][:15]:<16}{size:>10}  {tags:<12}"
             f"{' '.join(s['paths'])}"
         )
-    _out(args, snaps, "\n".join([*lines, footer]))
-    return EXIT_OK
+    out(args, snaps, "\n".join([*lines, footer]))
+    return Exit.OK
 
 
 def _human(n: int) -> str:
@@ -75,26 +78,26 @@ def _ls(args: argparse.Namespace) -> int:
                     walk(e["subtree"], path)
 
     with repo.read_lock():  # no prune removes what is being read
-        _, snap = repo.find_snapshot(args.snapshot, _filter(args))
+        _, snap = repo.find_snapshot(args.snapshot, snapshot_filter(args))
         walk(str(snap["tree"]), "")
     text = "\n".join(
         f"{r['type'][0] if r['type'] else '?'} {r['size']:>12} {r['path']}" for r in rows
     )
-    _out(args, rows, text)
-    return EXIT_OK
+    out(args, rows, text)
+    return Exit.OK
 
 
 def _find(args: argparse.Namespace) -> int:
     Excludes(args.patterns)  # a bad pattern fails before any password is asked
     repo = open_repo(args)
-    rows = [asdict(f) for f in find(repo, args.patterns, _filter(args))]
+    rows = [asdict(f) for f in find(repo, args.patterns, snapshot_filter(args))]
     text = "\n".join(
         f"{r['snapshot'][:8]}  {time.strftime('%Y-%m-%d %H:%M', time.localtime(r['time']))}  "
         f"{r['size']:>12}  {r['path']}"
         for r in rows
     )
-    _out(args, rows, text or "no match")
-    return EXIT_OK if rows else EXIT_FAILED
+    out(args, rows, text or "no match")
+    return Exit.OK if rows else Exit.FAILED
 
 
 def _diff(args: argparse.Namespace) -> int:
@@ -106,14 +109,14 @@ def _diff(args: argparse.Namespace) -> int:
         f"{counts['T']} changed type, {counts['U']} metadata only"
     )
     lines = [f"{c.kind}  {c.path}" + ("/" if c.type == "dir" else "") for c in changes]
-    _out(args, [asdict(c) for c in changes], "\n".join([*lines, summary]))
-    return EXIT_OK
+    out(args, [asdict(c) for c in changes], "\n".join([*lines, summary]))
+    return Exit.OK
 
 
 def _stats(args: argparse.Namespace) -> int:
     repo = open_repo(args)
     with repo.read_lock():
-        snaps = [s for _, s in repo.snapshots() if _filter(args).admits(s)]
+        snaps = [s for _, s in repo.snapshots() if snapshot_filter(args).admits(s)]
         index = repo.index
         stored = sum(index.pack_sizes.values())
         value: dict[str, Any] = {
@@ -127,10 +130,57 @@ def _stats(args: argparse.Namespace) -> int:
         }
     value["saving"] = round(value["snapshot_bytes"] / stored, 2) if stored else None
     text = (
-        f"{value['snapshots']} snapshots hold {_human(value['snapshot_bytes'])} "
+        f"{count(value['snapshots'], 'snapshot')} {'holds' if value['snapshots'] == 1 else 'hold'} "
+        f"{_human(value['snapshot_bytes'])} "
         f"(the newest {_human(value['latest_bytes'])}); stored: {_human(stored)} in "
-        f"{value['packs']} packs, {value['blobs']} blobs"
+        f"{count(value['packs'], 'pack')}, {count(value['blobs'], 'blob')}"
         + (f": {value['saving']}x less by deduplication and compression" if stored else "")
     )
-    _out(args, value, text)
-    return EXIT_OK
+    out(args, value, text)
+    return Exit.OK
+
+
+def _register_snapshots(s: argparse.ArgumentParser) -> None:
+    add_repo_option(s)
+    add_filter_options(s)
+    add_no_lock_option(s)
+
+
+def _register_ls(ls: argparse.ArgumentParser) -> None:
+    add_repo_option(ls)
+    ls.add_argument("snapshot", metavar="SNAPSHOT", help="id, unique prefix, or latest")
+    ls.add_argument("path", nargs="?", default="", help="only under this path")
+    add_filter_options(ls)
+    add_no_lock_option(ls)
+
+
+def _register_find(fd: argparse.ArgumentParser) -> None:
+    add_repo_option(fd)
+    fd.add_argument(
+        "patterns",
+        nargs="+",
+        metavar="PATTERN",
+        help="a name glob ('IMG_2024*.jpg') or path glob ('Pictures/**/beach*'), as --exclude",
+    )
+    add_filter_options(fd)
+    add_no_lock_option(fd)
+
+
+def _register_diff(df: argparse.ArgumentParser) -> None:
+    add_repo_option(df)
+    add_no_lock_option(df)
+    df.add_argument("old", metavar="SNAPSHOT1", help="id, unique prefix, or latest")
+    df.add_argument("new", metavar="SNAPSHOT2", help="id, unique prefix, or latest")
+
+
+def _register_stats(st: argparse.ArgumentParser) -> None:
+    add_repo_option(st)
+    add_filter_options(st)
+    add_no_lock_option(st)
+
+
+SNAPSHOTS = Command("snapshots", "list snapshots", _register_snapshots, _snapshots)
+LS = Command("ls", "list the files of a snapshot", _register_ls, _ls)
+FIND = Command("find", "find files by name or path in every snapshot", _register_find, _find)
+DIFF = Command("diff", "what changed between two snapshots", _register_diff, _diff)
+STATS = Command("stats", "what the snapshots hold and what is stored", _register_stats, _stats)

@@ -5,41 +5,47 @@ with ``-r``. The repository comes from ``-r/--repo`` or ``E2EBACKUP_REPOSITORY``
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
+import errno
 import os
 import re
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
 
-from e2ebackup._credentials import (
+from e2ebackup.cli.common import (
+    EXPECT_HEAD_ENV,
+    REPOSITORY_ENV,
+    Command,
+    Exit,
+    count,
+    open_repo,
+    out,
+    progress_bar,
+    storage_of,
+)
+from e2ebackup.cli.credentials import (
     add_password_options,
     add_recovery_key_options,
     read_password,
     read_recovery_key,
     show_recovery_key,
 )
-from e2ebackup.errors import InvalidArgument
-from e2ebackup.keys import Argon2idParams, RecoveryKey, ScryptParams
+from e2ebackup.cli.vault import add_encrypt_options, vault_from_args
+from e2ebackup.errors import E2EBackupError, HistoryForked, HistoryNotTrusted, InvalidArgument
+from e2ebackup.keys import Argon2idParams, Password, RecoveryKey, ScryptParams
 from e2ebackup.repo.backup import BackupStats, backup, backup_stream, scan_size
 from e2ebackup.repo.check import VerifyReport, parse_subset, verify
 from e2ebackup.repo.exclude import Excludes, read_lines
 from e2ebackup.repo.heads import Head, TrustedHead
-from e2ebackup.repo.objects import HistoryForked, HistoryNotTrusted
 from e2ebackup.repo.prune import forget
 from e2ebackup.repo.repository import Repository, SnapshotFilter
 from e2ebackup.repo.restore import RestoreStats, restore
 from e2ebackup.repo.retention import Retention, group_key, parse_duration
-from e2ebackup.storage import open_storage
-from e2ebackup.vault import cli as vault_cli
+from e2ebackup.repo.rotate import rotate
+from e2ebackup.storage import Storage
 
-REPOSITORY_ENV = "E2EBACKUP_REPOSITORY"
-EXPECT_HEAD_ENV = "E2EBACKUP_EXPECT_HEAD"
-EXIT_OK, EXIT_FAILED, EXIT_INCOMPLETE = 0, 1, 3
 _PERIOD_NAMES = {
     "hourly": "hours",
     "daily": "days",
@@ -47,21 +53,6 @@ _PERIOD_NAMES = {
     "monthly": "months",
     "yearly": "years",
 }
-COMMANDS = (
-    "init",
-    "backup",
-    "snapshots",
-    "ls",
-    "find",
-    "diff",
-    "stats",
-    "restore",
-    "verify",
-    "check",
-    "forget",
-    "trust",
-)
-_ALIASES = {"check": "verify"}
 
 
 def add_repo_option(parser: argparse.ArgumentParser) -> None:
@@ -115,24 +106,29 @@ def add_filter_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _filter(args: argparse.Namespace) -> SnapshotFilter:
+def snapshot_filter(args: argparse.Namespace) -> SnapshotFilter:
     return SnapshotFilter(args.host, tuple(args.filter_paths), tuple(args.tag))
 
 
-def add_parsers(commands: Any) -> None:
-    init = commands.add_parser("init", help="create a repository")
+def _register_init(init: argparse.ArgumentParser) -> None:
     add_repo_option(init)
     init.add_argument(
         "--recovery-key", action="store_true", help="also make a recovery key (shown once)"
     )
     init.add_argument("--no-password", action="store_true", help="recovery key only")
     init.add_argument("--qr", metavar="PATH", help="QR code of the recovery key (.png, .svg or -)")
-    init.add_argument("--kdf", choices=["argon2id", "scrypt"], default="argon2id")
-    vault_cli.add_encrypt_options(init)
+    init.add_argument(
+        "--kdf",
+        choices=["argon2id", "scrypt"],
+        default="argon2id",
+        help="how the password slot is derived (default argon2id)",
+    )
+    add_encrypt_options(init)
 
-    b = commands.add_parser("backup", help="back up files and folders")
+
+def _register_backup(b: argparse.ArgumentParser) -> None:
     add_repo_option(b)
-    b.add_argument("paths", nargs="*", metavar="PATH")
+    b.add_argument("paths", nargs="*", metavar="PATH", help="files and folders to back up")
     b.add_argument(
         "--files-from",
         action="append",
@@ -182,44 +178,17 @@ def add_parsers(commands: Any) -> None:
         action="store_true",
         help="leave out the contents of folders tagged with a CACHEDIR.TAG file",
     )
-    b.add_argument("--threads", type=int, default=None)
-    b.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS")
-
-    s = commands.add_parser("snapshots", help="list snapshots")
-    add_repo_option(s)
-    add_filter_options(s)
-    add_no_lock_option(s)
-
-    ls = commands.add_parser("ls", help="list the files of a snapshot")
-    add_repo_option(ls)
-    ls.add_argument("snapshot", metavar="SNAPSHOT", help="id, unique prefix, or latest")
-    ls.add_argument("path", nargs="?", default="", help="only under this path")
-    add_filter_options(ls)
-    add_no_lock_option(ls)
-
-    fd = commands.add_parser("find", help="find files by name or path in every snapshot")
-    add_repo_option(fd)
-    fd.add_argument(
-        "patterns",
-        nargs="+",
-        metavar="PATTERN",
-        help="a name glob ('IMG_2024*.jpg') or path glob ('Pictures/**/beach*'), as --exclude",
+    b.add_argument("--threads", type=int, default=None, help="worker threads (all cores)")
+    b.add_argument(
+        "--lock-wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait up to this long for another process's lock (default: fail at once)",
     )
-    add_filter_options(fd)
-    add_no_lock_option(fd)
 
-    df = commands.add_parser("diff", help="what changed between two snapshots")
-    add_repo_option(df)
-    add_no_lock_option(df)
-    df.add_argument("old", metavar="SNAPSHOT1", help="id, unique prefix, or latest")
-    df.add_argument("new", metavar="SNAPSHOT2", help="id, unique prefix, or latest")
 
-    st = commands.add_parser("stats", help="what the snapshots hold and what is stored")
-    add_repo_option(st)
-    add_filter_options(st)
-    add_no_lock_option(st)
-
-    r = commands.add_parser("restore", help="restore a snapshot")
+def _register_restore(r: argparse.ArgumentParser) -> None:
     add_repo_option(r)
     r.add_argument("snapshot", metavar="SNAPSHOT", help="id, unique prefix, or latest")
     r.add_argument("--target", required=True, help="folder to restore into")
@@ -265,8 +234,8 @@ def add_parsers(commands: Any) -> None:
     add_filter_options(r)
     add_no_lock_option(r)
 
-    # "check" is restic's name for it: users' fingers know it.
-    v = commands.add_parser("verify", aliases=["check"], help="check the repository")
+
+def _register_verify(v: argparse.ArgumentParser) -> None:
     add_repo_option(v)
     add_no_lock_option(v)
     v.add_argument("--read-data", action="store_true", help="decrypt and check every object")
@@ -277,7 +246,8 @@ def add_parsers(commands: Any) -> None:
         "or x percent picked at random",
     )
 
-    f = commands.add_parser("forget", help="forget snapshots, optionally pruning their data")
+
+def _register_forget(f: argparse.ArgumentParser) -> None:
     add_repo_option(f)
     f.add_argument("--keep-last", type=int, default=0, metavar="N", help="the N newest")
     for period in ("hourly", "daily", "weekly", "monthly", "yearly"):
@@ -304,9 +274,8 @@ def add_parsers(commands: Any) -> None:
     )
     f.add_argument("--prune", action="store_true", help="remove data no snapshot uses")
 
-    t = commands.add_parser(
-        "trust", help="accept the repository's current state on purpose (after a rollback/fork)"
-    )
+
+def _register_trust(t: argparse.ArgumentParser) -> None:
     add_repo_option(t)
     t.add_argument("--head", metavar="HASH", help="only if its newest head is this one")
     t.add_argument("--yes", action="store_true", help="trust it (without: only show it)")
@@ -348,7 +317,7 @@ def _backup_stdin(args: argparse.Namespace) -> int:
         lock_wait=args.lock_wait,
     )
     elapsed = time.monotonic() - start
-    _out(
+    out(
         args,
         {
             "snapshot": sid,
@@ -360,7 +329,7 @@ def _backup_stdin(args: argparse.Namespace) -> int:
         f"snapshot {sid[:8]} saved: /{args.stdin_filename}, {stats.bytes_read / 1e6:,.1f} MB "
         f"read, {stats.bytes_added / 1e6:,.1f} MB added, in {elapsed:.1f}s",
     )
-    return EXIT_OK
+    return Exit.OK
 
 
 def _duration(text: str) -> float:
@@ -370,83 +339,9 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _storage_location(args: argparse.Namespace) -> str:
-    location = args.repo or os.environ.get(REPOSITORY_ENV)
-    if not location:
-        raise InvalidArgument(f"no repository given: use -r/--repo or ${REPOSITORY_ENV}")
-    return str(location)
-
-
-def _storage(args: argparse.Namespace, location: str | None = None, *, create: bool = False) -> Any:
-    return open_storage(
-        location or _storage_location(args),
-        create=create,
-        s3_endpoint=getattr(args, "s3_endpoint", None),
-        limit_upload=getattr(args, "limit_upload", None),
-        limit_download=getattr(args, "limit_download", None),
-    )
-
-
-def open_repo(args: argparse.Namespace) -> Repository:
-    storage = _storage(args)
-    recovery_key = read_recovery_key(args)
-    if recovery_key is not None:
-        repo = Repository.open(storage, recovery_key=recovery_key)
-    else:
-        repo = Repository.open(storage, password=read_password(args))
-    repo.no_lock = bool(getattr(args, "no_lock", False))
-    repo.expect_head = getattr(args, "expect_head", None) or os.environ.get(EXPECT_HEAD_ENV)
-    repo.on_missing_snapshot = lambda text: print(f"e2ebackup: warning: {text}", file=sys.stderr)
-    return repo
-
-
-def _out(args: argparse.Namespace, value: Any, text: str) -> None:
-    if args.json:
-        print(json.dumps(value, indent=2, default=str))
-    elif not args.quiet:
-        print(text)
-
-
-@contextlib.contextmanager
-def _bar(args: argparse.Namespace, what: str) -> Iterator[Any]:
-    """A rich progress bar (bytes, files, throughput, ETA) on an interactive terminal."""
-    if args.quiet or args.json or not sys.stderr.isatty():
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
-        task = progress.add_task(what, total=None)
-        yield lambda done, total, text: progress.update(
-            task, completed=done, total=total, description=text
-        )
-
-
-def run(args: argparse.Namespace) -> int:
-    from e2ebackup import _cli_browse
-
-    command = _ALIASES.get(args.command, args.command)
-    handler = getattr(_cli_browse, f"_{command}", None) or globals()[f"_{command}"]
-    return int(handler(args))
-
-
 def _init(args: argparse.Namespace) -> int:
-    storage = _storage(args, create=True)
+    # Everything that can fail for want of an option, a password or an extra (the vault's
+    # client) comes before the storage is created: a failed init leaves nothing behind.
     recovery_key = read_recovery_key(args)
     if args.recovery_key:
         recovery_key = RecoveryKey.generate()
@@ -454,17 +349,45 @@ def _init(args: argparse.Namespace) -> int:
         raise InvalidArgument("--no-password needs --recovery-key")
     password = None if args.no_password else read_password(args, confirm=True)
     kdf = ScryptParams() if args.kdf == "scrypt" else Argon2idParams()
-    vault = vault_cli.vault_from_args(args, has_recovery_key=recovery_key is not None)
+    vault = vault_from_args(args, has_recovery_key=recovery_key is not None)
+    storage = storage_of(args, create=True)
+    if storage.exists("config"):
+        return _already_there(args, storage, password, recovery_key)
     repo = Repository.init(
         storage, password=password, recovery_key=recovery_key, kdf=kdf, vault=vault
     )
-    value: dict[str, Any] = {"repository": storage.location, "id": repo.id}
+    value: dict[str, Any] = {"repository": storage.location, "id": repo.id, "created": True}
     if args.recovery_key and recovery_key is not None:
         value["recovery_key"] = recovery_key.reveal()
         if not args.json:
             show_recovery_key(recovery_key, args.qr)
-    _out(args, value, f"created repository {repo.id[:8]} at {storage.location}")
-    return EXIT_OK
+    out(args, value, f"created repository {repo.id[:8]} at {storage.location}")
+    return Exit.OK
+
+
+def _already_there(
+    args: argparse.Namespace,
+    storage: Storage,
+    password: Password | None,
+    recovery_key: RecoveryKey | None,
+) -> int:
+    """``init`` where a repository is: done already if the same password opens it and no new
+    key was asked for (a script or the quick start may run twice), else exit 1. Nothing is
+    changed either way."""
+    where = f"there is already a repository at {storage.location}"
+    if args.recovery_key or args.no_password or args.vault or password is None:
+        print(f"e2ebackup: {where}; nothing changed (new keys: `e2ebackup key add`)",
+              file=sys.stderr)  # fmt: skip
+        return Exit.FAILED
+    try:
+        repo = Repository.open(storage, password=password)
+    except E2EBackupError as e:
+        print(f"e2ebackup: {where}, and it does not open: {e}", file=sys.stderr)
+        return Exit.FAILED
+    value = {"repository": storage.location, "id": repo.id, "created": False}
+    text = f"repository {repo.id[:8]} is already at {storage.location} and opens: nothing changed"
+    out(args, value, text)
+    return Exit.OK
 
 
 def _backup(args: argparse.Namespace) -> int:
@@ -474,6 +397,11 @@ def _backup(args: argparse.Namespace) -> int:
         return _backup_stdin(args)
     if not args.paths:
         raise InvalidArgument("nothing to back up: give at least one path, or --stdin")
+    for path in args.paths:
+        if not os.path.lexists(path):  # a typo, not a file that vanished: save nothing
+            raise FileNotFoundError(
+                errno.ENOENT, "no such file or folder to back up; no snapshot saved", path
+            )
     patterns = list(args.exclude)
     for path in args.exclude_file:
         patterns += read_lines(path)
@@ -487,7 +415,7 @@ def _backup(args: argparse.Namespace) -> int:
             print(f"e2ebackup: warning: cannot read {path}: {e}", file=sys.stderr)
 
     start = time.monotonic()
-    with _bar(args, "backup") as bar:
+    with progress_bar(args, "backup") as bar:
         # The total (for the ETA) is counted while the backup already runs.
         total: list[tuple[int, int]] = []
         if bar is not None:
@@ -531,25 +459,26 @@ def _backup(args: argparse.Namespace) -> int:
         "warnings": warnings,
     }
     files = stats.files_new + stats.files_changed + stats.files_unmodified
-    _out(
+    out(
         args,
         value,
         ("dry run, nothing stored: " if args.dry_run else f"snapshot {sid[:8]} saved: ")
-        + f"{files} files ({stats.files_new} new, {stats.files_changed} changed, "
+        + f"{count(files, 'file')} ({stats.files_new} new, {stats.files_changed} changed, "
         f"{stats.files_unmodified} unmodified), {stats.bytes_total / 1e6:,.1f} MB, "
         f"{stats.bytes_added / 1e6:,.1f} MB {'to add' if args.dry_run else 'added'}, "
         f"in {elapsed:.1f}s" + (f"; {stats.excluded} excluded" if stats.excluded else ""),
     )
-    return EXIT_INCOMPLETE if stats.errors else EXIT_OK
+    return Exit.INCOMPLETE if stats.errors else Exit.OK
 
 
 def _restore(args: argparse.Namespace) -> int:
     repo = open_repo(args)
-    with _bar(args, "restore") as bar:
+    with progress_bar(args, "restore") as bar:
 
         def progress(stats: RestoreStats, path: str) -> None:
             if bar is not None:
-                bar(stats.bytes, stats.bytes_total or None, f"restore: {stats.files} files")
+                text = f"restore: {count(stats.files, 'file')}"
+                bar(stats.bytes, stats.bytes_total or None, text)
 
         stats = restore(
             repo,
@@ -558,7 +487,7 @@ def _restore(args: argparse.Namespace) -> int:
             subpath=args.include or None,
             overwrite=args.overwrite,
             progress=progress,
-            where=_filter(args),
+            where=snapshot_filter(args),
             exclude=args.exclude,
             max_size=args.max_size,
             max_files=args.max_files,
@@ -567,24 +496,24 @@ def _restore(args: argparse.Namespace) -> int:
         )
     for path in stats.skipped_existing:
         print(f"e2ebackup: not replaced (exists; use --overwrite): {path}", file=sys.stderr)
-    _out(
+    out(
         args,
         asdict(stats),
-        f"restored {stats.files} files, {stats.dirs} folders, "
+        f"restored {count(stats.files, 'file')}, {count(stats.dirs, 'folder')}, "
         f"{stats.bytes / 1e6:,.1f} MB into {args.target}",
     )
-    return EXIT_INCOMPLETE if stats.skipped_existing else EXIT_OK
+    return Exit.INCOMPLETE if stats.skipped_existing else Exit.OK
 
 
 def _verify(args: argparse.Namespace) -> int:
     if args.read_data_subset:
         parse_subset(args.read_data_subset)  # a bad spec fails before any password is asked
     repo = open_repo(args)
-    with _bar(args, "verify") as bar:
+    with progress_bar(args, "verify") as bar:
 
         def progress(report: VerifyReport, pack: str) -> None:
             if bar is not None:
-                bar(report.bytes_read, None, f"verify: {report.packs} packs")
+                bar(report.bytes_read, None, f"verify: {count(report.packs, 'pack')}")
 
         report = verify(
             repo, read_data=args.read_data, progress=progress, subset=args.read_data_subset
@@ -594,16 +523,17 @@ def _verify(args: argparse.Namespace) -> int:
     for e in report.errors:
         print(f"e2ebackup: error: {e}", file=sys.stderr)
     summary = (
-        f"{report.snapshots} snapshots, {report.trees} trees, {report.headers} pack headers"
+        f"{count(report.snapshots, 'snapshot')}, {count(report.trees, 'tree')}, "
+        f"{count(report.headers, 'pack header')}"
         + (
-            f", {report.packs} packs and {report.blobs_read} blobs read"
+            f", {count(report.packs, 'pack')} and {count(report.blobs_read, 'blob')} read"
             if args.read_data or args.read_data_subset
             else ""
         )
-        + (": no errors" if report.ok else f": {len(report.errors)} errors")
+        + (": no errors" if report.ok else f": {count(len(report.errors), 'error')}")
     )
-    _out(args, dict(asdict(report), ok=report.ok), summary)
-    return EXIT_OK if report.ok else EXIT_FAILED
+    out(args, dict(asdict(report), ok=report.ok), summary)
+    return Exit.OK if report.ok else Exit.FAILED
 
 
 def _forget(args: argparse.Namespace) -> int:
@@ -620,17 +550,18 @@ def _forget(args: argparse.Namespace) -> int:
     group_key({}, group_by)  # an unknown field fails here, before the repository is opened
     repo = open_repo(args)  # after checking the policy: no password asked for nothing
     stats = forget(repo, policy=policy, prune=args.prune, group_by=group_by)
-    _out(
+    out(
         args,
         asdict(stats),
-        f"kept {stats.snapshots_kept} snapshots, forgot {stats.snapshots_removed}"
+        f"kept {count(stats.snapshots_kept, 'snapshot')}, forgot {stats.snapshots_removed}"
         + (
-            f"; pruned {stats.packs_deleted} packs, {stats.bytes_freed / 1e6:,.1f} MB freed"
+            f"; pruned {count(stats.packs_deleted, 'pack')}, "
+            f"{stats.bytes_freed / 1e6:,.1f} MB freed"
             if args.prune
             else ""
         ),
     )
-    return EXIT_OK
+    return Exit.OK
 
 
 def _head_value(head: Head | TrustedHead | None) -> dict[str, Any] | None:
@@ -650,8 +581,8 @@ def _trust(args: argparse.Namespace) -> int:
             raise
         head = repo.trust(args.head)  # two heads with the newest seq: go on from the chosen one
         text = f"trusted the branch {args.head}; wrote head seq {head.seq} {head.digest} on it"
-        _out(args, {"trusted": _head_value(head), "problem": None, "trusted_now": True}, text)
-        return EXIT_OK
+        out(args, {"trusted": _head_value(head), "problem": None, "trusted_now": True}, text)
+        return Exit.OK
     try:
         repo.head(refresh=True)
         problem = None
@@ -666,7 +597,7 @@ def _trust(args: argparse.Namespace) -> int:
         "this device trusts: "
         + (f"head seq {trusted.seq} {trusted.digest}" if trusted else "nothing yet (new device)"),
         f"the storage shows:  head seq {newest.seq} {newest.digest}, "
-        f"{len(newest.snapshots)} snapshots",
+        f"{count(len(newest.snapshots), 'snapshot')}",
         problem or "it extends what this device trusted: nothing to accept",
     ]
     if problem is not None:
@@ -677,74 +608,112 @@ def _trust(args: argparse.Namespace) -> int:
         "problem": problem,
         "trusted_now": accepted,
     }
-    _out(args, value, "\n".join(lines))
-    return EXIT_OK if accepted else EXIT_FAILED
+    out(args, value, "\n".join(lines))
+    return Exit.OK if accepted else Exit.FAILED
 
 
-def key_command(args: argparse.Namespace) -> int:
-    """``key list|check|add|remove|passwd -r REPO``."""
-    repo = open_repo(args)
-    if args.key_command == "list":
-        slots, _ = repo.key_slots()
-        rows = slots.describe()
-        _out(
-            args,
-            rows,
-            "\n".join(
-                f"{i}  {r['kind']:<13} {r['created']}  {r['kdf'] or ''}  {r['label']}"
-                for i, r in enumerate(rows)
-            ),
+class RepositoryKeys:
+    """The key slots of a repository (its ``keys/`` objects), for ``key`` and ``rotate``. The
+    repository is opened once, with the command's credential; each change takes the
+    exclusive lock."""
+
+    noun = "repository"
+    messages_to_stderr = False
+
+    def __init__(self, args: argparse.Namespace):
+        self._args = args
+        self._repo: Repository | None = None
+
+    @property
+    def repo(self) -> Repository:
+        if self._repo is None:
+            self._repo = open_repo(self._args)
+        return self._repo
+
+    def open(self) -> None:
+        """Opens the repository: the credential is asked for here."""
+        _ = self.repo
+
+    def slots(self) -> list[dict[str, object]]:
+        return self.repo.key_slots()[0].describe()
+
+    def check(self) -> None:
+        self.open()  # opening it was the check
+
+    def add_password(self, new: Password, label: str) -> None:
+        with self.repo.lock(exclusive=True):
+            self.repo.add_password(new, label=label)
+
+    def add_recovery_key(self, key: RecoveryKey, label: str) -> None:
+        with self.repo.lock(exclusive=True):
+            self.repo.add_recovery_key(key, label=label)
+
+    def remove(self, index: int) -> None:
+        with self.repo.lock(exclusive=True):
+            self.repo.remove_key(index)
+
+    def current_password(self) -> Password:
+        return read_password(self._args)
+
+    def change_password(self, old: Password, new: Password) -> None:
+        with self.repo.lock(exclusive=True):
+            self.repo.change_password(old, new)
+
+    def has_recovery_key_slot(self) -> bool:
+        return self.repo.has_recovery_key_slot()
+
+    def rotate(
+        self,
+        password: Password | None,
+        recovery_key: RecoveryKey | None,
+        new_recovery_key: RecoveryKey | None,
+    ) -> tuple[dict[str, Any], str]:
+        """``rotate -r OLD --to NEW``: every snapshot copied under a new data key."""
+        old, to = self.repo, self._args.to
+        keep = new_recovery_key if new_recovery_key is not None else recovery_key
+        new = rotate(old, storage_of(self._args, to, create=True), password=password,
+                     recovery_key=keep)  # fmt: skip
+        value = {"old": old.id, "new": new.id, "location": to}
+        text = (
+            f"rotated {old.id[:8]} into {new.id[:8]} at {to}; verify it, then delete the old "
+            "repository"
         )
-    elif args.key_command == "check":
-        _out(args, {"ok": True}, "ok: the credential opens this repository")
-    elif args.key_command == "remove":
-        with repo.lock(exclusive=True):
-            repo.remove_key(args.slot)
-    elif args.key_command == "passwd":
-        from e2ebackup.cli import _new_password
-
-        password = read_password(args)
-        with repo.lock(exclusive=True):
-            repo.change_password(password, _new_password(args))
-    elif args.new_recovery_key:
-        key = RecoveryKey.generate()
-        with repo.lock(exclusive=True):
-            repo.add_recovery_key(key, label=args.label)
-        show_recovery_key(key, args.qr)
-    else:
-        from e2ebackup.cli import _new_password
-
-        with repo.lock(exclusive=True):
-            repo.add_password(_new_password(args), label=args.label)
-    return EXIT_OK
+        return value, text
 
 
-def rotate_command(args: argparse.Namespace) -> int:
-    """``rotate -r OLD --to NEW``: every snapshot copied under a new data key."""
-    from e2ebackup.repo.rotate import rotate
-
-    if not args.to:
-        raise InvalidArgument("rotating a repository needs --to NEW_LOCATION")
-    old = open_repo(args)
-    # The new repository keeps the old one's kinds of credential (keyring.policy.rotate): a
-    # vault stays a vault; without the old recovery key a new one replaces its slot.
-    recovery_key = read_recovery_key(args)
-    made = args.new_recovery_key or (recovery_key is None and old.has_recovery_key_slot())
-    if made:
-        recovery_key = RecoveryKey.generate()
-    password = None if args.no_password else read_password(args)
-    new = rotate(
-        old, _storage(args, args.to, create=True), password=password, recovery_key=recovery_key
-    )
-    if made and recovery_key is not None and not args.json:
-        show_recovery_key(recovery_key, args.qr)
-    value = {"old": old.id, "new": new.id, "location": args.to}
-    if made and recovery_key is not None:
-        value["recovery_key"] = recovery_key.reveal()
-    _out(
-        args,
-        value,
-        f"rotated {old.id[:8]} into {new.id[:8]} at {args.to}; verify it, then "
-        "delete the old repository",
-    )
-    return EXIT_OK
+INIT = Command(
+    "init",
+    "create a repository",
+    _register_init,
+    _init,
+    interrupted="interrupted; a half-made repository may be left: delete it, then init again",
+)
+BACKUP = Command(
+    "backup",
+    "back up files and folders",
+    _register_backup,
+    _backup,
+    interrupted="interrupted; no snapshot was saved",
+)
+RESTORE = Command(
+    "restore",
+    "restore a snapshot",
+    _register_restore,
+    _restore,
+    interrupted="interrupted; the files restored so far are in the target, the others are not",
+)
+# "check" is restic's name for it: users' fingers know it.
+VERIFY = Command("verify", "check the repository", _register_verify, _verify, aliases=("check",))
+FORGET = Command(
+    "forget",
+    "forget snapshots, optionally pruning their data",
+    _register_forget,
+    _forget,
+    interrupted="interrupted; run forget again to finish",
+)
+TRUST = Command(
+    "trust",
+    "accept the repository's current state on purpose (after a rollback/fork)",
+    _register_trust,
+    _trust,
+)

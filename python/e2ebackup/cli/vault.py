@@ -1,28 +1,31 @@
 """The vault's part of the command line: ``e2ebackup vault serve``, ``e2ebackup vault
-reset-count`` and ``encrypt --vault``.
+reset-count`` and ``encrypt --vault`` / ``init --vault``.
 
-Imported by e2ebackup.cli; the server's and client's dependencies (the ``vault`` extra) load
-only when a vault command runs.
+The server's and client's dependencies (the ``vault`` extra) load only when a vault command
+runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from e2ebackup._credentials import add_password_options
+from e2ebackup import sealed
+from e2ebackup.cli.common import REPOSITORY_ENV, Command, storage_location
+from e2ebackup.cli.credentials import add_password_options, read_password
+from e2ebackup.errors import InvalidArgument
+from e2ebackup.repo.repository import Repository
+from e2ebackup.storage import open_storage
 
 if TYPE_CHECKING:
     from e2ebackup.vault.client import VaultClient
 
-__all__ = ["add_encrypt_options", "add_vault_parser", "run_vault", "vault_from_args"]
+__all__ = ["VAULT", "add_encrypt_options", "vault_from_args"]
 
 
-def add_vault_parser(commands: Any) -> None:
-    vault = commands.add_parser(
-        "vault", help="run a key vault: passwords with a guess limit (docs/VAULT.md)"
-    )
+def _register(vault: argparse.ArgumentParser) -> None:
     actions = vault.add_subparsers(dest="vault_command", required=True, metavar="ACTION")
     serve = actions.add_parser("serve", help="serve the vault's HTTP API")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
@@ -50,7 +53,10 @@ def add_vault_parser(commands: Any) -> None:
         help="admit only registrations that bear the token in FILE (mode 0600); logins need none",
     )
     serve.add_argument(
-        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="the server's log detail (default info)",
     )
     reset = actions.add_parser(
         "reset-count",
@@ -81,7 +87,7 @@ def add_encrypt_options(cmd: argparse.ArgumentParser) -> None:
     )
 
 
-def run_vault(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace) -> int:
     if args.vault_command == "reset-count":
         return _reset_count(args)
     from e2ebackup.vault.server import serve
@@ -105,28 +111,17 @@ def run_vault(args: argparse.Namespace) -> int:
 def _reset_count(args: argparse.Namespace) -> int:
     """One verified login at each vault slot's vault, which gives back every attempt no other
     login holds; the released key is checked against the container as at every unlock."""
-    from e2ebackup._credentials import read_password
-    from e2ebackup.errors import InvalidArgument
     from e2ebackup.vault.client import watch_unlocks
 
     if args.file is not None:
-        from e2ebackup import sealed
-
         if not any(slot["kind"] == "vault" for slot in sealed.list_slots(args.file)):
             raise InvalidArgument(f"{args.file} has no vault slot: there is no count to reset")
         with watch_unlocks(reset_count=True) as reports:
             sealed.check(args.file, password=read_password(args))
     else:
-        import os
-
-        from e2ebackup._cli_repo import REPOSITORY_ENV
-        from e2ebackup.repo.repository import Repository
-        from e2ebackup.storage import open_storage
-
-        location = args.repo or os.environ.get(REPOSITORY_ENV)
-        if not location:
+        if not (args.repo or os.environ.get(REPOSITORY_ENV)):
             raise InvalidArgument(f"give a FILE, or a repository with -r or ${REPOSITORY_ENV}")
-        storage = open_storage(location, s3_endpoint=args.s3_endpoint)
+        storage = open_storage(storage_location(args), s3_endpoint=args.s3_endpoint)
         with watch_unlocks(reset_count=True) as reports:
             Repository.open(storage, password=read_password(args))
     if not reports:
@@ -143,11 +138,6 @@ def vault_from_args(args: argparse.Namespace, *, has_recovery_key: bool) -> Vaul
         return None
     from e2ebackup.vault.client import VaultClient
 
-    if not has_recovery_key:
-        sys.stderr.write(
-            "e2ebackup: warning: no recovery key; if the vault is lost or deletes the key after "
-            "too many wrong passwords, the data is lost too (add --new-recovery-key)\n"
-        )
     token = None
     if args.vault_token_file:
         try:
@@ -155,4 +145,15 @@ def vault_from_args(args: argparse.Namespace, *, has_recovery_key: bool) -> Vaul
                 token = f.read().strip()
         except (OSError, UnicodeDecodeError) as e:
             raise SystemExit(f"e2ebackup: cannot read {args.vault_token_file}: {e}") from None
-    return VaultClient(url, args.vault_public_key, registration_token=token)
+    client = VaultClient(url, args.vault_public_key, registration_token=token)
+    if not has_recovery_key:  # once the client could be made (the vault extra is installed)
+        sys.stderr.write(
+            "e2ebackup: warning: no recovery key; if the vault is lost or deletes the key after "
+            "too many wrong passwords, the data is lost too (add --new-recovery-key)\n"
+        )
+    return client
+
+
+VAULT = Command(
+    "vault", "run a key vault: passwords with a guess limit (docs/VAULT.md)", _register, _run
+)

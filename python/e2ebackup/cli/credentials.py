@@ -32,6 +32,15 @@ def add_recovery_key_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _read_file(path: str, what: str) -> str:
+    """A secret's file; an error names which file it was (`--password-file /nope`)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as e:
+        raise type(e)(e.errno, f"cannot read {what}: {e.strerror}", path) from None
+
+
 def _strip_newline(text: str) -> str:
     return text[:-1] if text.endswith("\n") else text
 
@@ -52,8 +61,7 @@ def read_password(
 ) -> Password:
     """The password, normalised here, where it enters (keys.Password); never from argv."""
     if getattr(args, "password_file", None):
-        with open(args.password_file, encoding="utf-8") as f:
-            password = _strip_newline(f.read())
+        password = _strip_newline(_read_file(args.password_file, "the password file"))
     elif getattr(args, "password_fd", None) is not None:
         with os.fdopen(args.password_fd, encoding="utf-8", closefd=False) as f:
             password = _strip_newline(f.readline())
@@ -66,10 +74,17 @@ def read_password(
     return Password(password)
 
 
+def new_password(args: argparse.Namespace) -> Password:
+    """The new password of ``key add``/``key passwd``: ``--new-password-file``, else a prompt
+    (twice)."""
+    if args.new_password_file:
+        return Password(_strip_newline(_read_file(args.new_password_file, "the new password file")))
+    return read_password(argparse.Namespace(), confirm=True, prompt="New password: ")
+
+
 def read_recovery_key(args: argparse.Namespace) -> RecoveryKey | None:
     if getattr(args, "recovery_key_file", None):
-        with open(args.recovery_key_file, encoding="utf-8") as f:
-            return RecoveryKey.parse(f.read())
+        return RecoveryKey.parse(_read_file(args.recovery_key_file, "the recovery key file"))
     if os.environ.get(RECOVERY_KEY_ENV):
         return RecoveryKey.parse(os.environ[RECOVERY_KEY_ENV])
     return None
@@ -84,5 +99,5 @@ def show_recovery_key(key: RecoveryKey, qr: str | None) -> None:
     if qr == "-":
         sys.stderr.write(key.qr_terminal())
     elif qr:
-        key.save_qr(qr)
+        key.save_qr(qr)  # created 0600: it opens the data as the key does
         sys.stderr.write(f"QR code written to {qr}\n")

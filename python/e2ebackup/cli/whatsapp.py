@@ -13,13 +13,12 @@ import getpass
 import json
 import os
 import sys
-import time
 from collections.abc import Callable
-from typing import Any
 
 from e2ebackup import whatsapp
-from e2ebackup._hexkey import read_key_file
+from e2ebackup.cli.common import Command, byte_counter, refuse_existing
 from e2ebackup.errors import InvalidArgument
+from e2ebackup.keys import read_key_file
 
 _KEY_HELP = (
     "key file: encrypted_backup.key, a file holding the 64 digits, or a crypt14 'key' file; "
@@ -27,13 +26,8 @@ _KEY_HELP = (
 )
 
 
-def add_parser(commands: Any) -> None:
-    """Adds ``whatsapp`` and its actions to the top-level subparsers."""
-    wa = commands.add_parser(
-        "whatsapp",
-        help="decrypt, encrypt or inspect WhatsApp crypt15 backups (the 64-digit key)",
-        description="WhatsApp's end-to-end encrypted local backups (msgstore.db.crypt15).",
-    )
+def _register(wa: argparse.ArgumentParser) -> None:
+    """Adds the actions of ``whatsapp``."""
     actions = wa.add_subparsers(dest="whatsapp_action", required=True, metavar="ACTION")
 
     dec = actions.add_parser(
@@ -108,20 +102,6 @@ def read_key(spec: str) -> whatsapp.WhatsAppKey:
     return whatsapp.parse_key(data)
 
 
-def _progress(total: int | None, quiet: bool) -> Callable[[int], None] | None:
-    if quiet or not sys.stderr.isatty():
-        return None
-    start = time.monotonic()
-
-    def show(done: int) -> None:
-        rate = done / max(time.monotonic() - start, 1e-9) / 1e6
-        pct = f"{100 * done / total:5.1f}% " if total else ""
-        sys.stderr.write(f"\r{pct}{done / 1e6:,.1f} MB  {rate:,.0f} MB/s ")
-        sys.stderr.flush()
-
-    return show
-
-
 def _size(n: int | None) -> str:
     if n is None:
         return "?"
@@ -132,8 +112,7 @@ def _size(n: int | None) -> str:
 
 
 def _check_output(args: argparse.Namespace) -> None:
-    if os.path.lexists(args.dst) and not args.force:
-        raise FileExistsError(f"{args.dst} exists; use --force to replace it")
+    refuse_existing(args.dst, args.force)
 
 
 def _say(args: argparse.Namespace, text: str) -> None:
@@ -160,7 +139,7 @@ def _decrypt(args: argparse.Namespace) -> int:
         args.dst,
         key,
         decompress=not args.raw,
-        progress=_progress(os.path.getsize(args.src), args.quiet),
+        progress=byte_counter(os.path.getsize(args.src), args.quiet),
     )
     _say(args, f"{args.dst}: {_describe(result)} (plaintext, mode 0600)")
     return 0
@@ -177,7 +156,7 @@ def _import(args: argparse.Namespace) -> int:
         key,
         e2e_key,
         context=args.context.encode(),
-        progress=_progress(os.path.getsize(args.src), args.quiet),
+        progress=byte_counter(os.path.getsize(args.src), args.quiet),
     )
     _say(args, f"{args.dst}: {_describe(result)}, encrypted with {args.key_file}")
     return 0
@@ -195,7 +174,7 @@ def _encrypt(args: argparse.Namespace) -> int:
         jid_suffix=args.jid_suffix,
         level=args.level,
         multi_file=args.multi_file,
-        progress=_progress(os.path.getsize(args.src), args.quiet),
+        progress=byte_counter(os.path.getsize(args.src), args.quiet),
     )
     _say(args, f"{args.dst}: {_size(info.file_size)} crypt15 backup")
     return 0
@@ -243,7 +222,7 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-def run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace) -> int:
     """Runs ``e2ebackup whatsapp ACTION``; errors propagate to the caller's handler."""
     action: Callable[[argparse.Namespace], int] = {
         "decrypt": _decrypt,
@@ -252,3 +231,12 @@ def run(args: argparse.Namespace) -> int:
         "info": _info,
     }[args.whatsapp_action]
     return action(args)
+
+
+WHATSAPP = Command(
+    "whatsapp",
+    "decrypt, encrypt or inspect WhatsApp crypt15 backups (the 64-digit key)",
+    _register,
+    _run,
+    description="WhatsApp's end-to-end encrypted local backups (msgstore.db.crypt15).",
+)
