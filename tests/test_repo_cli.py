@@ -153,3 +153,51 @@ def test_rotate_into_a_new_repository(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert snapshot_of(tmp_path / "out" / "data") == snapshot_of(src)
     assert cli(tmp_path, "rotate", "-r", repo).returncode == 2  # --to is required
+
+
+def test_restore_include_keeps_the_path_in_the_snapshot(tmp_path: Path) -> None:
+    """`--include Pictures/2026` lands in target/Pictures/2026 (as restic does), the folders
+    leading to it with the snapshot's times; parts sharing a parent, or a name, sit side by side."""
+    src = tmp_path / "home"
+    for year in ("2025", "2026"):
+        (src / "Pictures" / year).mkdir(parents=True)
+        (src / "Pictures" / year / "beach.jpg").write_bytes(year.encode() * 1000)
+    (src / "Documents" / "2026").mkdir(parents=True)
+    (src / "Documents" / "2026" / "tax.pdf").write_bytes(b"tax")
+    os.utime(src / "Pictures", (1_600_000_000, 1_600_000_000))
+    repo = init(tmp_path)
+    assert cli(tmp_path, "backup", "-r", repo, str(src)).returncode == 0
+    out = tmp_path / "out"
+    r = cli(tmp_path, "restore", "-r", repo, "latest", "--target", str(out),
+            "--include", "home/Pictures/2026")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == [
+        "home", "home/Pictures", "home/Pictures/2026", "home/Pictures/2026/beach.jpg",
+    ]  # fmt: skip
+    assert (out / "home/Pictures/2026/beach.jpg").read_bytes() == b"2026" * 1000
+    assert (out / "home" / "Pictures").stat().st_mtime == 1_600_000_000
+    both = tmp_path / "both"
+    r = cli(tmp_path, "restore", "-r", repo, "latest", "--target", str(both),
+            "--include", "home/Pictures/2026", "--include", "/home/Pictures/2025/",
+            "--include", "home/Documents/2026")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert (both / "home/Pictures/2025/beach.jpg").read_bytes() == b"2025" * 1000
+    assert (both / "home/Pictures/2026/beach.jpg").read_bytes() == b"2026" * 1000
+    assert (both / "home/Documents/2026/tax.pdf").read_bytes() == b"tax"
+    # The folders leading to a part count against --max-files: 3 of them + the file.
+    r = cli(tmp_path, "restore", "-r", repo, "latest", "--target", str(tmp_path / "few"),
+            "--include", "home/Pictures/2026/beach.jpg", "--max-files", "3")  # fmt: skip
+    assert r.returncode != 0
+    assert "more than --max-files 3" in r.stderr
+    assert not (tmp_path / "few" / "home").exists()
+    r = cli(tmp_path, "restore", "-r", repo, "latest", "--target", str(tmp_path / "few"),
+            "--include", "home/Pictures/2026/beach.jpg", "--max-files", "4")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    # A file in the way of a leading folder is left alone, and nothing lands through it.
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    (blocked / "home").write_bytes(b"mine")
+    r = cli(tmp_path, "restore", "-r", repo, "latest", "--target", str(blocked),
+            "--include", "home/Pictures/2026")  # fmt: skip
+    assert r.returncode == 3
+    assert (blocked / "home").read_bytes() == b"mine"

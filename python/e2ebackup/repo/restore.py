@@ -38,12 +38,15 @@ from e2ebackup._parallel import ordered_map
 from e2ebackup.errors import (
     InvalidArgument,
     InvalidTag,
+    RepositoryCorrupted,
     RestoreConflict as RestoreConflict,
+    RestoreLimitExceeded,
 )
-from e2ebackup.repo.budget import Budget, Listing, RestoreLimitExceeded, listing_of, totals
+from e2ebackup.repo.budget import Budget, Listing, listing_of, totals
 from e2ebackup.repo.exclude import Excludes
 from e2ebackup.repo.extract import Extractor, RestoreStats
-from e2ebackup.repo.objects import KIND_DATA, KIND_TREE, RepositoryCorrupted, pack_name
+from e2ebackup.repo.labels import KIND_DATA, KIND_TREE
+from e2ebackup.repo.names import pack_name
 from e2ebackup.repo.pack import BlobLocation
 from e2ebackup.repo.repository import Repository, SnapshotFilter
 from e2ebackup.repo.tree import Entry, check_depth, decode_tree
@@ -69,33 +72,46 @@ Progress = Callable[[RestoreStats, str], None]
 
 
 def _check_includes(paths: list[str]) -> None:
-    """Parts restored side by side must not land on one name or hold one another."""
-    clean = [p.strip("/") for p in paths]
-    names = [p.rpartition("/")[2] for p in clean]
-    if len(set(names)) != len(names):
-        raise InvalidArgument("two --include paths have the same name; restore them apart")
+    """Parts restored side by side must not be one path or hold one another."""
+    clean = ["/".join(x for x in p.split("/") if x) for p in paths]
+    if len(set(clean)) != len(clean):
+        raise InvalidArgument("the same --include path is given twice")
     for a in clean:
         for b in clean:
             if a != b and b.startswith(a + "/"):
                 raise InvalidArgument(f"--include {b!r} is inside --include {a!r}")
 
 
-def _select(repo: Repository, root: list[Entry], subpath: str | None) -> list[Entry]:
-    """The entries to restore: the whole root, or the one entry at ``subpath``."""
-    if not subpath:
-        return root
-    parts = [p for p in subpath.strip("/").split("/") if p]
+@dataclass
+class _Part:
+    """What one ``--include`` restores: ``entries`` (in the folder ``base`` of the snapshot),
+    inside the snapshot's folders ``ancestors`` (the path to ``base``, kept as restic does:
+    ``Pictures/2026`` lands in ``target/Pictures/2026``)."""
+
+    entries: list[Entry]
+    base: str
+    ancestors: list[Entry]
+
+
+def _select(repo: Repository, root: list[Entry], subpath: str | None) -> _Part:
+    """The entries to restore: the whole root, or the one entry at ``subpath`` with the
+    folders that lead to it."""
+    parts = [p for p in (subpath or "").split("/") if p]
+    if not parts:
+        return _Part(root, "", [])
     entries = root
+    ancestors: list[Entry] = []
     for i, part in enumerate(parts):
         match = next((e for e in entries if e["name"] == part), None)
         if match is None:
             raise InvalidArgument(f"{subpath!r} is not in the snapshot")
         if i == len(parts) - 1:
-            return [match]
+            return _Part([match], "/".join(parts[:-1]), ancestors)
         if match.get("type") != "dir":
             raise InvalidArgument(f"{'/'.join(parts[: i + 1])!r} is not a directory")
+        ancestors.append(match)
         entries = repo.read_tree(match["subtree"])
-    return root
+    raise AssertionError("unreachable: the loop returns at the last part")
 
 
 def _depth(base: str) -> int:
@@ -223,13 +239,15 @@ class Restorer:
 
     # -- measuring: the budget is checked before anything is written ----------------------------
 
-    def _measure(self, parts: list[tuple[list[Entry], str]], pool: ThreadPoolExecutor) -> int:
+    def _measure(
+        self, parts: list[tuple[list[Entry], str]], pool: ThreadPoolExecutor, extra_entries: int
+    ) -> int:
         """The bytes to restore; raises RestoreLimitExceeded over the budget."""
         if self.excludes:
             size, entries = self._measure_paths(parts, pool)
         else:
             size, entries = self._measure_shared(parts, pool)
-        self.budget.check(size, entries)
+        self.budget.check(size, entries + extra_entries)
         self._entries_left = entries
         return size
 
@@ -306,6 +324,27 @@ class Restorer:
             self.stats.skipped_existing.append(path)
             return True
         return False
+
+    def _plan_part(self, part: _Part, target: str) -> Iterator[_Step]:
+        """The steps of one part, inside the folders that lead to it."""
+        opened: list[_Dir] = []
+        folder = target
+        for ancestor in part.ancestors:
+            folder = os.path.join(folder, ancestor["name"])
+            in_the_way = os.path.islink(folder) or (
+                os.path.lexists(folder) and not os.path.isdir(folder)
+            )
+            if in_the_way and not self.overwrite:  # nothing of this part is written
+                self.stats.skipped_existing.append(folder)
+                for done in reversed(opened):
+                    yield _Dir(done.entry, done.path, done=True)
+                return
+            step = _Dir(ancestor, folder, done=False)
+            opened.append(step)
+            yield step
+        yield from self._plan(part.entries, folder, part.base)
+        for done in reversed(opened):
+            yield _Dir(done.entry, done.path, done=True)
 
     def _plan(self, entries: list[Entry], folder: str, base: str) -> Iterator[_Step]:
         """The steps, folder by folder, depth first (an explicit stack: no recursion limit)."""
@@ -518,17 +557,21 @@ class Restorer:
         subpath: str | Sequence[str] | None = None,
     ) -> RestoreStats:
         """Restores all of ``snapshot``, or the files or folders at ``subpath`` (one path or
-        several), each into ``target`` under its own name."""
+        several), each at its path in the snapshot under ``target`` (``Pictures/2026`` into
+        ``target/Pictures/2026``, its parent folders with the snapshot's metadata)."""
         self.budget.target = target
         root = self.repo.read_tree(str(snapshot["tree"]))
         # Each part with where it sits in the snapshot: excludes match whole snapshot paths.
-        parts = [(root, "")]
+        selected = [_Part(root, "", [])]
         if subpath:
             paths = [subpath] if isinstance(subpath, str) else list(subpath)
             _check_includes(paths)
-            parts = [(_select(self.repo, root, p), p.strip("/").rpartition("/")[0]) for p in paths]
+            selected = [_select(self.repo, root, p) for p in paths]
+        parts = [(part.entries, part.base) for part in selected]
         with ThreadPoolExecutor(self.threads, thread_name_prefix="e2ebackup-restore") as pool:
-            self.stats.bytes_total = self._measure(parts, pool)
+            # The parent folders of each part count against --max-files too.
+            extra = sum(len(part.ancestors) for part in selected)
+            self.stats.bytes_total = self._measure(parts, pool, extra_entries=extra)
             os.makedirs(target, exist_ok=True)
             self._out = Extractor(
                 target,
@@ -539,15 +582,14 @@ class Restorer:
             )
             try:
                 steps = itertools.chain.from_iterable(
-                    self._plan(e, target, base) for e, base in parts
+                    self._plan_part(part, target) for part in selected
                 )
                 self._pipeline(steps, pool)
             finally:
                 self._out.close()
-        # One flush of everything at the end instead of an fsync per file (which made restoring
-        # many small files several times slower): a file is renamed into place only once all
-        # of it authenticated; this makes the whole restore durable before it reports success.
-        os.sync()
+        # A file is linked into place only once all of it authenticated; this makes the whole
+        # restore durable before it reports success.
+        self._out.make_durable()
         self._report("")
         return self.stats
 
@@ -555,7 +597,7 @@ class Restorer:
 def restore(
     repo: Repository,
     snapshot_ref: str,
-    target: str,
+    target: str | os.PathLike[str],
     *,
     subpath: str | Sequence[str] | None = None,
     overwrite: bool = False,
@@ -588,4 +630,4 @@ def restore(
             keep_special_bits=keep_special_bits,
             same_owner=same_owner,
         )
-        return restorer.run(snapshot, target, subpath)
+        return restorer.run(snapshot, os.fspath(target), subpath)
