@@ -26,5 +26,7 @@ def test_every_test_the_readme_names_exists() -> None:
     assert len(named) >= 20
     tests = Path(__file__).resolve().parent
     for file, name in named:
-        source = (tests / file).read_text(encoding="utf-8")
+        # Cited from the repository root (`tests/x.py`) or from tests/ (`x.py`).
+        path = tests.parent / file if file.startswith(("tests/", "fuzz/")) else tests / file
+        source = path.read_text(encoding="utf-8")
         assert re.search(rf"^def {name}\(", source, re.MULTILINE), f"{file}::{name}"
