@@ -12,7 +12,7 @@ import os
 import sys
 
 from e2ebackup.errors import InvalidArgument
-from e2ebackup.keys import Password, RecoveryKey
+from e2ebackup.keys import Argon2idParams, KdfParams, Password, RecoveryKey, ScryptParams
 
 PASSWORD_ENV = "E2EBACKUP_PASSWORD"  # noqa: S105 - the variable's name, not a password
 RECOVERY_KEY_ENV = "E2EBACKUP_RECOVERY_KEY"
@@ -30,6 +30,20 @@ def add_recovery_key_options(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="read a 64-digit recovery key from FILE (or set $E2EBACKUP_RECOVERY_KEY)",
     )
+
+
+def add_kdf_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--kdf",
+        choices=["argon2id", "scrypt"],
+        default="argon2id",
+        help="how the password slot is derived (default argon2id)",
+    )
+
+
+def kdf_from_args(args: argparse.Namespace) -> KdfParams:
+    """The default parameters of the chosen KDF (``--kdf``)."""
+    return ScryptParams() if args.kdf == "scrypt" else Argon2idParams()
 
 
 def _read_file(path: str, what: str) -> str:

@@ -26,15 +26,17 @@ from e2ebackup.cli.common import (
     storage_of,
 )
 from e2ebackup.cli.credentials import (
+    add_kdf_option,
     add_password_options,
     add_recovery_key_options,
+    kdf_from_args,
     read_password,
     read_recovery_key,
     show_recovery_key,
 )
 from e2ebackup.cli.vault import add_encrypt_options, vault_from_args
 from e2ebackup.errors import E2EBackupError, HistoryForked, HistoryNotTrusted, InvalidArgument
-from e2ebackup.keys import Argon2idParams, Password, RecoveryKey, ScryptParams
+from e2ebackup.keys import Password, RecoveryKey
 from e2ebackup.repo.backup import BackupStats, backup, backup_stream, scan_size
 from e2ebackup.repo.check import VerifyReport, parse_subset, verify
 from e2ebackup.repo.exclude import Excludes, read_lines
@@ -117,12 +119,7 @@ def _register_init(init: argparse.ArgumentParser) -> None:
     )
     init.add_argument("--no-password", action="store_true", help="recovery key only")
     init.add_argument("--qr", metavar="PATH", help="QR code of the recovery key (.png, .svg or -)")
-    init.add_argument(
-        "--kdf",
-        choices=["argon2id", "scrypt"],
-        default="argon2id",
-        help="how the password slot is derived (default argon2id)",
-    )
+    add_kdf_option(init)
     add_encrypt_options(init)
 
 
@@ -348,7 +345,7 @@ def _init(args: argparse.Namespace) -> int:
     if args.no_password and recovery_key is None:
         raise InvalidArgument("--no-password needs --recovery-key")
     password = None if args.no_password else read_password(args, confirm=True)
-    kdf = ScryptParams() if args.kdf == "scrypt" else Argon2idParams()
+    kdf = kdf_from_args(args)
     vault = vault_from_args(args, has_recovery_key=recovery_key is not None)
     storage = storage_of(args, create=True)
     if storage.exists("config"):

@@ -14,8 +14,10 @@ from e2ebackup import sealed
 from e2ebackup.cli import recipients as recipient_options
 from e2ebackup.cli.common import Command, Exit, byte_counter, refuse_existing
 from e2ebackup.cli.credentials import (
+    add_kdf_option,
     add_password_options,
     add_recovery_key_options,
+    kdf_from_args,
     read_password,
     read_recovery_key,
     show_recovery_key,
@@ -23,7 +25,7 @@ from e2ebackup.cli.credentials import (
 from e2ebackup.cli.vault import add_encrypt_options, vault_from_args
 from e2ebackup.errors import E2EBackupError, InvalidArgument, OutputTooLarge
 from e2ebackup.files import decrypt_file, encrypt_file
-from e2ebackup.keys import Argon2idParams, Password, RecoveryKey, ScryptParams, read_key_file
+from e2ebackup.keys import Password, RecoveryKey, read_key_file
 from e2ebackup.paths import atomic_output
 from e2ebackup.streams import HeldOutput
 
@@ -87,12 +89,7 @@ def _register_encrypt(cmd: argparse.ArgumentParser) -> None:
         "--new-recovery-key", action="store_true", help="add a new recovery key, shown once"
     )
     cmd.add_argument("--qr", metavar="PATH", help="QR code of the new recovery key")
-    cmd.add_argument(
-        "--kdf",
-        choices=["argon2id", "scrypt"],
-        default="argon2id",
-        help="how the password slot is derived (default argon2id)",
-    )
+    add_kdf_option(cmd)
     add_encrypt_options(cmd)
     recipient_options.add_encrypt_options(cmd)
 
@@ -176,7 +173,7 @@ def _transform_to(
             dst,
             password=password,
             recovery_key=recovery_key,
-            kdf=ScryptParams() if args.kdf == "scrypt" else Argon2idParams(),
+            kdf=kdf_from_args(args),
             vault=vault_from_args(args, has_recovery_key=recovery_key is not None),
             algorithm=args.algorithm,
             recipients=recipients,
