@@ -40,12 +40,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-import cloud_servers  # noqa: E402 - the tests' real S3 server
 from e2ebackup.keys import RecoveryKey  # noqa: E402
 from e2ebackup.repo import Repository, backup, restore  # noqa: E402
 from e2ebackup.storage import open_storage  # noqa: E402
 from e2ebackup.storage.rclone import rclone_binary  # noqa: E402
-from fault_proxy import FaultProxy  # noqa: E402 - the tests' proxy, here only adding delay
+from servers import cloud as cloud_servers  # noqa: E402 - the tests' real S3 server
+from servers.fault_proxy import FaultProxy  # noqa: E402 - the tests' proxy, here only adding delay
 
 MB = 1_000_000
 

@@ -26,12 +26,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 import blake3  # noqa: E402
-import c2sp_reference as c2sp  # noqa: E402
 import zstandard  # noqa: E402
 from cryptography.hazmat.primitives import hashes  # noqa: E402
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: E402
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF  # noqa: E402
-from sha256_ctr import sha256_ctr  # noqa: E402
+from reference import c2sp  # noqa: E402
+from reference.sha256_ctr import sha256_ctr  # noqa: E402
 
 VECTORS = ROOT / "tests" / "vectors"
 CORPUS = ROOT / "fuzz" / "corpus"

@@ -5,7 +5,7 @@
 
 Every seed, data key, container id, salt and KEM randomness is derived from a fixed seed and
 every creation time is fixed, so re-running gives a byte-identical file. The bytes come from
-the references in tests/recipient_reference.py and tests/sealed_reference.py (written from
+the references in tests/reference/recipient.py and tests/reference/sealed.py (written from
 docs/FORMAT.md alone), never from e2ebackup itself.
 """
 
@@ -22,9 +22,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-import c2sp_reference as c2sp  # noqa: E402
-import recipient_reference as rr  # noqa: E402
-import sealed_reference as sr  # noqa: E402
+from reference import (  # noqa: E402
+    c2sp,
+    recipient as rr,
+    sealed as sr,
+)
 
 OUTPUT = ROOT / "tests" / "vectors" / "recipient_v1.json"
 CREATED = 1764633600  # 2025-12-02T00:00:00Z; slot i of a file is created at CREATED + i

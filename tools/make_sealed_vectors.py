@@ -5,7 +5,7 @@
 
 Every data key, container id, salt, recovery key and plaintext is derived from a fixed seed, and
 every creation time is fixed, so re-running produces a byte-identical file. Sealed files come
-from the pure-Python reference in tests/sealed_reference.py (written from docs/FORMAT.md alone),
+from the pure-Python reference in tests/reference/sealed.py (written from docs/FORMAT.md alone),
 never from e2ebackup itself.
 """
 
@@ -23,9 +23,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-import c2sp_reference as c2sp  # noqa: E402
-import sealed_reference as ref  # noqa: E402
-from sha256_ctr import sha256_ctr  # noqa: E402
+from reference import (  # noqa: E402
+    c2sp,
+    sealed as ref,
+)
+from reference.sha256_ctr import sha256_ctr  # noqa: E402
 
 OUTPUT = ROOT / "tests" / "vectors" / "sealed_v1.json"
 SEED_PREFIX = "e2ebackup/sealed_v1/"
@@ -845,8 +847,8 @@ def build() -> dict[str, Any]:
     return {
         "source": {
             "generator": "tools/make_sealed_vectors.py",
-            "reference": "tests/sealed_reference.py (pure Python from docs/FORMAT.md, on "
-            "tests/c2sp_reference.py, cryptography's HKDF, argon2-cffi and hashlib.scrypt; "
+            "reference": "tests/reference/sealed.py (pure Python from docs/FORMAT.md, on "
+            "tests/reference/c2sp.py, cryptography's HKDF, argon2-cffi and hashlib.scrypt; "
             "independent of e2ebackup)",
             "deterministic": "data keys, container ids, salts, recovery keys and plaintexts are "
             f"sha256-ctr streams of seeds starting with {SEED_PREFIX!r}; creation times are "

@@ -5,7 +5,7 @@
 
 Every key, salt, context and plaintext is derived from a fixed seed, so re-running produces a
 byte-identical file. Ciphertexts come from the pure-Python reference implementation in
-tests/c2sp_reference.py, never from e2ebackup itself.
+tests/reference/c2sp.py, never from e2ebackup itself.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-import c2sp_reference as ref  # noqa: E402
-from sha256_ctr import sha256_ctr  # noqa: E402
+from reference import c2sp as ref  # noqa: E402
+from reference.sha256_ctr import sha256_ctr  # noqa: E402
 
 OUTPUT = ROOT / "tests" / "vectors" / "c2sp_chunked_v1.json"
 SEED_PREFIX = "e2ebackup/c2sp_chunked_v1/"
@@ -270,7 +270,7 @@ def build() -> dict[str, Any]:
     return {
         "source": {
             "generator": "tools/make_vectors.py",
-            "reference": "tests/c2sp_reference.py (pure Python on cryptography's AESGCM, "
+            "reference": "tests/reference/c2sp.py (pure Python on cryptography's AESGCM, "
             "ChaCha20Poly1305 and HKDFExpand(SHA512); independent of e2ebackup)",
             "deterministic": "keys, salts and plaintexts are sha256-ctr streams of seeds "
             f"starting with {SEED_PREFIX!r}; re-running reproduces this file byte for byte",

@@ -27,7 +27,7 @@ from e2ebackup.repo.sqlite import SCRATCH_PREFIX, capture
 from e2ebackup.storage.rclone import rclone_binary
 from repo_helpers import PASSWORD, cli, env, new_repo
 
-pytest_plugins = ["cloud_servers"]
+pytest_plugins = ["servers.cloud"]
 
 MARKER = b"PLAINTEXT-MARKER-7c1e"
 MIB = 1 << 20

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from e2ebackup.keys import RecoveryKey
 from repo_helpers import FAST, cli, env as cli_env
-from vault_servers import VaultProcess, vault  # noqa: F401
+from servers.vault import VaultProcess, vault  # noqa: F401
 
 PASSWORD = "long vault passphrase"
 NEW_PASSWORD = "a different passphrase"

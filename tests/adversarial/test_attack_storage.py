@@ -43,9 +43,9 @@ from e2ebackup.storage import LocalStorage, RcloneStorage, S3Storage
 from repo_helpers import PASSWORD, cli, env, new_repo, open_repo
 
 if TYPE_CHECKING:
-    from cloud_servers import S3Server
+    from servers.cloud import S3Server
 
-pytest_plugins = ["cloud_servers"]
+pytest_plugins = ["servers.cloud"]
 
 MIB = 1 << 20
 # Reading an oversized object may cost a few blocks of buffering, never the object.

@@ -4,7 +4,7 @@
 Each attacker guess here is a real ``login/start`` (an OPAQUE credential request for a password
 the attacker tries); the attacker learns whether its guess was right from that answer alone, so
 it may end the login (``abort``) or simply drop it. The owner uses the command line. All against
-real ``e2ebackup vault serve`` processes (tests/vault_servers.py).
+real ``e2ebackup vault serve`` processes (tests/servers/vault.py).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from e2ebackup.keys import Argon2idParams
 from e2ebackup.vault import protocol as p
 from e2ebackup.vault.client import VaultClient
 from repo_helpers import cli
-from vault_servers import VaultProcess, free_port, vault  # noqa: F401
+from servers.vault import VaultProcess, free_port, vault  # noqa: F401
 
 OWNER_PASSWORD = "owner's long passphrase 7"
 FAST = Argon2idParams(memory_kib=256, iterations=1, parallelism=1)

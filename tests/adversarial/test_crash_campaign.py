@@ -55,9 +55,9 @@ from e2ebackup.storage import open_storage
 from repo_helpers import FAST, make_tree, snapshot_of
 
 if TYPE_CHECKING:
-    from cloud_servers import S3Server
+    from servers.cloud import S3Server
 
-pytest_plugins = ["cloud_servers"]
+pytest_plugins = ["servers.cloud"]
 
 DEFAULT_SEED = 20261202
 # Kills per operation; 42 + 38 + 20 = 100 in all.

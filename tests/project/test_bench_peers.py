@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benches" / "repo_peers.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benches" / "repo_peers.py"
 
 
 def test_quick_run_prints_the_table_with_ratios_to_the_copy(tmp_path: Path) -> None:

@@ -89,7 +89,7 @@ def test_hex_keys_parse_tolerantly_and_fail_precisely() -> None:
 
 
 def test_readme_quick_start_main_job_works(tmp_path: Path) -> None:
-    readme = Path(__file__).resolve().parent.parent / "README.md"
+    readme = Path(__file__).resolve().parents[2] / "README.md"
     text = readme.read_text(encoding="utf-8")
     block = text.split("## Quick start", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
     install_and_run, test_command = block.strip().splitlines()

@@ -28,7 +28,7 @@ from e2ebackup.keyring.vault_slot import VaultSlot
 from e2ebackup.keys import Argon2idParams, RecoveryKey
 from e2ebackup.vault import protocol as p
 from e2ebackup.vault.client import VaultClient
-from vault_servers import (  # noqa: F401
+from servers.vault import (  # noqa: F401
     PostgresCluster,
     VaultProcess,
     pg_database,

@@ -27,15 +27,15 @@ from e2ebackup.errors import (
     StorageUnavailable,
 )
 from e2ebackup.storage import RetryingStorage, S3Storage, Storage, open_storage
-from fault_proxy import Fault, FaultProxy
+from servers.fault_proxy import Fault, FaultProxy
 from storage_conformance import StorageConformance, put
 
 if TYPE_CHECKING:
-    from cloud_servers import S3Server
+    from servers.cloud import S3Server
 
-# The session-scoped servers (s3_server, ...) of tests/cloud_servers.py. (Loaded as a plugin
+# The session-scoped servers (s3_server, ...) of tests/servers/cloud.py. (Loaded as a plugin
 # before anything here imports it, so that pytest rewrites its asserts.)
-pytest_plugins = ["cloud_servers"]
+pytest_plugins = ["servers.cloud"]
 
 MIB = 1 << 20
 PART = 5 * MIB  # S3's smallest part
@@ -256,7 +256,7 @@ def test_server_killed_mid_upload_and_restarted(tmp_path: Path) -> None:
     upload is gone and the parts sent before the crash are sent again (once). A server that
     keeps uploads across restarts (AWS, MinIO) has its parts reused instead, as the tests above
     show; the assertions hold either way."""
-    from cloud_servers import start_s3_server
+    from servers.cloud import start_s3_server
 
     s3 = start_s3_server(tmp_path)
     try:
@@ -406,7 +406,7 @@ def test_without_retries_faults_are_storage_unavailable(
 
 
 def test_server_down_is_unavailable(s3_server: S3Server) -> None:
-    from cloud_servers import free_port
+    from servers.cloud import free_port
 
     s = make(s3_server, f"http://127.0.0.1:{free_port()}", connect_timeout=2)
     with pytest.raises(StorageUnavailable):

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from vault_servers import VaultProcess, vault  # noqa: F401
+from servers.vault import VaultProcess, vault  # noqa: F401
 
 PASSWORD = "tr0ub4dor & 3"
 

@@ -1,5 +1,5 @@
 """Known-answer tests for the repository format: tests/vectors/repo_v1/, repo_v2/ and
-chunker_v1.json against e2ebackup and the independent reference (tests/repo_reference.py);
+chunker_v1.json against e2ebackup and the independent reference (tests/reference/repo.py);
 repositories made by e2ebackup read by the reference; tampered copies, and the rolled-back and
 forked states of repo_v2, rejected by both."""
 
@@ -21,8 +21,6 @@ from typing import Any
 
 import e2ebackup.errors
 import pytest
-import repo_reference as ref
-import sealed_reference as sref
 import zstandard
 from e2ebackup._core import Chunker
 from e2ebackup.errors import NotARepository, RepositoryCorrupted
@@ -35,8 +33,9 @@ from e2ebackup.repo.prune import forget
 from e2ebackup.repo.repository import Repository
 from e2ebackup.repo.restore import restore
 from e2ebackup.storage import LocalStorage
+from reference import repo as ref, sealed as sref
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 VECTORS = ROOT / "tests" / "vectors"
 REPO_VECTOR = VECTORS / "repo_v1"
 GENERATOR = ROOT / "tools" / "make_repo_vectors.py"

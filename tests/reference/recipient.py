@@ -4,7 +4,7 @@ Written from docs/FORMAT.md (section "Recipient slots") alone, deliberately smal
 code with e2ebackup: ML-KEM-768 is pyca ``cryptography``'s (OpenSSL) for key generation and
 decapsulation and ``kyber-py``'s (pure Python) for deterministic encapsulation, X25519, HKDF
 and AES-GCM are ``cryptography``'s, Bech32 is the ``bech32`` package's (BIP 173 reference),
-and the sealed-file framing is tests/sealed_reference.py's.
+and the sealed-file framing is tests/reference/sealed.py's.
 
     identity   = seed (32)
     d || z     = HKDF-SHA-256(seed, salt = "", info = "e2ebackup/v1/identity/ml-kem-768", L = 64)
@@ -22,13 +22,13 @@ import hmac
 from dataclasses import dataclass
 
 import bech32
-import c2sp_reference as c2sp
-import sealed_reference as sr
 from cryptography.hazmat.primitives.asymmetric import mlkem
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from kyber_py.ml_kem import ML_KEM_768  # type: ignore[import-untyped]  # no stubs
+
+from reference import c2sp, sealed as sr
 
 KIND_RECIPIENT = 0x04
 SEED_SIZE = 32

@@ -19,7 +19,7 @@ from pathlib import Path
 from e2ebackup.cli.main import build_parser
 from repo_helpers import PASSWORD, cli, env, new_repo, open_repo
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 VAULT_EXTRA = "pip install 'e2ebackup[vault]'"
 
 

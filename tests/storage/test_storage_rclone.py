@@ -30,14 +30,14 @@ from e2ebackup.storage import (
     open_storage,
 )
 from e2ebackup.storage.rclone import rclone_binary
-from fault_proxy import Fault, FaultProxy
+from servers.fault_proxy import Fault, FaultProxy
 from storage_conformance import StorageConformance, put
 
 if TYPE_CHECKING:
-    from cloud_servers import RcloneServer, S3Server
+    from servers.cloud import RcloneServer, S3Server
 
-# The session-scoped servers and rclone config of tests/cloud_servers.py.
-pytest_plugins = ["cloud_servers"]
+# The session-scoped servers and rclone config of tests/servers/cloud.py.
+pytest_plugins = ["servers.cloud"]
 
 MIB = 1 << 20
 
@@ -96,7 +96,7 @@ def test_a_stored_object_that_does_not_match_is_deleted(
     """The check after the upload sees another MD5 than the bytes sent (here: a proxy that
     rewrites the ETag of the S3 server's HEAD answers about the temporary object): the
     object is deleted, never renamed into place, and the put fails."""
-    from cloud_servers import write_rclone_config
+    from servers.cloud import write_rclone_config
 
     with FaultProxy(s3_server.endpoint) as proxy:
         config = tmp_path / "rclone.conf"
@@ -173,7 +173,7 @@ def test_unknown_remote_is_an_auth_error(rclone_config: Path) -> None:
 
 
 def test_wrong_password_is_an_auth_error_without_secrets(rclone_config: Path) -> None:
-    from cloud_servers import WEBDAV_PASSWORD, obscure
+    from servers.cloud import WEBDAV_PASSWORD, obscure
 
     s = RcloneStorage(fresh("badpass:"), config=rclone_config, low_level_retries=1)
     for op in (lambda: s.stat("config"), lambda: put(s, "config", b"x"), lambda: list(s.list())):
@@ -206,7 +206,7 @@ def test_server_down_is_unavailable(rclone_config: Path) -> None:
 def test_injected_faults_are_retried_to_success(
     webdav_server: RcloneServer, tmp_path: Path, fault: Fault
 ) -> None:
-    from cloud_servers import write_rclone_config
+    from servers.cloud import write_rclone_config
 
     with FaultProxy(webdav_server.url) as proxy:
         config = tmp_path / "rclone.conf"

@@ -1,5 +1,5 @@
 """tests/vectors/recipient_v1.json: recipient keys and recipient slots, made by
-tools/make_recipient_vectors.py from the independent reference (tests/recipient_reference.py).
+tools/make_recipient_vectors.py from the independent reference (tests/reference/recipient.py).
 e2ebackup must derive the same keys, encapsulate the same bytes from the same randomness, open
 every valid file to its plaintext and refuse every invalid one with the named error; the
 reference must open what e2ebackup writes."""
@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import recipient_reference as rr
 from e2ebackup import _core, errors, sealed
 from e2ebackup.keys import RecoveryKey
 from e2ebackup.recipients import Identity, Recipient
+from reference import recipient as rr
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 VECTORS: dict[str, Any] = json.loads(
     (ROOT / "tests" / "vectors" / "recipient_v1.json").read_text(encoding="utf-8")
 )

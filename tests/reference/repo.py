@@ -3,7 +3,7 @@ and 2).
 
 Written from docs/FORMAT.md (sections "Key hierarchy", "Key slots" and "Repository") alone,
 deliberately small and slow. It shares no code with e2ebackup: chunked encryption comes from
-tests/c2sp_reference.py, key slots from tests/sealed_reference.py, HKDF from pyca
+tests/reference/c2sp.py, key slots from tests/reference/sealed.py, HKDF from pyca
 ``cryptography``, keyed BLAKE3 from the ``blake3`` package and zstd from ``zstandard``.
 
 A repository is a local folder; object ``a/b/c`` is the file ``a/b/c`` under it.
@@ -75,9 +75,9 @@ from pathlib import Path
 from typing import Any, Literal, TypeAlias
 
 import blake3
-import c2sp_reference as c2sp
-import sealed_reference as sref
 import zstandard
+
+from reference import c2sp, sealed as sref
 
 MAGIC = b"E2EBREPO"
 VERSION = 1  # the writer's default: the repo_v1 vectors
@@ -159,7 +159,7 @@ class SnapshotDeleted(RepoError):
     """The head lists the snapshot but its object is missing."""
 
 
-# The key-slot errors are those of tests/sealed_reference.py.
+# The key-slot errors are those of tests/reference/sealed.py.
 WrongPassword = sref.WrongPassword
 WrongRecoveryKey = sref.WrongRecoveryKey
 NoMatchingKeySlot = sref.NoMatchingKeySlot

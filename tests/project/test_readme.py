@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 EXAMPLES = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.DOTALL)
 
 
@@ -24,7 +24,7 @@ def test_every_test_the_readme_names_exists() -> None:
     """The security claims cite tests by `file::name`; a renamed or deleted test fails here."""
     named = re.findall(r"`([\w/]+\.py)::(\w+)`", README.read_text(encoding="utf-8"))
     assert len(named) >= 20
-    tests = Path(__file__).resolve().parent
+    tests = Path(__file__).resolve().parents[1]
     for file, name in named:
         # Cited from the repository root (`tests/x.py`) or from tests/ (`x.py`).
         path = tests.parent / file if file.startswith(("tests/", "fuzz/")) else tests / file

@@ -9,7 +9,7 @@ repository's own keys, as any holder of the key could.
 
 CI runs a fixed, derandomized set of examples. A long random run:
 
-    E2EBACKUP_FUZZ_EXAMPLES=100000 python -m pytest tests/test_fuzz_parsers.py -x -q
+    E2EBACKUP_FUZZ_EXAMPLES=100000 python -m pytest tests/core/test_fuzz_parsers.py -x -q
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from e2ebackup.sealed import read_header
 from e2ebackup.storage.local import LocalStorage
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
-VECTORS = Path(__file__).parent / "vectors"
+VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 _LONG = int(os.environ.get("E2EBACKUP_FUZZ_EXAMPLES", "0"))
 
 T = TypeVar("T")

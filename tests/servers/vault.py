@@ -2,7 +2,7 @@
 PostgreSQL cluster (initdb + pg_ctl on 127.0.0.1, as an unprivileged user), and a peer vault
 built on the independent opaque-snake package.
 
-Run as a script, ``python tests/vault_servers.py peer PORT`` serves the peer vault: our JSON API
+Run as a script, ``python tests/servers/vault.py peer PORT`` serves the peer vault: our JSON API
 over opaque-snake's OPAQUE server, records in memory.
 """
 
@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:

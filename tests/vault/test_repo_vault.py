@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from repo_helpers import make_tree, snapshot_of
-from vault_servers import VaultProcess, vault  # noqa: F401
+from servers.vault import VaultProcess, vault  # noqa: F401
 
 PASSWORD = "long vault passphrase"
 

@@ -2,7 +2,7 @@
 
 Written from docs/FORMAT.md (sections "Key hierarchy", "Key slots" and "Sealed files") alone,
 deliberately small and slow. It shares no code with e2ebackup: chunked encryption comes from
-tests/c2sp_reference.py, HKDF from pyca ``cryptography``, Argon2id from ``argon2-cffi`` and
+tests/reference/c2sp.py, HKDF from pyca ``cryptography``, Argon2id from ``argon2-cffi`` and
 scrypt from ``hashlib``. The writer takes every random input explicitly, so the output is fully
 determined by its arguments.
 
@@ -31,10 +31,11 @@ import struct
 import unicodedata
 from dataclasses import dataclass
 
-import c2sp_reference as c2sp
 from argon2.low_level import ARGON2_VERSION, Type, hash_secret_raw
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from reference import c2sp
 
 MAGIC = b"E2EBSEAL"
 VERSION = 1

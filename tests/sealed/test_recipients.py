@@ -11,8 +11,6 @@ import struct
 from pathlib import Path
 
 import pytest
-import recipient_reference as rr
-import sealed_reference as sr
 from e2ebackup import sealed
 from e2ebackup.errors import (
     CorruptKeySlot,
@@ -27,6 +25,7 @@ from e2ebackup.identity_file import load_identity, save_identity
 from e2ebackup.keys import Argon2idParams, RecoveryKey
 from e2ebackup.recipients import Identity, Recipient, bech32_decode, bech32_encode
 from helpers import random_bytes
+from reference import recipient as rr, sealed as sr
 from repo_helpers import cli
 
 FAST = Argon2idParams(memory_kib=256, iterations=1, parallelism=1)

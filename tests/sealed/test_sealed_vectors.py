@@ -1,5 +1,5 @@
 """Known-answer tests for key slots and sealed files: tests/vectors/sealed_v1.json against
-e2ebackup and the independent reference (tests/sealed_reference.py), and sealed files made by
+e2ebackup and the independent reference (tests/reference/sealed.py), and sealed files made by
 e2ebackup opened with the reference."""
 
 from __future__ import annotations
@@ -16,16 +16,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import c2sp_reference as c2sp
 import e2ebackup
 import e2ebackup.errors
 import e2ebackup.sealed
 import pytest
-import sealed_reference as ref
 from e2ebackup.keys import Argon2idParams, KdfParams, RecoveryKey, ScryptParams
-from sha256_ctr import sha256_ctr
+from reference import c2sp, sealed as ref
+from reference.sha256_ctr import sha256_ctr
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 VECTORS_FILE = ROOT / "tests" / "vectors" / "sealed_v1.json"
 GENERATOR = ROOT / "tools" / "make_sealed_vectors.py"
 CHUNK = c2sp.CHUNK_SIZE

@@ -1,5 +1,5 @@
 """Known-answer tests: tests/vectors/c2sp_chunked_v1.json against e2ebackup, the independent
-reference implementation (tests/c2sp_reference.py) and cryptography.cobblestone."""
+reference implementation (tests/reference/c2sp.py) and cryptography.cobblestone."""
 
 from __future__ import annotations
 
@@ -13,16 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import c2sp_reference as ref
 import cryptography.exceptions
 import e2ebackup
 import pytest
 from cryptography.cobblestone import Cobblestone256Decryptor, Cobblestone256Encryptor
 from e2ebackup import _core
 from e2ebackup.errors import InvalidTag, StreamFailed
-from sha256_ctr import sha256_ctr
+from reference import c2sp as ref
+from reference.sha256_ctr import sha256_ctr
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 VECTORS_FILE = ROOT / "tests" / "vectors" / "c2sp_chunked_v1.json"
 GENERATOR = ROOT / "tools" / "make_vectors.py"
 CHUNK = ref.CHUNK_SIZE

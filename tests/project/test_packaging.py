@@ -18,7 +18,7 @@ import e2ebackup
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 REPOSITORY = "https://github.com/e2ebackup/e2ebackup"
 
 

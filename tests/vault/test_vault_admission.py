@@ -22,8 +22,8 @@ from e2ebackup.keys import Argon2idParams
 from e2ebackup.vault.client import VaultClient
 from e2ebackup.vault.server import load_registration_token
 from repo_helpers import make_tree, snapshot_of
+from servers.vault import VaultProcess
 from test_repo_vault import PASSWORD, e2eb
-from vault_servers import VaultProcess
 
 FAST = Argon2idParams(memory_kib=256, iterations=1, parallelism=1)
 TOKEN = "admit-our-users-4f9c2b7e81d0"

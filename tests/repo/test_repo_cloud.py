@@ -17,15 +17,15 @@ import pytest
 from repo_helpers import make_tree, snapshot_of
 
 if TYPE_CHECKING:
-    from cloud_servers import S3Server
+    from servers.cloud import S3Server
 
 # The server fixtures; their module is imported through pytest, so its asserts are rewritten.
-pytest_plugins = ["cloud_servers"]
+pytest_plugins = ["servers.cloud"]
 ACCESS_KEY = "e2ebackup-test-access"  # the keys cloud_servers starts its servers with
 
 
 def secret_key() -> str:
-    import cloud_servers
+    from servers import cloud as cloud_servers
 
     assert cloud_servers.ACCESS_KEY == ACCESS_KEY
     return cloud_servers.SECRET_KEY
@@ -76,7 +76,7 @@ def test_backup_restore_verify_through_rclone(tmp_path: Path, rclone_config: Pat
 
 
 def test_s3_server_killed_mid_backup_then_restarted(tmp_path: Path) -> None:
-    from cloud_servers import start_s3_server
+    from servers.cloud import start_s3_server
 
     s3 = start_s3_server(tmp_path / "s3")
     try:
@@ -143,7 +143,7 @@ def test_restore_from_a_distant_store_reads_few_ranges_at_once(
     from e2ebackup.repo.repository import Repository
     from e2ebackup.repo.restore import restore
     from e2ebackup.storage import open_storage
-    from fault_proxy import FaultProxy
+    from servers.fault_proxy import FaultProxy
 
     monkeypatch.setenv("E2EBACKUP_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)

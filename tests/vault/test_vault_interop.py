@@ -16,7 +16,7 @@ from e2ebackup.errors import VaultLoginFailed
 from e2ebackup.keys import Argon2idParams
 from e2ebackup.vault import protocol as p
 from e2ebackup.vault.client import VaultClient
-from vault_servers import PeerProcess, VaultProcess, peer_vault, vault  # noqa: F401
+from servers.vault import PeerProcess, VaultProcess, peer_vault, vault  # noqa: F401
 
 M, T, P = _core.OPAQUE_KSF_INTEROP
 KSF = {"memory_kib": M, "iterations": T, "parallelism": P}

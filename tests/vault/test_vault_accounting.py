@@ -17,14 +17,14 @@ from e2ebackup.keys import Argon2idParams
 from e2ebackup.vault.client import UnlockReport, VaultClient, watch_unlocks
 from e2ebackup.vault.server import SqliteStore, Store
 from repo_helpers import cli
-from test_vault import client, run_concurrently, try_unlock
-from vault_servers import (  # noqa: F401
+from servers.vault import (  # noqa: F401
     PostgresCluster,
     VaultProcess,
     pg_database,
     postgres,
     vault,
 )
+from test_vault import client, run_concurrently, try_unlock
 
 FAST = Argon2idParams(memory_kib=256, iterations=1, parallelism=1)
 RIGHT, WRONG = "correct horse battery", "wrong horse"

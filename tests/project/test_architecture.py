@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[1] / "python"
+PACKAGE_ROOT = Path(__file__).resolve().parents[2] / "python"
 PACKAGE = "e2ebackup"
 
 # Each room and the rooms it must not import (docs/ARCHITECTURE.md, "Rooms"). A module belongs
