@@ -236,8 +236,12 @@ def unseal_file(
             algorithm=header.algorithm,
             threads=threads,
         )
+        # Progress counts the file's bytes, header included, as the return value does: a
+        # display's total is the file's size.
+        offset = header.payload_offset
+        counted = None if progress is None else (lambda done: progress(offset + done))
         with open_destination(dst, overwrite) as fout:
-            return header.payload_offset + pump(fin, fout, decryptor, progress)
+            return offset + pump(fin, fout, decryptor, counted)
 
 
 def check(

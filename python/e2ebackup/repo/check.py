@@ -40,6 +40,10 @@ class VerifyReport:
     headers: int = 0  # pack headers authenticated and compared with the index
     blobs_read: int = 0
     bytes_read: int = 0
+    # The totals, known before each stage starts (a progress display's ETA).
+    headers_to_check: int = 0
+    packs_to_read: int = 0
+    bytes_to_read: int = 0
 
     @property
     def ok(self) -> bool:
@@ -59,7 +63,11 @@ def verify(
 ) -> VerifyReport:
     """Checks the structure; with ``read_data`` also reads and opens every blob of every pack,
     or of a ``subset`` of the packs (:func:`parse_subset`: ``"n/t"`` or ``"x%"``), so a large
-    cloud repository can be read through over several runs."""
+    cloud repository can be read through over several runs.
+
+    ``progress(report, pack_id)`` is called after each pack header is checked (of
+    ``report.headers_to_check``), then after each pack is read (``report.packs_to_read``
+    packs, ``report.bytes_to_read`` bytes, set before the first is read)."""
     chosen = parse_subset(subset) if subset else None
     report = VerifyReport()
     threads = threads or repo.storage.read_concurrency
@@ -67,16 +75,20 @@ def verify(
         repo.read_lock(),
         ThreadPoolExecutor(threads, thread_name_prefix="e2ebackup-verify") as pool,
     ):
-        _structure(repo, report, pool)
+        _structure(repo, report, pool, progress)
         if (read_data or chosen) and not report.errors:
             packs = sorted(repo.index.pack_sizes)
             if chosen is not None:
                 packs = chosen(packs)
+            report.packs_to_read = len(packs)
+            report.bytes_to_read = sum(repo.index.pack_sizes[p] for p in packs)
             _read_data(repo, packs, report, progress, pool, threads)
     return report
 
 
-def _structure(repo: Repository, report: VerifyReport, pool: ThreadPoolExecutor) -> None:
+def _structure(
+    repo: Repository, report: VerifyReport, pool: ThreadPoolExecutor, progress: Progress | None
+) -> None:
     slots, _ = repo.key_slots()
     if slots.damaged:
         report.errors.append(f"{slots.damaged} key slot(s) are damaged")
@@ -106,7 +118,8 @@ def _structure(repo: Repository, report: VerifyReport, pool: ThreadPoolExecutor)
     for pack_id in sizes.keys() - index.pack_sizes.keys():
         report.warnings.append(f"pack {pack_id[:16]} is not in the index (prune removes it)")
     present = [p for p, size in index.pack_sizes.items() if sizes.get(p) == size]
-    _check_headers(repo, sorted(present), report, pool)
+    report.headers_to_check = len(present)
+    _check_headers(repo, sorted(present), report, pool, progress)
     roots: list[tuple[str, str]] = []
     for sid in head.snapshots:
         if sid not in stored:
@@ -145,7 +158,11 @@ def _compare_header(
 
 
 def _check_headers(
-    repo: Repository, packs: list[str], report: VerifyReport, pool: ThreadPoolExecutor
+    repo: Repository,
+    packs: list[str],
+    report: VerifyReport,
+    pool: ThreadPoolExecutor,
+    progress: Progress | None,
 ) -> None:
     """Reads each pack's header (one small read from the end of the pack), authenticates it
     and compares it with the index (docs/FORMAT.md, Packs): a damaged header is reported even
@@ -165,9 +182,11 @@ def _check_headers(
     ):
         if isinstance(entries, E2EBackupError):
             report.errors.append(str(entries))
-            continue
-        report.headers += 1
-        report.errors += _compare_header(pack_id, entries, expected.get(pack_id, {}))
+        else:
+            report.headers += 1
+            report.errors += _compare_header(pack_id, entries, expected.get(pack_id, {}))
+        if progress is not None:
+            progress(report, pack_id)
 
 
 def _walk(
