@@ -1,16 +1,15 @@
 """What every command of the command line shares: the exit codes (defined here only), the
-shape of a subcommand, output (``--json``, ``--quiet``, progress) and opening a repository."""
+shape of a subcommand, output (``--json``, ``--quiet``; progress bars are ``progress``'s) and
+opening a repository."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import enum
 import json
 import os
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,52 +64,6 @@ def out(args: argparse.Namespace, value: Any, text: str, *, to_stderr: bool = Fa
         print(json.dumps(value, indent=2, default=str))
     elif not getattr(args, "quiet", False):
         print(text, file=sys.stderr if to_stderr else sys.stdout)
-
-
-def byte_counter(total: int | None, quiet: bool) -> Callable[[int], None] | None:
-    """A one-line byte count (percent, MB, MB/s) on an interactive standard error."""
-    if quiet or not sys.stderr.isatty():
-        return None
-    start = time.monotonic()
-
-    def show(done: int) -> None:
-        rate = done / max(time.monotonic() - start, 1e-9) / 1e6
-        pct = f"{100 * done / total:5.1f}% " if total else ""
-        sys.stderr.write(f"\r{pct}{done / 1e6:,.1f} MB  {rate:,.0f} MB/s ")
-        sys.stderr.flush()
-
-    return show
-
-
-@contextlib.contextmanager
-def progress_bar(args: argparse.Namespace, what: str) -> Iterator[Any]:
-    """A rich progress bar (bytes, files, throughput, ETA) on an interactive terminal; yields
-    ``update(done, total, text)``, or None when there is nobody to show it to."""
-    if args.quiet or args.json or not sys.stderr.isatty():
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
-        task = progress.add_task(what, total=None)
-        yield lambda done, total, text: progress.update(
-            task, completed=done, total=total, description=text
-        )
 
 
 def storage_location(args: argparse.Namespace) -> str:

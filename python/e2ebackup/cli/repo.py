@@ -22,7 +22,6 @@ from e2ebackup.cli.common import (
     count,
     open_repo,
     out,
-    progress_bar,
     storage_of,
 )
 from e2ebackup.cli.credentials import (
@@ -34,6 +33,7 @@ from e2ebackup.cli.credentials import (
     read_recovery_key,
     show_recovery_key,
 )
+from e2ebackup.cli.progress import progress_bar
 from e2ebackup.cli.vault import add_encrypt_options, vault_from_args
 from e2ebackup.errors import E2EBackupError, HistoryForked, HistoryNotTrusted, InvalidArgument
 from e2ebackup.keys import Password, RecoveryKey
@@ -201,8 +201,9 @@ def _register_restore(r: argparse.ArgumentParser) -> None:
         "--max-size",
         type=_size,
         metavar="SIZE",
-        help="refuse a snapshot holding more (bytes, or 500M, 20G, 1T); for a repository from "
-        "someone else. Always refused: more than the target's free space",
+        help="refuse a snapshot holding more (bytes, or 500M, 20G, 1T: SI units, as shown; "
+        "20GiB for powers of 1024); for a repository from someone else. Always refused: more "
+        "than the target's free space",
     )
     r.add_argument(
         "--max-files",
@@ -289,11 +290,15 @@ def _rate(text: str) -> float:
 
 
 def _size(text: str) -> int:
-    """A byte count: digits, optionally with K, M, G or T (powers of 1024)."""
-    m = re.fullmatch(r"(\d+)([KMGT]?)(?:i?B)?", text.strip(), re.IGNORECASE)
+    """A byte count: digits, optionally with K, M, G or T (SI, powers of 1000, as every size
+    the command line shows: 20G or 20GB is 20,000,000,000 bytes), or KiB, MiB, GiB, TiB (powers
+    of 1024)."""
+    m = re.fullmatch(r"(\d+)(?:([KMGT])(I)?)?B?", text.strip(), re.IGNORECASE)
     if not m:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (bytes, or 500M, 20G, 1T)")
-    return int(m[1]) << (10 * " KMGT".index(m[2].upper() or " "))
+    power = " KMGT".index(m[2].upper()) if m[2] else 0
+    unit: int = (1024 if m[3] else 1000) ** power
+    return int(m[1]) * unit
 
 
 def _backup_stdin(args: argparse.Namespace) -> int:
@@ -427,11 +432,11 @@ def _backup(args: argparse.Namespace) -> int:
             if bar is not None:
                 files = stats.files_new + stats.files_changed + stats.files_unmodified
                 all_files, all_bytes = total[0] if total else (None, None)
-                of = f"/{all_files}" if all_files is not None else ""
+                of = f"{files}/{count(all_files, 'file')}" if all_files is not None else None
                 bar(
                     stats.bytes_read + stats.bytes_unmodified,
                     all_bytes,
-                    f"backup: {files}{of} files",
+                    f"backup: {of or count(files, 'file')}",
                 )
 
         sid, stats = backup(
@@ -506,11 +511,17 @@ def _verify(args: argparse.Namespace) -> int:
     if args.read_data_subset:
         parse_subset(args.read_data_subset)  # a bad spec fails before any password is asked
     repo = open_repo(args)
-    with progress_bar(args, "verify") as bar:
+    with progress_bar(args, "verify", in_bytes=False) as bar:
 
         def progress(report: VerifyReport, pack: str) -> None:
-            if bar is not None:
-                bar(report.bytes_read, None, f"verify: {count(report.packs, 'pack')}")
+            # First the pack headers (counted), then with --read-data the packs (in bytes).
+            if bar is not None and report.packs_to_read:
+                text = f"verify: {report.packs}/{count(report.packs_to_read, 'pack')} read"
+                bar(report.bytes_read, report.bytes_to_read, text)
+            elif bar is not None:
+                total = report.headers_to_check
+                text = f"verify: {count(total, 'pack header')}"
+                bar(report.headers, total, text, in_bytes=False)
 
         report = verify(
             repo, read_data=args.read_data, progress=progress, subset=args.read_data_subset

@@ -4,15 +4,17 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import os
 import stat
 import sys
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from e2ebackup import sealed
 from e2ebackup.cli import recipients as recipient_options
-from e2ebackup.cli.common import Command, Exit, byte_counter, refuse_existing
+from e2ebackup.cli.common import Command, Exit, refuse_existing
 from e2ebackup.cli.credentials import (
     add_kdf_option,
     add_password_options,
@@ -22,6 +24,7 @@ from e2ebackup.cli.credentials import (
     read_recovery_key,
     show_recovery_key,
 )
+from e2ebackup.cli.progress import byte_progress, regular_size
 from e2ebackup.cli.vault import add_encrypt_options, vault_from_args
 from e2ebackup.errors import E2EBackupError, InvalidArgument, OutputTooLarge
 from e2ebackup.files import decrypt_file, encrypt_file
@@ -146,51 +149,65 @@ def _transform(args: argparse.Namespace, *, encrypting: bool) -> int:
 def _transform_to(
     args: argparse.Namespace, src: str | BinaryIO, dst: str | BinaryIO, *, encrypting: bool
 ) -> int:
-    total = os.path.getsize(src) if isinstance(src, str) else None
-    common: dict[str, Any] = {
-        "threads": args.threads,
-        "progress": byte_counter(total, args.quiet),
-    }
+    run, new_recovery_key = _credentials(args, src, dst, encrypting=encrypting)
+    # Drawn once every prompt is answered. Its total: the input's size when it is a regular
+    # file; a pipe gets the indeterminate form (bytes done, time elapsed).
+    what = "encrypt" if encrypting else "decrypt"
+    with byte_progress(args, what, regular_size(src)) as progress:
+        run(threads=args.threads, progress=progress)
+    if new_recovery_key is not None:
+        show_recovery_key(new_recovery_key, args.qr)
+    return Exit.OK
+
+
+def _credentials(
+    args: argparse.Namespace, src: str | BinaryIO, dst: str | BinaryIO, *, encrypting: bool
+) -> tuple[Callable[..., object], RecoveryKey | None]:
+    """Reads the key or credentials (prompting if need be); returns what encrypts or decrypts
+    ``src`` into ``dst`` with them (given ``threads`` and ``progress``), and the new recovery
+    key to show once it is done."""
     if args.key_file:
         with open(args.key_file, "rb") as f:
             key = read_key_file(f.read())
         run = encrypt_file if encrypting else decrypt_file
-        run(src, dst, key, context=args.context.encode(), algorithm=args.algorithm, **common)
-    elif encrypting:
+        options = {"context": args.context.encode(), "algorithm": args.algorithm}
+        return functools.partial(run, src, dst, key, **options), None
+    if not encrypting:
         recovery_key = read_recovery_key(args)
-        if args.new_recovery_key:
-            recovery_key = RecoveryKey.generate()
-        recipients = recipient_options.read_recipients(args)
-        if args.no_password and recovery_key is None and not recipients:
-            raise InvalidArgument("--no-password needs --new-recovery-key or a recovery key")
-        # A writer sealing to recipients is asked for no password unless it gives one.
-        no_password = args.no_password or bool(
-            recipients and not recipient_options.password_given(args)
-        )
-        password = None if no_password else read_password(args, confirm=True)
-        sealed.seal_file(
+        identity = None if recovery_key else recipient_options.read_identity(args)
+        password = None if recovery_key or identity else read_password(args)
+        unseal = functools.partial(
+            sealed.unseal_file,
             src,
             dst,
             password=password,
             recovery_key=recovery_key,
-            kdf=kdf_from_args(args),
-            vault=vault_from_args(args, has_recovery_key=recovery_key is not None),
-            algorithm=args.algorithm,
-            recipients=recipients,
-            **common,
+            identity=identity,
         )
-        if args.new_recovery_key and recovery_key is not None:
-            show_recovery_key(recovery_key, args.qr)
-    else:
-        recovery_key = read_recovery_key(args)
-        identity = None if recovery_key else recipient_options.read_identity(args)
-        password = None if recovery_key or identity else read_password(args)
-        sealed.unseal_file(
-            src, dst, password=password, recovery_key=recovery_key, identity=identity, **common
-        )
-    if not args.quiet and sys.stderr.isatty():
-        sys.stderr.write("\n")
-    return Exit.OK
+        return unseal, None
+    recovery_key = read_recovery_key(args)
+    if args.new_recovery_key:
+        recovery_key = RecoveryKey.generate()
+    recipients = recipient_options.read_recipients(args)
+    if args.no_password and recovery_key is None and not recipients:
+        raise InvalidArgument("--no-password needs --new-recovery-key or a recovery key")
+    # A writer sealing to recipients is asked for no password unless it gives one.
+    no_password = args.no_password or bool(
+        recipients and not recipient_options.password_given(args)
+    )
+    password = None if no_password else read_password(args, confirm=True)
+    seal = functools.partial(
+        sealed.seal_file,
+        src,
+        dst,
+        password=password,
+        recovery_key=recovery_key,
+        kdf=kdf_from_args(args),
+        vault=vault_from_args(args, has_recovery_key=recovery_key is not None),
+        algorithm=args.algorithm,
+        recipients=recipients,
+    )
+    return seal, recovery_key if args.new_recovery_key else None
 
 
 def _decrypt_to_stream(args: argparse.Namespace, src: str | BinaryIO) -> int:

@@ -16,7 +16,8 @@ import sys
 from collections.abc import Callable
 
 from e2ebackup import whatsapp
-from e2ebackup.cli.common import Command, byte_counter, refuse_existing
+from e2ebackup.cli.common import Command, count, refuse_existing
+from e2ebackup.cli.progress import byte_progress, regular_size
 from e2ebackup.errors import InvalidArgument
 from e2ebackup.keys import read_key_file
 
@@ -108,7 +109,7 @@ def _size(n: int | None) -> str:
     for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if n >= scale:
             return f"{n / scale:,.1f} {unit}"
-    return f"{n} bytes"
+    return count(n, "byte")
 
 
 def _check_output(args: argparse.Namespace) -> None:
@@ -117,8 +118,6 @@ def _check_output(args: argparse.Namespace) -> None:
 
 def _say(args: argparse.Namespace, text: str) -> None:
     if not args.quiet:
-        if sys.stderr.isatty():
-            sys.stderr.write("\r\033[K")
         print(text, file=sys.stderr)
 
 
@@ -134,13 +133,10 @@ def _describe(result: whatsapp.DecryptResult) -> str:
 def _decrypt(args: argparse.Namespace) -> int:
     key = read_key(args.key)
     _check_output(args)
-    result = whatsapp.decrypt_crypt15(
-        args.src,
-        args.dst,
-        key,
-        decompress=not args.raw,
-        progress=byte_counter(os.path.getsize(args.src), args.quiet),
-    )
+    with byte_progress(args, "whatsapp decrypt", regular_size(args.src)) as progress:
+        result = whatsapp.decrypt_crypt15(
+            args.src, args.dst, key, decompress=not args.raw, progress=progress
+        )
     _say(args, f"{args.dst}: {_describe(result)} (plaintext, mode 0600)")
     return 0
 
@@ -150,14 +146,10 @@ def _import(args: argparse.Namespace) -> int:
     with open(args.key_file, "rb") as f:
         e2e_key = read_key_file(f.read())
     _check_output(args)
-    result = whatsapp.import_crypt15(
-        args.src,
-        args.dst,
-        key,
-        e2e_key,
-        context=args.context.encode(),
-        progress=byte_counter(os.path.getsize(args.src), args.quiet),
-    )
+    with byte_progress(args, "whatsapp import", regular_size(args.src)) as progress:
+        result = whatsapp.import_crypt15(
+            args.src, args.dst, key, e2e_key, context=args.context.encode(), progress=progress
+        )
     _say(args, f"{args.dst}: {_describe(result)}, encrypted with {args.key_file}")
     return 0
 
@@ -165,17 +157,18 @@ def _import(args: argparse.Namespace) -> int:
 def _encrypt(args: argparse.Namespace) -> int:
     key = read_key(args.key)
     _check_output(args)
-    info = whatsapp.encrypt_crypt15(
-        args.src,
-        args.dst,
-        key,
-        reference=args.reference,
-        app_version=args.app_version,
-        jid_suffix=args.jid_suffix,
-        level=args.level,
-        multi_file=args.multi_file,
-        progress=byte_counter(os.path.getsize(args.src), args.quiet),
-    )
+    with byte_progress(args, "whatsapp encrypt", regular_size(args.src)) as progress:
+        info = whatsapp.encrypt_crypt15(
+            args.src,
+            args.dst,
+            key,
+            reference=args.reference,
+            app_version=args.app_version,
+            jid_suffix=args.jid_suffix,
+            level=args.level,
+            multi_file=args.multi_file,
+            progress=progress,
+        )
     _say(args, f"{args.dst}: {_size(info.file_size)} crypt15 backup")
     return 0
 
