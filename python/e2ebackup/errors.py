@@ -66,20 +66,22 @@ class E2EBackupError(Exception):
     """Base class of every e2ebackup error."""
 
 
-def _cryptography_invalid_tag() -> tuple[type[Exception], ...]:
-    """``cryptography.exceptions.InvalidTag`` when cryptography is installed, else nothing.
+def _cryptography_base(name: str) -> tuple[type[Exception], ...]:
+    """``cryptography.exceptions.<name>`` when cryptography is installed, else nothing.
 
     A real base class, not a registration: ``except`` matches by subclassing only, so code
-    written for Cobblestone that catches cryptography's InvalidTag keeps working unchanged.
+    written for Cobblestone that catches cryptography's ``InvalidTag`` or ``AlreadyFinalized``
+    keeps working unchanged.
     """
     try:
-        from cryptography.exceptions import InvalidTag as CryptographyInvalidTag
+        from cryptography import exceptions
     except ImportError:
         return ()
-    return (CryptographyInvalidTag,)
+    base = getattr(exceptions, name, None)
+    return (base,) if isinstance(base, type) and issubclass(base, Exception) else ()
 
 
-class InvalidTag(E2EBackupError, *_cryptography_invalid_tag()):  # type: ignore[misc]
+class InvalidTag(E2EBackupError, *_cryptography_base("InvalidTag")):  # type: ignore[misc]
     """Authentication failed.
 
     The key or context is wrong, or the ciphertext was truncated, extended, reordered or
@@ -89,8 +91,11 @@ class InvalidTag(E2EBackupError, *_cryptography_invalid_tag()):  # type: ignore[
     """
 
 
-class AlreadyFinalized(E2EBackupError):
-    """A streaming context was used after ``finalize()``."""
+class AlreadyFinalized(E2EBackupError, *_cryptography_base("AlreadyFinalized")):  # type: ignore[misc]
+    """A streaming context was used after ``finalize()``.
+
+    Also a ``cryptography.exceptions.AlreadyFinalized`` when ``cryptography`` is installed, as
+    :class:`InvalidTag` is its ``InvalidTag``."""
 
 
 class StreamFailed(E2EBackupError):

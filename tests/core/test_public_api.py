@@ -129,6 +129,25 @@ def test_invalid_tag_is_caught_by_cobblestone_code() -> None:
     assert not isinstance(theirs.value, errors.E2EBackupError)
 
 
+def test_already_finalized_is_caught_by_cobblestone_code() -> None:
+    """A context used after finalize() raises what Cobblestone code already catches."""
+    key = e2ebackup.generate_key()
+    encryptor = e2ebackup.Encryptor(key, b"app")
+    message = encryptor.update(b"x" * 1000) + encryptor.finalize()
+    decryptor = e2ebackup.Decryptor(key, b"app")
+    assert decryptor.update(message) + decryptor.finalize() == b"x" * 1000
+    for finished in (encryptor, decryptor):
+        with pytest.raises(cryptography.exceptions.AlreadyFinalized) as caught:
+            finished.update(b"more")
+        assert isinstance(caught.value, errors.AlreadyFinalized)
+        assert isinstance(caught.value, errors.E2EBackupError)
+    # Cobblestone raises the same class in the same place.
+    cobblestone = Cobblestone256Encryptor(key, b"app")
+    cobblestone.finalize()
+    with pytest.raises(cryptography.exceptions.AlreadyFinalized):
+        cobblestone.update(b"more")
+
+
 def test_invalid_tag_without_cryptography_installed() -> None:
     """cryptography is optional: without it InvalidTag is still one E2EBackupError."""
     code = """
