@@ -19,6 +19,8 @@ PACKAGE = "e2ebackup"
 ROOMS: list[tuple[str, tuple[str, ...]]] = [
     ("e2ebackup.cli", ()),
     ("e2ebackup.__main__", ()),  # `python -m e2ebackup`: the CLI's entry
+    # Bulk work on a Dask cluster (the `dask` extra): above the library, below the CLI.
+    ("e2ebackup.dask", ("e2ebackup.cli", "e2ebackup.vault.server")),
     ("e2ebackup.vault.server", ("e2ebackup.cli", "e2ebackup.repo", "e2ebackup.sealed")),
     (
         "e2ebackup.vault",
