@@ -59,6 +59,8 @@ EXTRAS = {
     "psycopg": "vault",
     "boto3": "s3",
     "botocore": "s3",
+    "distributed": "dask",
+    "dask": "dask",
 }
 
 EPILOG = """\

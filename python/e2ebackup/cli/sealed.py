@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from e2ebackup import sealed
-from e2ebackup.cli import recipients as recipient_options
+from e2ebackup.cli import cluster, recipients as recipient_options
 from e2ebackup.cli.common import Command, Exit, refuse_existing
 from e2ebackup.cli.credentials import (
     add_kdf_option,
@@ -81,6 +81,7 @@ def _register_common(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     add_password_options(cmd)
     add_recovery_key_options(cmd)
+    cluster.add_options(cmd)
 
 
 def _register_encrypt(cmd: argparse.ArgumentParser) -> None:
@@ -133,6 +134,8 @@ def _decrypt(args: argparse.Namespace) -> int:
 
 
 def _transform(args: argparse.Namespace, *, encrypting: bool) -> int:
+    if args.dask:
+        return cluster.run(args, encrypting=encrypting)
     src: str | BinaryIO = sys.stdin.buffer if args.src == "-" else args.src
     dst: str | BinaryIO = sys.stdout.buffer if args.dst == "-" else args.dst
     if not encrypting and args.dst == "-" and not _is_regular_file(sys.stdout.buffer):
