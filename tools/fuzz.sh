@@ -20,7 +20,7 @@ cd "$(dirname "$script")/../fuzz"
 # A shared build directory is fine: fuzz/ is its own workspace with its own Cargo.lock.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 targets=(chunked_decrypt chunked_stream keyslot_unwrap blob_open cdc_chunker crypt15_prefix
-    crypt15_decrypt opaque_messages)
+    crypt15_decrypt opaque_messages recipient_decapsulate)
 # Bounds for every run: a 2 GiB heap (a bomb is a finding, not a dead machine), 10 s an input.
 libfuzzer_flags=(-rss_limit_mb=2048 -timeout=10 -print_final_stats=1)
 # AddressSanitizer by default (it also checks the C of aws-lc and zstd); SANITIZER=none runs

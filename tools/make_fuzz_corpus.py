@@ -388,6 +388,29 @@ def opaque_messages() -> Seeds:
         yield f"honest-{which}", b"\x07\x04user\x08password\x05guess" + bytes([which]) + u16(77)
 
 
+# ---- recipient slots ---------------------------------------------------------------------------
+
+
+def recipient_decapsulate() -> Seeds:
+    doc = load("recipient_v1.json")
+    keys = doc["keys"]
+    assert isinstance(keys, list)
+    seed_of = {k["recipient"]: bytes.fromhex(k["seed"]) for k in keys}
+    encapsulations = doc["encapsulations"]
+    assert isinstance(encapsulations, list)
+    for i, e in enumerate(encapsulations):
+        enc = bytes.fromhex(e["enc"])
+        # The identity the vector encapsulated to, when the vector names it; else the first.
+        seed = seed_of.get(e["recipient"], bytes.fromhex(keys[0]["seed"]))
+        yield f"vector-enc-{i}", b"\x00" + seed + enc
+        yield f"vector-enc-{i}-cut", b"\x00" + seed + enc[:-1]
+        m, eph = bytes.fromhex(e["m"]), bytes.fromhex(e["ephemeral"])
+        yield f"vector-recipient-{i}", b"\x02" + seed + m + eph + bytes.fromhex(e["recipient"])
+    for flip in (0, 4000, 8703, 8959):
+        yield f"roundtrip-{flip}", b"\x01" + bytes(range(32)) + bytes(range(32, 96)) + u16(flip)
+    yield "recipient-too-short", b"\x02" + bytes(96) + bytes(100)
+
+
 TARGETS = {
     "chunked_decrypt": chunked_decrypt,
     "chunked_stream": chunked_stream,
@@ -397,6 +420,7 @@ TARGETS = {
     "crypt15_prefix": crypt15_prefix,
     "crypt15_decrypt": crypt15_decrypt,
     "opaque_messages": opaque_messages,
+    "recipient_decapsulate": recipient_decapsulate,
 }
 
 

@@ -14,6 +14,7 @@ mod chunked;
 mod input;
 mod keyslot;
 mod opaque;
+mod recipient;
 mod whatsapp;
 
 pub use alloc::peak_allocated_during;
@@ -23,6 +24,7 @@ pub use chunked::{chunked_decrypt, chunked_stream};
 pub use input::Input;
 pub use keyslot::keyslot_unwrap;
 pub use opaque::opaque_messages;
+pub use recipient::recipient_decapsulate;
 pub use whatsapp::{crypt15_decrypt, crypt15_prefix};
 
 /// A target's body: takes one input, panics on a finding.
@@ -38,4 +40,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("crypt15_prefix", crypt15_prefix),
     ("crypt15_decrypt", crypt15_decrypt),
     ("opaque_messages", opaque_messages),
+    ("recipient_decapsulate", recipient_decapsulate),
 ];
