@@ -29,6 +29,7 @@ from e2ebackup import _core
 from e2ebackup.errors import E2EBackupError
 from e2ebackup.keyring.slots import KeySlots
 from e2ebackup.keys import RecoveryKey
+from e2ebackup.recipients import Identity, Recipient, parse_recipients
 from e2ebackup.repo.codec import MAGIC, decode_config, parse_config_header, seal_json
 from e2ebackup.repo.index import Index
 from e2ebackup.repo.labels import LABEL_CONFIG, LABEL_PACK, RepoKeys
@@ -357,6 +358,9 @@ def test_config(repo: Repository, header_version: int, body: bytes, raw: bytes |
 def _sealed_seeds() -> list[bytes]:
     vectors = json.loads((VECTORS / "sealed_v1.json").read_text())["vectors"]
     files = [bytes.fromhex(v["sealed_file"]) for v in vectors if isinstance(v["sealed_file"], str)]
+    # Files with recipient slots (kind 4), valid and not.
+    recipient = json.loads((VECTORS / "recipient_v1.json").read_text())
+    files += [bytes.fromhex(f["file"]) for f in recipient["files"] + recipient["invalid"]]
     # The header is what read_header reads; the payload only makes the examples slow.
     return [f[: 30 + struct.unpack(">I", f[26:30])[0] + 8] if len(f) >= 30 else f for f in files]
 
@@ -382,6 +386,29 @@ def test_key_slot_areas(area: bytes) -> None:
     if slots is not None:
         slots.describe()  # what `key list` shows
         parsed_or_refused(slots.encode)  # nothing left to write is a typed refusal too
+
+
+_RECIPIENT_KEYS = json.loads((VECTORS / "recipient_v1.json").read_text())["keys"]
+_KEY_TEXTS = [k[name].encode() for k in _RECIPIENT_KEYS for name in ("identity", "recipient_text")]
+
+
+@fuzz_settings(500)
+@given(mutated(_KEY_TEXTS) | st.binary(max_size=80))
+@example(_KEY_TEXTS[0])  # a valid identity line
+@example(_KEY_TEXTS[1])  # a valid recipient
+@example(b"e2ebackup1")
+@example(b"E2EBACKUP-SECRET-KEY-1")
+def test_recipient_and_identity_texts(data: bytes) -> None:
+    """A recipients file or an identity file is whatever bytes the user was handed: each parses
+    or is a typed refusal, and what parses prints back as itself."""
+    text = data.decode("utf-8", errors="replace")
+    recipient = parsed_or_refused(lambda: Recipient.parse(text))
+    if recipient is not None:
+        assert Recipient.parse(str(recipient)) == recipient
+    parsed_or_refused(lambda: parse_recipients(text))
+    identity = parsed_or_refused(lambda: Identity.parse(text))
+    if identity is not None:
+        assert Identity.parse(identity.secret()) == identity
 
 
 # ---- pack headers ----------------------------------------------------------------------------
