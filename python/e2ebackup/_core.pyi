@@ -45,6 +45,7 @@ __all__ = [
     "whatsapp_encrypt",
     "whatsapp_parse_header",
     "wrap_key",
+    "write_new_files",
 ]
 
 CHUNK_SIZE: Final[int]
@@ -198,8 +199,24 @@ class BlobCodec:
         threads: int | None = None,
     ) -> list[tuple[bytes, bytes]]: ...
     def open(self, kind: int, id: Buffer, sealed: Buffer) -> bytes: ...
+    def open_many(
+        self,
+        kind: int,
+        ids: Sequence[Buffer],
+        spans: Sequence[tuple[int, int]],
+        sealed: Buffer,
+        *,
+        limit: int = ...,
+    ) -> list[bytes | None]: ...
 
 def looks_compressed(data: Buffer) -> bool: ...
+
+# Restore's small files (Linux only): complete files written into the folder open as ``folder``,
+# each unnamed until whole, then linked at its name; per file True if placed, False if the name
+# existed. Items: (name as bytes, blobs, mode, uid or -1, gid or -1, mtime_ns).
+def write_new_files(
+    folder: int, files: Sequence[tuple[bytes, Sequence[Buffer], int, int, int, int]]
+) -> list[bool]: ...
 
 # OPAQUE, for the key vault (e2ebackup.vault wraps these).
 OPAQUE_KSF_INTEROP: Final[tuple[int, int, int]]

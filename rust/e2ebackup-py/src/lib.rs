@@ -10,6 +10,8 @@ mod keys;
 mod opaque;
 mod recipient;
 mod repo;
+#[cfg(target_os = "linux")]
+mod restore;
 mod whatsapp;
 
 use pyo3::prelude::*;
@@ -22,6 +24,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     opaque::register(m)?;
     repo::register(m)?;
     recipient::register(m)?;
+    #[cfg(target_os = "linux")]
+    restore::register(m)?;
     m.add("CHUNK_SIZE", e2ebackup_core::chunked::CHUNK_SIZE)?;
     m.add("HEADER_SIZE", e2ebackup_core::chunked::HEADER_SIZE)?;
     m.add("TAG_SIZE", e2ebackup_core::chunked::TAG_SIZE)?;

@@ -1,6 +1,8 @@
 //! Python API of the repository's bulk work: the keyed chunker and the blob codec. Both run
 //! without the GIL, the codec across cores.
 
+use std::collections::HashMap;
+
 use e2ebackup_core::blob::{self, BlobKeys};
 use e2ebackup_core::cdc::{CdcParams, Chunker as CoreChunker};
 use e2ebackup_core::parallel::resolve_threads;
@@ -164,6 +166,72 @@ impl BlobCodec {
         })?;
         Ok(PyBytes::new(py, &data))
     }
+
+    /// Opens many blobs held in one buffer, with one release of the GIL: blob `i` has id
+    /// `ids[i]` and lies at `spans[i] = (offset, length)` of `sealed`. A blob named again is
+    /// opened once (the same bytes object is returned); once `limit` plaintext bytes are opened,
+    /// the blobs not opened yet are None. `InvalidTag` if any does not open.
+    #[pyo3(signature = (kind, ids, spans, sealed, *, limit=usize::MAX))]
+    fn open_many<'py>(
+        &self,
+        py: Python<'py>,
+        kind: u8,
+        ids: &Bound<'py, PyAny>,
+        spans: Vec<(usize, usize)>,
+        sealed: &Bound<'py, PyAny>,
+        limit: usize,
+    ) -> BindingResult<Vec<Option<Bound<'py, PyBytes>>>> {
+        let ids = ids
+            .try_iter()?
+            .map(|i| array::<32>(&i?, "id"))
+            .collect::<BindingResult<Vec<_>>>()?;
+        let sealed = ReadBuf::get(sealed, "sealed")?;
+        if ids.len() != spans.len() {
+            return Err(Error::InvalidArgument("one span per id".into()).into());
+        }
+        let buf = sealed.as_slice();
+        if spans
+            .iter()
+            .any(|&(offset, length)| offset.checked_add(length).is_none_or(|e| e > buf.len()))
+        {
+            return Err(Error::InvalidArgument("a span lies outside the buffer".into()).into());
+        }
+        let slots = py.detach(|| {
+            let mut first: HashMap<[u8; 32], usize> = HashMap::new();
+            let mut slots = Vec::with_capacity(ids.len());
+            let mut held = 0usize;
+            for (i, (id, &(offset, length))) in ids.iter().zip(&spans).enumerate() {
+                if let Some(&j) = first.get(id) {
+                    slots.push(Slot::Same(j));
+                } else if held >= limit {
+                    slots.push(Slot::Later);
+                } else {
+                    let data = self.keys.open(kind, id, &buf[offset..offset + length])?;
+                    held += data.len();
+                    first.insert(*id, i);
+                    slots.push(Slot::Opened(data));
+                }
+            }
+            Ok::<_, Error>(slots)
+        })?;
+        let mut out: Vec<Option<Bound<'py, PyBytes>>> = Vec::with_capacity(slots.len());
+        for slot in slots {
+            let item = match slot {
+                Slot::Opened(data) => Some(PyBytes::new(py, &data)),
+                Slot::Same(j) => out[j].clone(),
+                Slot::Later => None,
+            };
+            out.push(item);
+        }
+        Ok(out)
+    }
+}
+
+/// What `open_many` made of one blob.
+enum Slot {
+    Opened(Vec<u8>),
+    Same(usize),
+    Later,
 }
 
 fn buffers(seq: &Bound<'_, PyAny>) -> PyResult<Vec<ReadBuf>> {
