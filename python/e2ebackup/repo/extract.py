@@ -14,9 +14,13 @@ it), so this writes as GNU tar and libarchive do by default, and stricter:
   matched; its chunks may not add up to more than its ``size`` (refused before writing past
   it); without ``overwrite`` it never replaces a file that appeared meanwhile.
 
-Large chunks are written behind: handed to a writer thread (``pwrite`` at the chunk's offset,
-the GIL released) while the caller goes on opening the next ones, at most ``WRITE_BEHIND`` bytes
-at a time; a file is given its name only after every write to it returned.
+Files are written by writer threads, not by the walk: a file of at most ``BATCH_FILE_MAX`` bytes is
+kept whole (its blobs already authenticated, its size matched) and handed over with others of
+its folder in one batch, which ``_core.write_new_files`` writes without the GIL (an unnamed file
+each: content, owner, mode and times through the descriptor, then its name); a larger file's
+chunks are written with ``pwrite`` at their offsets as they come, and it gets its metadata and its
+name once every write to it returned. At most ``WRITE_AHEAD`` bytes and ``MAX_PENDING`` tasks are
+handed over and not yet written; a folder's own metadata is set once everything in it is done.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from e2ebackup import _core
 from e2ebackup.errors import RepositoryCorrupted
 from e2ebackup.paths import link_hidden, link_unnamed, open_unnamed
 from e2ebackup.repo.tree import MODE_BITS, Entry
@@ -41,12 +46,20 @@ __all__ = ["Extractor", "RestoreStats"]
 # walk climbs back to them, so a deep snapshot does not run out of file descriptors.
 OPEN_FOLDERS = 32
 
-# Chunks at least this large are written by the writer thread; a smaller one costs less to write
-# in place than to hand over (restoring many small files stays on one thread).
-WRITE_BEHIND_MIN = 256 << 10
-# Bytes handed to the writer and not yet written: all restore holds beyond its read-ahead.
-WRITE_BEHIND = 16 << 20
+# Files up to this size are kept whole and written in batches (one GIL release a batch).
+BATCH_FILE_MAX = 2 << 20
+# A batch is handed to the writers when it holds this many bytes or files (or its folder ends).
+BATCH_BYTES = 1 << 20
+BATCH_FILES = 256
+# Bytes handed to the writers and not yet written: all restore holds beyond its read-ahead.
+WRITE_AHEAD = 16 << 20
+# Tasks handed over and not finished, and folders waiting for theirs (each holds a descriptor).
+MAX_PENDING = 256
+# Writer threads: they spend their time in system calls, without the GIL.
+WRITERS = 2
+
 _CAN_PWRITE = hasattr(os, "pwrite")
+_CAN_BATCH = hasattr(_core, "write_new_files")  # Linux: unnamed files linked through /proc
 
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC
@@ -70,15 +83,18 @@ class _Level:
     fd: int | None  # None: closed for now (reopened by name) or, with skipped, never opened
     created: bool = False  # made by this restore: its metadata is set when it is done
     skipped: bool = False  # in the way and not replaced: nothing is written under it
+    batchable: bool = False  # on the target's file system, which makes unnamed files
 
 
 class _Folders:
     """The folders restore writes into, from the target down, as open descriptors: every
-    level is opened relative to its parent with O_NOFOLLOW."""
+    level is opened relative to its parent with O_NOFOLLOW. ``before_close`` runs before a
+    descriptor of a folder still on the stack is closed (writes in flight may use it)."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, before_close: Callable[[], None]) -> None:
         # The target itself may be reached through a symlink: the user named it.
         self._levels = [_Level(target, os.open(target, _DIR_FLAGS & ~os.O_NOFOLLOW))]
+        self._before_close = before_close
 
     def top(self) -> int | None:
         """The deepest folder's descriptor, or None if it is skipped."""
@@ -95,10 +111,14 @@ class _Folders:
                 assert parent.fd is not None
                 child.fd = os.open(child.name, _DIR_FLAGS, dir_fd=parent.fd)
                 if first < i < keep_from:
+                    self._before_close()
                     os.close(parent.fd)
                     parent.fd = None
         assert level.fd is not None
         return level.fd
+
+    def top_level(self) -> _Level:
+        return self._levels[-1]
 
     def push(self, level: _Level) -> None:
         self._levels.append(level)
@@ -106,6 +126,7 @@ class _Folders:
         if len(open_below) > OPEN_FOLDERS:
             fd = open_below[0].fd
             assert fd is not None
+            self._before_close()
             open_below[0].fd = None
             os.close(fd)
 
@@ -123,19 +144,51 @@ class _Folders:
 
 @dataclass
 class _OpenFile:
-    fd: int  # written with pwrite at the chunk's offset: no buffered file object per file
-    #: Its temporary name in the folder on top of the stack; None for an unnamed file
-    #: (O_TMPFILE), which a kill leaves nothing of.
+    #: A streamed file's descriptor (written with pwrite at each chunk's offset); -1 for a
+    #: batched file (no descriptor until a writer makes it) or once closed.
+    fd: int
+    #: Its temporary name in ``folder``; None for an unnamed file (O_TMPFILE), which a kill
+    #: leaves nothing of.
     tmp: str | None
     path: str
     declared: int  # the size the snapshot gives: its chunks may not add up to more
+    folder: int = -1
     size: int = 0
+    blobs: list[bytes] | None = None  # a batched file: its content, written whole
+    writes: list[Future[object]] = field(default_factory=list)  # a streamed file's writes
+
+
+@dataclass
+class _Batch:
+    """Complete small files of one folder, for ``_core.write_new_files``."""
+
+    folder: int
+    files: list[tuple[bytes, list[bytes], int, int, int, int]] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+    size: int = 0
+
+
+@dataclass
+class _Leave:
+    """A folder whose files are handed over: its metadata is set, its descriptor closed, once
+    every task before it is done."""
+
+    fd: int
+    entry: Entry
+    created: bool
+
+
+@dataclass
+class _Pending:
+    future: Future[object] | None
+    size: int
+    what: _Batch | _OpenFile | _Leave | None  # None: one chunk of a streamed file
 
 
 class Extractor:
     """Puts entries into ``target`` in the order of a depth-first walk: :meth:`enter` a
     folder, its files (:meth:`start_file`, :meth:`write`, :meth:`finish_file`) and symlinks,
-    :meth:`leave` it."""
+    :meth:`leave` it; :meth:`finish` waits for the writers."""
 
     def __init__(
         self,
@@ -152,15 +205,19 @@ class Extractor:
         # Owners only as root (another user cannot give files away), as tar's --same-owner.
         self.same_owner = same_owner and os.geteuid() == 0
         self._target = target
-        self._folders = _Folders(target)
+        self._folders = _Folders(target, self._drain)
         top = self._folders.top()
         assert top is not None  # the target is opened, never skipped
         self._device = os.fstat(top).st_dev
         self._other_devices = False  # a folder that was there is a mount point
+        # Batches need unnamed files (probed once on the target) and never replace a name.
+        self._folders.top_level().batchable = _CAN_BATCH and not overwrite and _can_unnamed(top)
         self._file: _OpenFile | None = None
+        self._batch: _Batch | None = None
         self._writer: ThreadPoolExecutor | None = None
-        self._behind: deque[tuple[Future[None], int]] = deque()
-        self._behind_bytes = 0
+        self._pending: deque[_Pending] = deque()
+        self._pending_bytes = 0
+        self._pending_leaves = 0  # folders waiting for their metadata: descriptors held
 
     def close(self) -> None:
         try:
@@ -187,21 +244,83 @@ class Extractor:
         finally:
             os.close(fd)
 
-    def _wait_behind(self, limit: int) -> None:
-        """Waits for the oldest writes until at most ``limit`` bytes are pending; re-raises a
-        failed write's error."""
-        while self._behind and self._behind_bytes > limit:
-            future, size = self._behind.popleft()
-            self._behind_bytes -= size
-            future.result()
+    # -- the writers
 
-    def _drain_quietly(self) -> None:
-        """Waits for every pending write, ignoring failures: before a file is closed (its
-        descriptor must not be written after it is closed, or reused)."""
-        while self._behind:
-            future, _ = self._behind.popleft()
-            future.exception()
-        self._behind_bytes = 0
+    def _submit(
+        self,
+        size: int,
+        what: _Batch | _OpenFile | None,
+        fn: Callable[..., object],
+        *args: object,
+    ) -> Future[object]:
+        self._settle_done(WRITE_AHEAD - size, MAX_PENDING - 1)
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(WRITERS, thread_name_prefix="e2ebackup-write")
+        future: Future[object] = self._writer.submit(fn, *args)
+        self._pending.append(_Pending(future, size, what))
+        self._pending_bytes += size
+        return future
+
+    def _settle_done(self, max_bytes: int, max_tasks: int) -> None:
+        """Settles finished tasks in the order they were handed over, waiting for the oldest
+        while more than ``max_bytes``, ``max_tasks`` or ``OPEN_FOLDERS`` folders waiting for
+        their metadata are pending; re-raises a failure."""
+        pending = self._pending
+        while pending:
+            first = pending[0]
+            if (
+                first.future is not None
+                and not first.future.done()
+                and self._pending_bytes <= max_bytes
+                and len(pending) <= max_tasks
+                and self._pending_leaves <= OPEN_FOLDERS
+            ):
+                return
+            pending.popleft()
+            self._pending_bytes -= first.size
+            if isinstance(first.what, _Leave):
+                self._pending_leaves -= 1
+            self._settle(first)
+
+    def _drain(self) -> None:
+        """Waits for every task handed over."""
+        self._settle_done(-1, -1)
+
+    def _settle(self, p: _Pending) -> None:
+        what = p.what
+        if isinstance(what, _Leave):
+            try:
+                # A folder that was there is left as it was unless overwriting.
+                if what.created or self.overwrite:
+                    self._set_metadata(what.fd, what.entry, 0o755)
+            finally:
+                os.close(what.fd)
+            self.stats.dirs += 1
+            return
+        assert p.future is not None
+        result = p.future.result()
+        if isinstance(what, _Batch):
+            assert isinstance(result, list)
+            for placed, path in zip(result, what.paths, strict=True):
+                if placed:
+                    self.stats.files += 1
+                else:
+                    self.stats.skipped_existing.append(path)
+        elif isinstance(what, _OpenFile):
+            if result:
+                self.stats.files += 1
+            else:
+                self.stats.skipped_existing.append(what.path)
+
+    def _flush_batch(self) -> None:
+        batch, self._batch = self._batch, None
+        if batch is not None and batch.files:
+            self._submit(batch.size, batch, _core.write_new_files, batch.folder, batch.files)
+
+    def finish(self) -> None:
+        """Hands over the last batch and waits for every write; re-raises a failure."""
+        self._flush_batch()
+        self._drain()
 
     # -- files
 
@@ -209,6 +328,10 @@ class Extractor:
         folder = self._folders.top()
         if folder is None:
             return  # in a folder that was in the way
+        declared = int(entry.get("size", 0))
+        if declared <= BATCH_FILE_MAX and self._folders.top_level().batchable:
+            self._file = _OpenFile(-1, None, path, declared, folder, blobs=[])
+            return
         tmp: str | None = None
         # No name until it is complete, where the system allows: a killed restore leaves no
         # partial file behind; elsewhere a hidden temporary name.
@@ -217,8 +340,7 @@ class Extractor:
             tmp, fd = _named_temporary(entry["name"], folder)
         else:
             fd = unnamed
-        declared = int(entry.get("size", 0))
-        self._file = _OpenFile(fd, tmp, path, declared)
+        self._file = _OpenFile(fd, tmp, path, declared, folder)
 
     @property
     def writing(self) -> str | None:
@@ -236,17 +358,12 @@ class Extractor:
             raise RepositoryCorrupted(
                 f"{f.path}: its chunks are longer than the {f.declared:,} bytes the snapshot says"
             )
-        if not _CAN_PWRITE:
+        if f.blobs is not None:
+            f.blobs.append(blob)
+        elif not _CAN_PWRITE:
             _write_all(f.fd, blob)
-        elif len(blob) < WRITE_BEHIND_MIN:
-            _pwrite_all(f.fd, blob, f.size)
         else:
-            self._wait_behind(WRITE_BEHIND - len(blob))
-            if self._writer is None:
-                self._writer = ThreadPoolExecutor(1, thread_name_prefix="e2ebackup-write")
-            future = self._writer.submit(_pwrite_all, f.fd, blob, f.size)
-            self._behind.append((future, len(blob)))
-            self._behind_bytes += len(blob)
+            f.writes.append(self._submit(len(blob), None, _pwrite_all, f.fd, blob, f.size))
         f.size += len(blob)
         self.stats.bytes += len(blob)
 
@@ -254,77 +371,121 @@ class Extractor:
         f = self._file
         if f is None:
             return
+        if f.size != f.declared:
+            raise RepositoryCorrupted(
+                f"{f.path}: restored {f.size} bytes, the snapshot says {f.declared}"
+            )
         self._file = None
-        folder = self._folders.top()
-        assert folder is not None
-        try:
-            self._wait_behind(0)  # every byte written before the file gets its name
-            if f.size != f.declared:
-                raise RepositoryCorrupted(
-                    f"{f.path}: restored {f.size} bytes, the snapshot says {f.declared}"
+        if f.blobs is not None:
+            batch = self._batch
+            if batch is None or batch.folder != f.folder:
+                self._flush_batch()
+                batch = self._batch = _Batch(f.folder)
+            uid = entry["uid"] if self.same_owner and "uid" in entry else -1
+            batch.files.append(
+                (
+                    os.fsencode(entry["name"]),
+                    f.blobs,
+                    entry.get("mode", 0o644) & self.mode_mask,
+                    uid,
+                    entry.get("gid", -1),
+                    entry.get("mtime_ns", 0),
                 )
+            )
+            batch.paths.append(f.path)
+            batch.size += f.size
+            if batch.size >= BATCH_BYTES or len(batch.files) >= BATCH_FILES:
+                self._flush_batch()
+            return
+        try:
+            self._submit(0, f, self._finish_streamed, f, entry)
+        except BaseException:
+            self._file = f  # discard() cleans it up
+            raise
+
+    def _finish_streamed(self, f: _OpenFile, entry: Entry) -> bool:
+        """A writer: once every write to the file returned, its metadata and its name; False if
+        the name was taken (without ``overwrite``)."""
+        try:
+            for w in f.writes:
+                w.result()
             self._set_metadata(f.fd, entry, 0o644)
             if f.tmp is None and not self.overwrite:
-                self._place_unnamed(f, folder)  # straight to its name: no hidden one ever
-                return
+                return self._place_unnamed(f)  # straight to its name: no hidden one ever
             if f.tmp is None:
-                f.tmp = link_hidden(f.fd, entry["name"], dir_fd=folder)
+                f.tmp = link_hidden(f.fd, entry["name"], dir_fd=f.folder)
             _close(f)
-            self._place(f, folder)
+            return self._place(f)
         except BaseException:
-            self._drain_quietly()
             if f.tmp is not None:
                 with contextlib.suppress(OSError):
-                    os.unlink(f.tmp, dir_fd=folder)
+                    os.unlink(f.tmp, dir_fd=f.folder)
             raise
         finally:
-            _close(f)  # after any pending write: a closed descriptor is never written to
+            _close(f)
 
-    def _place_unnamed(self, f: _OpenFile, folder: int) -> None:
+    @staticmethod
+    def _place_unnamed(f: _OpenFile) -> bool:
         """Links a finished unnamed file at its name, unless something appeared there."""
-        name = os.path.basename(f.path)
         try:
-            link_unnamed(f.fd, name, dir_fd=folder)
+            link_unnamed(f.fd, os.path.basename(f.path), dir_fd=f.folder)
         except FileExistsError:
-            self.stats.skipped_existing.append(f.path)
-            return
-        self.stats.files += 1
+            return False
+        return True
 
-    def _place(self, f: _OpenFile, folder: int) -> None:
+    def _place(self, f: _OpenFile) -> bool:
         """Renames the finished file into place; without ``overwrite``, never over a file that
         appeared meanwhile (a hard link fails if the name exists; a file system without hard
         links falls back to checking first)."""
         name = os.path.basename(f.path)
+        folder = f.folder
         assert f.tmp is not None
         if self.overwrite:
             os.replace(f.tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
-        else:
-            try:
-                os.link(f.tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
+            return True
+        try:
+            os.link(f.tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
+            os.unlink(f.tmp, dir_fd=folder)
+        except FileExistsError:
+            os.unlink(f.tmp, dir_fd=folder)
+            return False
+        except OSError:
+            if _exists(name, folder):
                 os.unlink(f.tmp, dir_fd=folder)
-            except FileExistsError:
-                os.unlink(f.tmp, dir_fd=folder)
-                self.stats.skipped_existing.append(f.path)
-                return
-            except OSError:
-                if _exists(name, folder):
-                    os.unlink(f.tmp, dir_fd=folder)
-                    self.stats.skipped_existing.append(f.path)
-                    return
-                os.replace(f.tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
-        self.stats.files += 1
+                return False
+            os.replace(f.tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
+        return True
 
     def discard(self) -> None:
-        """Removes the file being written (after an error)."""
-        f = self._file
+        """After an error: stops the writers, removes the files not yet in place (an unnamed
+        one vanishes when closed) and closes the folders waiting for their metadata."""
+        f, self._file = self._file, None
+        self._batch = None
+        pending = list(self._pending)
+        self._pending.clear()
+        self._pending_bytes = self._pending_leaves = 0
+        for p in pending:
+            if p.future is not None:
+                p.future.cancel()
         if f is not None:
-            self._file = None
-            self._drain_quietly()
-            _close(f)
-            folder = self._folders.top()
-            if folder is not None and f.tmp is not None:
+            for w in f.writes:
+                w.cancel()
+        for p in pending:  # a write in progress must return before its descriptor is closed
+            if p.future is not None and not p.future.cancelled():
+                p.future.exception()
+        if f is not None:
+            for w in f.writes:
+                if not w.cancelled():
+                    w.exception()
+        for p in pending:
+            what = p.what
+            if isinstance(what, _Leave):
                 with contextlib.suppress(OSError):
-                    os.unlink(f.tmp, dir_fd=folder)
+                    os.close(what.fd)
+            elif isinstance(what, _OpenFile) and p.future is not None and p.future.cancelled():
+                _forget(what)  # its writer never ran
+        if f is not None:
+            _forget(f)
 
     def _set_metadata(self, fd: int, entry: Entry, default_mode: int) -> None:
         if self.same_owner and "uid" in entry:
@@ -336,6 +497,8 @@ class Extractor:
     # -- folders
 
     def enter(self, entry: Entry, path: str) -> None:
+        self._flush_batch()
+        parent_level = self._folders.top_level()
         parent = self._folders.top()
         name = entry["name"]
         if parent is None:
@@ -352,22 +515,23 @@ class Extractor:
             os.unlink(name, dir_fd=parent)
             created = _mkdir(name, parent)
             fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
-        if not created and os.fstat(fd).st_dev != self._device:
-            self._other_devices = True
-        self._folders.push(_Level(name, fd, created=created))
+        same_device = created
+        if not created:
+            same_device = os.fstat(fd).st_dev == self._device
+            self._other_devices |= not same_device
+        batchable = parent_level.batchable and same_device
+        self._folders.push(_Level(name, fd, created=created, batchable=batchable))
 
     def leave(self, entry: Entry) -> None:
+        self._flush_batch()
         fd = self._folders.top()
         level = self._folders.pop()
         if fd is None:
             return
-        try:
-            # A folder that was there is left as it was unless overwriting.
-            if level.created or self.overwrite:
-                self._set_metadata(fd, entry, 0o755)
-        finally:
-            os.close(fd)
-        self.stats.dirs += 1
+        # Its metadata once the files in it are placed (placing one changes its times).
+        self._pending.append(_Pending(None, 0, _Leave(fd, entry, level.created)))
+        self._pending_leaves += 1
+        self._settle_done(WRITE_AHEAD, MAX_PENDING)
 
     # -- symlinks
 
@@ -390,6 +554,23 @@ class Extractor:
         with contextlib.suppress(OSError, NotImplementedError):
             os.utime(name, ns=(entry.get("mtime_ns", 0),) * 2, dir_fd=folder, follow_symlinks=False)
         self.stats.symlinks += 1
+
+
+def _can_unnamed(folder: int) -> bool:
+    """Whether the file system of ``folder`` makes unnamed files (O_TMPFILE)."""
+    fd = open_unnamed(folder)
+    if fd is None:
+        return False
+    os.close(fd)
+    return True
+
+
+def _forget(f: _OpenFile) -> None:
+    """Closes a file that will not be placed and removes its temporary name."""
+    _close(f)
+    if f.tmp is not None:
+        with contextlib.suppress(OSError):
+            os.unlink(f.tmp, dir_fd=f.folder)
 
 
 def _libc_syncfs() -> Callable[[int], int] | None:

@@ -22,7 +22,9 @@ opened once. Reading and opening blobs runs ahead of writing in a few threads (t
 concurrency: 2 on a local disk, 4 on S3), by at most ``LOOKAHEAD`` sealed bytes a thread and
 ``2 x threads`` reads; each read opens at most ``READ_PLAINTEXT`` bytes ahead (the writer opens
 the rest itself, one blob at a time), so memory is bounded by constants, not by what the stored
-bytes expand to. Writes happen in order, in the calling thread.
+bytes expand to. The calling thread hands the opened blobs over in order to the writer
+(:class:`~e2ebackup.repo.extract.Extractor`), whose threads write the files, at most its
+``WRITE_AHEAD`` bytes behind.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import NoReturn
 
 from e2ebackup._parallel import ordered_map
 from e2ebackup.errors import (
@@ -53,8 +56,11 @@ from e2ebackup.repo.tree import Entry, check_depth, decode_tree
 
 __all__ = ["RestoreConflict", "RestoreLimitExceeded", "RestoreStats", "Restorer", "restore"]
 
-# Adjacent blobs of one pack are fetched with one ranged read of at most this size.
+# Adjacent blobs of one pack are fetched with one ranged read of at most this size and this
+# many blobs (a read of many small files is handed to a reader as soon as it is complete, so
+# reading runs ahead of the writer instead of waiting for the writer to need it).
 COALESCE = 8 << 20
+READ_BLOBS = 512
 # Sealed bytes a thread reads or opens ahead of the writer (one read each in flight); with the
 # run being written, this bounds what restore holds in memory: about 2 x 8 MiB x threads.
 LOOKAHEAD = 8 << 20
@@ -62,7 +68,7 @@ LOOKAHEAD = 8 << 20
 # writes them (stored bytes that expand 1000:1 cannot make restore hold 1000 x the read-ahead).
 READ_PLAINTEXT = 8 << 20
 # Steps queued ahead of the writer (folders and empty files cost no bytes but still count).
-MAX_STEPS_AHEAD = 4096
+MAX_STEPS_AHEAD = 8192
 # Folder listings (tree blobs) kept from the first walk, which sizes the restore, for the
 # second, which restores it: a remote store is not asked twice for each folder.
 TREE_CACHE = 16 << 20
@@ -148,6 +154,8 @@ class _Read:
         """Takes ``run`` into this read if it continues it (same pack, next byte, small enough)
         or lies within it (a file that repeats a file before it)."""
         if self.future is not None or run.pack != self.pack:
+            return False
+        if len(self.blobs) + len(run.blobs) > READ_BLOBS:
             return False
         within = self.start <= run.start and run.end <= self.end
         if not within and (run.start != self.end or run.end - self.start > COALESCE):
@@ -325,15 +333,15 @@ class Restorer:
             return True
         return False
 
-    def _plan_part(self, part: _Part, target: str) -> Iterator[_Step]:
-        """The steps of one part, inside the folders that lead to it."""
+    def _plan_part(self, part: _Part, target: str, fresh: bool) -> Iterator[_Step]:
+        """The steps of one part, inside the folders that lead to it (``fresh``: the target
+        was made by this restore)."""
         opened: list[_Dir] = []
         folder = target
         for ancestor in part.ancestors:
             folder = os.path.join(folder, ancestor["name"])
-            in_the_way = os.path.islink(folder) or (
-                os.path.lexists(folder) and not os.path.isdir(folder)
-            )
+            fresh = fresh or not os.path.lexists(folder)
+            in_the_way = not fresh and (os.path.islink(folder) or not os.path.isdir(folder))
             if in_the_way and not self.overwrite:  # nothing of this part is written
                 self.stats.skipped_existing.append(folder)
                 for done in reversed(opened):
@@ -342,17 +350,22 @@ class Restorer:
             step = _Dir(ancestor, folder, done=False)
             opened.append(step)
             yield step
-        yield from self._plan(part.entries, folder, part.base)
+        yield from self._plan(part.entries, folder, part.base, fresh)
         for done in reversed(opened):
             yield _Dir(done.entry, done.path, done=True)
 
-    def _plan(self, entries: list[Entry], folder: str, base: str) -> Iterator[_Step]:
-        """The steps, folder by folder, depth first (an explicit stack: no recursion limit)."""
-        stack: list[tuple[Iterator[Entry], str, str, _Dir | None]] = [
-            (iter(entries), folder, base, None)
+    def _plan(self, entries: list[Entry], folder: str, base: str, fresh: bool) -> Iterator[_Step]:
+        """The steps, folder by folder, depth first (an explicit stack: no recursion limit).
+
+        What is already in the target is looked at only in folders that existed when the plan
+        reached them (not ``fresh``): nothing can be in the way in a folder made by this
+        restore, and if something appears there meanwhile the writer still never follows or
+        replaces it (it checks again, as it writes)."""
+        stack: list[tuple[Iterator[Entry], str, str, _Dir | None, bool]] = [
+            (iter(entries), folder, base, None, fresh)
         ]
         while stack:
-            children, folder, base, opened = stack[-1]
+            children, folder, base, opened, fresh = stack[-1]
             entry = next(children, None)
             if entry is None:
                 stack.pop()
@@ -369,23 +382,22 @@ class Restorer:
                 raise RestoreLimitExceeded("the snapshot holds more entries than it measured")
             kind = entry.get("type")
             if kind == "file":
-                if not self._skip_existing(path):
+                if fresh or not self._skip_existing(path):
                     yield _FileStart(entry, path)
                     yield from self._runs(entry.get("content", []))
                     yield _FileEnd(entry, path)
             elif kind == "dir":
-                in_the_way = os.path.islink(path) or (
-                    os.path.lexists(path) and not os.path.isdir(path)
-                )
+                new = fresh or not os.path.lexists(path)
+                in_the_way = not new and (os.path.islink(path) or not os.path.isdir(path))
                 if in_the_way and not self.overwrite:
                     self.stats.skipped_existing.append(path)
                     continue
                 check_depth(_depth(rel), rel)
                 step = _Dir(entry, path, done=False)
                 yield step
-                stack.append((iter(self._tree(entry["subtree"])), path, rel, step))
+                stack.append((iter(self._tree(entry["subtree"])), path, rel, step, new))
             else:
-                if not self._skip_existing(path):
+                if fresh or not self._skip_existing(path):
                     yield _Link(entry, path)
 
     def _runs(self, ids: list[str]) -> Iterator[_Run]:
@@ -416,22 +428,25 @@ class Restorer:
 
     def _fetch(self, read: _Read) -> tuple[list[bytes | None], bytes | None]:
         """Reads the range and opens its blobs, each distinct one once, up to READ_PLAINTEXT;
-        returns them (None past it) and, if any is left, the sealed bytes for the writer."""
+        returns them (None past it) and, if any is left, the sealed bytes for the writer. The
+        blobs are opened in one call, without the GIL (a Python loop per blob here made the
+        readers wait for the GIL more than they worked)."""
         raw = self.repo.storage.read(
             pack_name(read.pack), offset=read.start, length=read.end - read.start
         )
         if len(raw) != read.end - read.start:
             raise RepositoryCorrupted(f"pack {read.pack[:16]} is shorter than the index says")
-        opened: dict[bytes, bytes] = {}
-        held = 0
-        out: list[bytes | None] = []
-        for blob_id, loc in read.blobs:
-            blob = opened.get(blob_id)
-            if blob is None and held < READ_PLAINTEXT:
-                blob = self._open(blob_id, self._sealed(raw, read, loc))
-                opened[blob_id] = blob
-                held += len(blob)
-            out.append(blob)
+        ids = [blob_id for blob_id, _ in read.blobs]
+        spans = [(loc.offset - read.start, loc.length) for _, loc in read.blobs]
+        try:
+            out = self.repo.codec.open_many(KIND_DATA, ids, spans, raw, limit=READ_PLAINTEXT)
+        except InvalidTag:
+            for blob_id, loc in read.blobs:  # which one: for the message
+                self._open(blob_id, self._sealed(raw, read, loc))
+            raise RepositoryCorrupted(f"a blob of pack {read.pack[:16]} is damaged") from None
+        for (blob_id, _), blob in zip(read.blobs, out, strict=True):
+            if blob is not None and len(blob) > self.max_chunk:
+                self._too_large(blob_id, blob)
         return out, (raw if None in out else None)
 
     @staticmethod
@@ -446,13 +461,16 @@ class Restorer:
                 f"blob {blob_id.hex()[:16]} is damaged or was swapped"
             ) from None
         if len(blob) > self.max_chunk:
-            raise RepositoryCorrupted(
-                f"blob {blob_id.hex()[:16]} holds {len(blob):,} bytes, more than the chunker's "
-                f"maximum {self.max_chunk:,}: not a chunk any backup stores"
-            )
+            self._too_large(blob_id, blob)
         return blob
 
-    # -- writing (the calling thread, in order) -------------------------------------------------
+    def _too_large(self, blob_id: bytes, blob: bytes) -> NoReturn:
+        raise RepositoryCorrupted(
+            f"blob {blob_id.hex()[:16]} holds {len(blob):,} bytes, more than the chunker's "
+            f"maximum {self.max_chunk:,}: not a chunk any backup stores"
+        )
+
+    # -- writing (handed over by the calling thread, in order) ---------------------------------
 
     def _do(self, step: _Step) -> None:
         out = self._out
@@ -542,6 +560,8 @@ class Restorer:
                     in_flight -= write_next()
             while ahead:
                 in_flight -= write_next()
+            assert self._out is not None
+            self._out.finish()  # every file written and placed, every folder's metadata set
         except BaseException:
             for pending in ahead:
                 if isinstance(pending, _Run) and pending.read and pending.read.future:
@@ -572,6 +592,7 @@ class Restorer:
             # The parent folders of each part count against --max-files too.
             extra = sum(len(part.ancestors) for part in selected)
             self.stats.bytes_total = self._measure(parts, pool, extra_entries=extra)
+            fresh = not os.path.lexists(target)
             os.makedirs(target, exist_ok=True)
             self._out = Extractor(
                 target,
@@ -582,7 +603,7 @@ class Restorer:
             )
             try:
                 steps = itertools.chain.from_iterable(
-                    self._plan_part(part, target) for part in selected
+                    self._plan_part(part, target, fresh) for part in selected
                 )
                 self._pipeline(steps, pool)
             finally:
