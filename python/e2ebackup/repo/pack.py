@@ -7,8 +7,6 @@ become 100k cloud objects, and individual blob sizes are not visible from storag
 
 from __future__ import annotations
 
-import hashlib
-import io
 import struct
 import threading
 from collections.abc import Callable
@@ -19,7 +17,7 @@ from e2ebackup import _core
 from e2ebackup.errors import InvalidTag, RepositoryCorrupted
 from e2ebackup.repo.labels import LABEL_PACK, RepoKeys
 from e2ebackup.repo.names import new_id, pack_name
-from e2ebackup.storage.base import Storage
+from e2ebackup.storage.base import PartsReader, Storage
 
 _ENTRY = struct.Struct(">B32sI")
 _TRAILER = struct.Struct(">I")
@@ -92,44 +90,6 @@ def read_pack_header(
     return parse_pack_header(keys, pack_id, tail, pack_size)
 
 
-class _PartsReader(io.RawIOBase):
-    """A seekable binary stream over a list of byte strings, without joining them."""
-
-    def __init__(self, parts: list[bytes]) -> None:
-        super().__init__()
-        self._parts = parts
-        self._size = sum(len(p) for p in parts)
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        out = memoryview(buffer).cast("B")
-        done, start = 0, 0
-        for part in self._parts:
-            end = start + len(part)
-            if end > self._pos and done < len(out):
-                lo = self._pos - start
-                n = min(len(part) - lo, len(out) - done)
-                out[done : done + n] = memoryview(part)[lo : lo + n]
-                done += n
-                self._pos += n
-            start = end
-        return done
-
-
 @dataclass
 class _OpenPack:
     pack_id: str = field(default_factory=new_id)
@@ -194,13 +154,11 @@ class PackWriter:
         )
         pack.parts.append(sealed_header)
         pack.parts.append(_TRAILER.pack(len(sealed_header)))
-        digest = hashlib.sha256()
-        for part in pack.parts:
-            digest.update(part)
-        size = sum(len(p) for p in pack.parts)
-        # Streamed from the parts: no second 16 MiB copy of the pack.
-        reader = _PartsReader(pack.parts)
-        self._storage.put(pack_name(pack.pack_id), reader, size=size, sha256=digest.digest())  # type: ignore[arg-type]
+        # Streamed from the parts: no second 16 MiB copy of the pack. Hashed once, here; local
+        # storage writes the parts as they are and checks this digest instead of hashing again.
+        reader = PartsReader(pack.parts)
+        size = reader.size
+        self._storage.put(pack_name(pack.pack_id), reader, size=size, sha256=reader.sha256)  # type: ignore[arg-type]
         pack.parts.clear()
         self.bytes_uploaded += size
         entries, offset = [], 0

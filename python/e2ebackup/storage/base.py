@@ -13,13 +13,20 @@ import abc
 import hashlib
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from e2ebackup.errors import InvalidArgument, ObjectTooLarge, StorageError
 
-__all__ = ["ObjectInfo", "Storage", "check_name", "valid_name", "whole_read_limit"]
+__all__ = [
+    "ObjectInfo",
+    "PartsReader",
+    "Storage",
+    "check_name",
+    "valid_name",
+    "whole_read_limit",
+]
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")
 # Streaming block for uploads and downloads.
@@ -40,6 +47,55 @@ _WHOLE_READ_LIMITS = {
     "index": 1024 * _MIB,
 }
 _OTHER_LIMIT = 256 * _MIB
+
+
+class PartsReader(io.RawIOBase):
+    """A seekable binary stream over a list of ``bytes``, without joining them, that computes
+    their SHA-256 once, as it is made (``sha256``; ``size``: their length).
+
+    An object assembled from parts (a pack) is uploaded from one of these: a backend that
+    recognises it may write ``parts`` as they are (no copy into read blocks) and check the
+    ``sha256`` it is given against this one instead of hashing the same bytes a second time;
+    ``bytes`` cannot change after they were hashed, so the check means what hashing again would.
+    Other parts (``bytearray``, ``memoryview``) are copied into ``bytes`` first."""
+
+    def __init__(self, parts: Sequence[bytes | bytearray | memoryview]) -> None:
+        super().__init__()
+        self.parts: tuple[bytes, ...] = tuple(p if type(p) is bytes else bytes(p) for p in parts)
+        self.size = sum(len(p) for p in self.parts)
+        digest = hashlib.sha256()
+        for part in self.parts:
+            digest.update(part)  # without the GIL above 2 KiB
+        self.sha256 = digest.digest()
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        out = memoryview(buffer).cast("B")
+        done, start = 0, 0
+        for part in self.parts:
+            end = start + len(part)
+            if end > self._pos and done < len(out):
+                lo = self._pos - start
+                n = min(len(part) - lo, len(out) - done)
+                out[done : done + n] = memoryview(part)[lo : lo + n]
+                done += n
+                self._pos += n
+            start = end
+        return done
 
 
 def whole_read_limit(name: str) -> int:

@@ -30,7 +30,14 @@ from e2ebackup.errors import (
     StoragePermissionDenied,
     UnsafeStoragePath,
 )
-from e2ebackup.storage.base import BLOCK, ObjectInfo, Storage, check_name, valid_name
+from e2ebackup.storage.base import (
+    BLOCK,
+    ObjectInfo,
+    PartsReader,
+    Storage,
+    check_name,
+    valid_name,
+)
 
 __all__ = ["LocalStorage"]
 
@@ -164,16 +171,30 @@ class LocalStorage(Storage):
 
     @staticmethod
     def _write(fd: int, name: str, data: BinaryIO, size: int, sha256: bytes) -> None:
-        digest = hashlib.sha256()
-        written = 0
-        with os.fdopen(fd, "wb") as f:
-            while block := data.read(BLOCK):
-                digest.update(block)
-                f.write(block)
-                written += len(block)
-            f.flush()
-            os.fsync(f.fileno())
-        if written != size or digest.digest() != sha256:
+        reader: object = data
+        if type(reader) is PartsReader and reader.tell() == 0:  # not a subclass: its own digest
+            # Parts hashed once by the reader, as they are written here (immutable bytes):
+            # compared, not hashed again, and written without copying them into blocks.
+            try:
+                for part in reader.parts:
+                    _write_all(fd, part)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            reader.seek(0, os.SEEK_END)
+            written, actual = reader.size, reader.sha256
+        else:
+            digest = hashlib.sha256()
+            written = 0
+            with os.fdopen(fd, "wb") as f:
+                while block := data.read(BLOCK):
+                    digest.update(block)
+                    f.write(block)
+                    written += len(block)
+                f.flush()
+                os.fsync(f.fileno())
+            actual = digest.digest()
+        if written != size or actual != sha256:
             raise StorageError(
                 f"{name}: stored {written} bytes that do not match the expected {size} "
                 "bytes and checksum; not stored"
@@ -265,3 +286,12 @@ class LocalStorage(Storage):
             return
         except OSError as e:
             raise _translate(e, name) from None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(errno.EIO, "write wrote nothing")
+        view = view[written:]
