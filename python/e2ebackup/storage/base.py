@@ -157,9 +157,11 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def put(self, name: str, data: BinaryIO, *, size: int, sha256: bytes) -> None:
         """Stores ``size`` bytes read from ``data`` as ``name``, atomically: readers see the
-        whole object or nothing. ``sha256`` is the digest of those bytes; the backend verifies
-        the stored object against it (size, and the checksum where the backend can) and raises
-        :class:`StorageError` on a mismatch. Raises :class:`ObjectExists` if ``name`` exists."""
+        whole object or nothing. ``sha256`` is the digest of those bytes; bytes read that do not
+        match ``size`` and ``sha256`` raise :class:`StorageDataMismatch` and store nothing; the
+        backend verifies the stored object too (size, and the checksum where the backend can)
+        and raises :class:`StorageError` if it differs. Raises :class:`ObjectExists` if ``name``
+        exists."""
 
     @abc.abstractmethod
     def open(self, name: str, *, offset: int = 0, length: int | None = None) -> BinaryIO:

@@ -25,6 +25,7 @@ from typing import BinaryIO
 from e2ebackup.errors import (
     ObjectExists,
     ObjectNotFound,
+    StorageDataMismatch,
     StorageError,
     StorageFull,
     StoragePermissionDenied,
@@ -195,7 +196,7 @@ class LocalStorage(Storage):
                 os.fsync(f.fileno())
             actual = digest.digest()
         if written != size or actual != sha256:
-            raise StorageError(
+            raise StorageDataMismatch(
                 f"{name}: stored {written} bytes that do not match the expected {size} "
                 "bytes and checksum; not stored"
             )

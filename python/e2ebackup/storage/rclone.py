@@ -47,6 +47,7 @@ from e2ebackup.errors import (
     ObjectNotFound,
     ObjectTooLarge,
     StorageAuthError,
+    StorageDataMismatch,
     StorageError,
     StorageFull,
     StoragePermissionDenied,
@@ -464,7 +465,7 @@ class RcloneStorage(Storage):
                     proc.stdin.close()
                 rc = proc.wait()
             if not matches:
-                raise StorageError(
+                raise StorageDataMismatch(
                     f"{self.location}: {name}: the data does not match the expected {size} "
                     "bytes and checksum; not stored"
                 )

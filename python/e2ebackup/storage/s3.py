@@ -522,7 +522,7 @@ class S3Storage(Storage):
             else:
                 etag = self._put_single(name, key, data, size, sha256)
         except StorageDataMismatch:
-            raise StorageError(
+            raise StorageDataMismatch(
                 f"{self.location}: {name}: the data does not match the expected {size} bytes "
                 "and checksum; not stored"
             ) from None
