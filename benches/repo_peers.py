@@ -67,6 +67,8 @@ JPEG_HEAD = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x
 TMPFS = Path("/dev/shm")
 DEFAULT_WORKDIR = Path.home() / ".cache" / "e2ebackup-bench"
 ALL_TOOLS = ("e2ebackup", "rustic", "restic", "borg", "cp")
+#: The tools the ratios are to, the first one present: rustic, else restic.
+ANCHORS = ("rustic", "restic")
 WORDS = [
     "backup",
     "restore",
@@ -613,25 +615,28 @@ def render(report: Report) -> str:
         "Versions: " + ", ".join(f"{k} {v}" for k, v in report.versions.items()) + ".",
         "Trees: " + "; ".join(f"{k}: {v}" for k, v in report.trees.items()) + ".",
         "",
-        "Times in seconds (on disk: `sync` included); `x rustic` and `x cp` are speed ratios "
+        "Times in seconds (on disk: `sync` included); `x rustic` (`x restic` where rustic is "
+        "absent) and `x cp` are speed ratios "
         "(their seconds / the tool's seconds: above 1 is faster); CPU in s/GB of the tree; RSS "
         "= peak resident memory, MiB.",
     ]
     groups: dict[tuple[str, str], list[Row]] = {}
     for row in report.rows:
         groups.setdefault((row.tree, row.where), []).append(row)
-    head = (
-        "| tool | backup | x rustic | x cp | CPU s/GB | RSS | unchanged | +1 MiB | stored MB "
-        "| restore | x rustic | x cp | CPU s/GB | RSS |"
-    )
     for (tree, where), rows in groups.items():
-        rustic = next((r for r in rows if r.tool == "rustic"), None)
+        # The anchor is rustic; where it is absent (not installed, or it failed), restic.
+        anchor = next(
+            (r for name in ANCHORS for r in rows if r.tool == name and r.backup is not None),
+            None,
+        )
+        name = anchor.tool if anchor else ANCHORS[0]
         copy = next((r for r in rows if r.tool == "cp -a"), None)
         lines += [
             "",
             f"### {tree} tree on {where} ({report.trees.get(tree, '')})",
             "",
-            head,
+            f"| tool | backup | x {name} | x cp | CPU s/GB | RSS | unchanged | +1 MiB | stored MB "
+            f"| restore | x {name} | x cp | CPU s/GB | RSS |",
             "|---" * 14 + "|",
         ]
         for r in rows:
@@ -647,7 +652,7 @@ def render(report: Report) -> str:
             cells = [
                 r.tool + (f" ({r.note})" if r.note else ""),
                 cell(r.backup, lambda m: m.seconds, "{:.2f}"),
-                ratio(rustic.backup if rustic else None, r.backup),
+                ratio(anchor.backup if anchor else None, r.backup),
                 ratio(copy.backup if copy else None, r.backup),
                 cell(r.backup, per_gb, "{:.2f}"),
                 cell(r.backup, lambda m: m.rss_mib, "{:.0f}"),
@@ -655,7 +660,7 @@ def render(report: Report) -> str:
                 cell(r.append, lambda m: m.seconds, "{:.2f}"),
                 "" if is_copy else f"{r.stored / 1e6:.0f}",
                 cell(r.restore, lambda m: m.seconds, "{:.2f}"),
-                ratio(rustic.restore if rustic else None, r.restore),
+                ratio(anchor.restore if anchor else None, r.restore),
                 ratio(copy.restore if copy else None, r.restore),
                 cell(r.restore, per_gb, "{:.2f}"),
                 cell(r.restore, lambda m: m.rss_mib, "{:.0f}"),

@@ -56,3 +56,35 @@ def test_quick_run_prints_the_table_with_ratios_to_the_copy(tmp_path: Path) -> N
     assert "rustic" not in report["versions"]
     # Nothing left behind in the scratch folder.
     assert list((tmp_path / "work" / "scratch").iterdir()) == []
+
+
+def test_ratios_are_to_restic_where_rustic_is_absent() -> None:
+    """The anchor column is rustic's; in a run without rustic (not installed, or it failed) it
+    is restic's, named so in the header, rather than empty."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("repo_peers", SCRIPT)
+    assert spec is not None
+    assert spec.loader is not None
+    peers = importlib.util.module_from_spec(spec)
+    sys.modules["repo_peers"] = peers  # dataclasses look their module up while being made
+    spec.loader.exec_module(peers)
+
+    def row(tool: str, backup: float, restore: float) -> object:
+        return peers.Row(
+            "media", "tmpfs", tool, 10**9,
+            backup=peers.Measure(backup, 1.0, 10.0),
+            restore=peers.Measure(restore, 1.0, 10.0),
+        )  # fmt: skip
+
+    report = peers.Report("now", "here")
+    report.rows = [row("cp -a", 1.0, 1.0), row("e2ebackup", 2.0, 4.0), row("restic", 4.0, 6.0)]
+    table = peers.render(report)
+    assert "| tool | backup | x restic | x cp |" in table
+    (mine,) = [line for line in table.splitlines() if line.startswith("| e2ebackup")]
+    cells = [c.strip() for c in mine.strip("|").split("|")]
+    assert cells[2] == "2.00"  # restic 4 s / ours 2 s
+    assert cells[10] == "1.50"  # restore: 6 s / 4 s
+    report.rows.append(row("rustic", 3.0, 3.0))
+    table = peers.render(report)
+    assert "| tool | backup | x rustic | x cp |" in table
