@@ -4,6 +4,9 @@ Problems are collected, not raised one by one, so a damaged repository gets one 
 Folder listings are fetched a level of the tree at a time, and packs are read and checked a
 few at once (the storage's concurrency, at least two): a remote store's latency and a local
 disk's reads overlap with decryption. Memory: about one pack per thread and one waiting.
+
+The reading of the packs is :func:`check_pack` per pack, from the storage and the keys alone:
+:mod:`e2ebackup.dask` runs the same function on the workers of a cluster (``read_packs``).
 """
 
 from __future__ import annotations
@@ -11,10 +14,11 @@ from __future__ import annotations
 import math
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from e2ebackup import _core
 from e2ebackup._parallel import ordered_map
 from e2ebackup.errors import (
     E2EBackupError,
@@ -24,10 +28,27 @@ from e2ebackup.errors import (
     RepositoryCorrupted,
     TreeTooDeep,
 )
+from e2ebackup.repo.labels import RepoKeys
 from e2ebackup.repo.names import pack_name
 from e2ebackup.repo.pack import BlobLocation, parse_pack_header, read_pack_header
 from e2ebackup.repo.repository import Repository
 from e2ebackup.repo.tree import MAX_DEPTH, Entry
+from e2ebackup.storage.base import Storage
+
+__all__ = [
+    "Expected",
+    "PackCheck",
+    "PackReader",
+    "Progress",
+    "VerifyReport",
+    "check_pack",
+    "expected_blobs",
+    "parse_subset",
+    "verify",
+]
+
+#: Where the index puts the blobs of one pack: blob id -> (kind, offset, length).
+Expected = dict[bytes, tuple[int, int, int]]
 
 
 @dataclass
@@ -50,7 +71,23 @@ class VerifyReport:
         return not self.errors
 
 
+@dataclass
+class PackCheck:
+    """What reading one pack found: its size, the blobs that opened, and the damage (one line
+    each, no content, no key). ``found`` is False for a pack that was not read: missing from
+    the storage (the structure check reported it), or not read at all (the reason in
+    ``errors``); it is not counted among the packs read."""
+
+    found: bool = True
+    size: int = 0
+    blobs: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
 Progress = Callable[[VerifyReport, str], None]
+#: Reads and checks the packs it is given; yields ``(pack id, PackCheck)`` for every one of
+#: them, in any order.
+PackReader = Callable[[list[str]], Iterable[tuple[str, PackCheck]]]
 
 
 def verify(
@@ -60,6 +97,7 @@ def verify(
     progress: Progress | None = None,
     threads: int | None = None,
     subset: str | None = None,
+    read_packs: PackReader | None = None,
 ) -> VerifyReport:
     """Checks the structure; with ``read_data`` also reads and opens every blob of every pack,
     or of a ``subset`` of the packs (:func:`parse_subset`: ``"n/t"`` or ``"x%"``), so a large
@@ -67,7 +105,10 @@ def verify(
 
     ``progress(report, pack_id)`` is called after each pack header is checked (of
     ``report.headers_to_check``), then after each pack is read (``report.packs_to_read``
-    packs, ``report.bytes_to_read`` bytes, set before the first is read)."""
+    packs, ``report.bytes_to_read`` bytes, set before the first is read).
+
+    ``read_packs`` reads the packs instead of this process's threads (:mod:`e2ebackup.dask`:
+    the workers of a cluster, each running :func:`check_pack`); the report is the same."""
     chosen = parse_subset(subset) if subset else None
     report = VerifyReport()
     threads = threads or repo.storage.read_concurrency
@@ -82,7 +123,9 @@ def verify(
                 packs = chosen(packs)
             report.packs_to_read = len(packs)
             report.bytes_to_read = sum(repo.index.pack_sizes[p] for p in packs)
-            _read_data(repo, packs, report, progress, pool, threads)
+            if read_packs is None:
+                read_packs = _reader(repo, pool, threads)
+            _read_data(packs, report, progress, read_packs)
     return report
 
 
@@ -134,9 +177,9 @@ def _structure(
     _walk(repo, roots, report, pool)
 
 
-def _by_pack(repo: Repository) -> dict[str, dict[bytes, tuple[int, int, int]]]:
+def expected_blobs(repo: Repository) -> dict[str, Expected]:
     """Where the index puts each blob: pack id -> blob id -> (kind, offset, length)."""
-    expected: dict[str, dict[bytes, tuple[int, int, int]]] = {}
+    expected: dict[str, Expected] = {}
     for blob_id, loc in repo.index.items():
         expected.setdefault(loc.pack, {})[blob_id] = (loc.kind, loc.offset, loc.length)
     return expected
@@ -145,7 +188,7 @@ def _by_pack(repo: Repository) -> dict[str, dict[bytes, tuple[int, int, int]]]:
 def _compare_header(
     pack_id: str,
     entries: list[tuple[bytes, BlobLocation]],
-    expected: dict[bytes, tuple[int, int, int]],
+    expected: Expected,
 ) -> list[str]:
     """A pack's authenticated header against the index: every blob the index places in this
     pack must be there, at the same place."""
@@ -167,7 +210,7 @@ def _check_headers(
     """Reads each pack's header (one small read from the end of the pack), authenticates it
     and compares it with the index (docs/FORMAT.md, Packs): a damaged header is reported even
     without ``read_data``. Restores never read headers, but rebuilding an index does."""
-    expected = _by_pack(repo)
+    expected = expected_blobs(repo)
     sizes = repo.index.pack_sizes
 
     def header(pack_id: str) -> list[tuple[bytes, BlobLocation]] | E2EBackupError:
@@ -229,61 +272,76 @@ def _walk(
         level = next_level
 
 
-@dataclass
-class _PackCheck:
-    found: bool = True
-    size: int = 0
-    blobs: int = 0
-    errors: list[str] = field(default_factory=list)
-
-
-def _check_pack(
-    repo: Repository, pack_id: str, expected: dict[bytes, tuple[int, int, int]]
-) -> _PackCheck:
-    """Reads one pack whole and opens every blob its header lists (in a worker thread)."""
+def check_pack(
+    storage: Storage,
+    keys: RepoKeys,
+    pack_id: str,
+    size: int,
+    expected: Expected,
+    *,
+    codec: _core.BlobCodec | None = None,
+) -> PackCheck:
+    """Reads one pack whole (``size`` bytes, as the index says), authenticates its header,
+    compares it with ``expected`` and opens every blob the header lists. Needs the pack-header
+    key and the blob keys of ``keys`` only. Raises what the storage raises, but for a missing
+    pack (``found`` False: the structure check reports it)."""
     try:
-        raw = repo.storage.read(pack_name(pack_id), length=repo.index.pack_sizes[pack_id])
+        raw = storage.read(pack_name(pack_id), length=size)
     except ObjectNotFound:
-        return _PackCheck(found=False)  # already reported by the structure check
-    result = _PackCheck(size=len(raw))
+        return PackCheck(found=False)
+    result = PackCheck(size=len(raw))
     try:
-        entries = parse_pack_header(repo.keys, pack_id, raw, len(raw))
+        entries = parse_pack_header(keys, pack_id, raw, len(raw))
     except RepositoryCorrupted as e:
         result.errors.append(str(e))
         return result
+    codec = codec or keys.codec()
     view = memoryview(raw)
     result.errors += _compare_header(pack_id, entries, expected)
     for blob_id, loc in entries:
         try:
-            repo.codec.open(loc.kind, blob_id, view[loc.offset : loc.offset + loc.length])
+            codec.open(loc.kind, blob_id, view[loc.offset : loc.offset + loc.length])
             result.blobs += 1
         except InvalidTag:
             result.errors.append(f"pack {pack_id[:16]}: blob {blob_id.hex()[:16]} is damaged")
     return result
 
 
+def _reader(repo: Repository, pool: ThreadPoolExecutor, threads: int) -> PackReader:
+    """This process's threads, a few packs at once, in order."""
+    expected = expected_blobs(repo)
+    sizes = repo.index.pack_sizes
+
+    def check(pack_id: str) -> tuple[str, PackCheck]:
+        found = expected.get(pack_id, {})
+        return pack_id, check_pack(
+            repo.storage, repo.keys, pack_id, sizes[pack_id], found, codec=repo.codec
+        )
+
+    return lambda packs: ordered_map(check, packs, threads=threads, pool=pool)
+
+
 def _read_data(
-    repo: Repository,
-    packs: list[str],
-    report: VerifyReport,
-    progress: Progress | None,
-    pool: ThreadPoolExecutor,
-    threads: int,
+    packs: list[str], report: VerifyReport, progress: Progress | None, read_packs: PackReader
 ) -> None:
-    expected = _by_pack(repo)
-
-    def check(pack_id: str) -> tuple[str, _PackCheck]:
-        return pack_id, _check_pack(repo, pack_id, expected.get(pack_id, {}))
-
-    for pack_id, result in ordered_map(check, packs, threads=threads, pool=pool):
+    """Counts each pack as its result comes; the damage is listed in the order of ``packs``,
+    however the packs were read."""
+    results: dict[str, PackCheck] = {}
+    for pack_id, result in read_packs(packs):
+        results[pack_id] = result
         if not result.found:
             continue
         report.packs += 1
         report.bytes_read += result.size
         report.blobs_read += result.blobs
-        report.errors += result.errors
         if progress is not None:
             progress(report, pack_id)
+    for pack_id in packs:
+        if pack_id in results:
+            report.errors += results[pack_id].errors
+    missing = [p for p in packs if p not in results]
+    if missing:  # a reader that lost some (a bug): never a silent pass
+        report.errors.append(f"{len(missing)} pack(s) were not read, {missing[0][:16]} first")
 
 
 def parse_subset(spec: str) -> Callable[[list[str]], list[str]]:
