@@ -12,10 +12,10 @@ format. Dask's ``distributed`` does all of the scheduling, retrying and moving o
   four batches per worker thread; a larger file alone in its batch); one task per
   batch, named ``e2ebackup-encrypt-<batch>-<random>``.
 - **Secrets never reach the scheduler:** the credential is sent by the client straight to the
-  workers (``client.scatter(..., direct=True, hash=False, broadcast=True)``); tasks carry only
-  a reference to it, their names are random, not a hash of their arguments, and the holder's
-  ``repr`` hides it. The scheduler sees file names, sizes and task names, never key bytes,
-  passwords or contents. The data is released from the workers when the run ends.
+  workers (:mod:`e2ebackup.dask.runner`); tasks carry only a reference to it, their names are
+  random, and the holder's ``repr`` hides it. The scheduler sees file names, sizes and task
+  names, never key bytes, passwords or contents. The data is released from the workers when
+  the run ends.
 - **Fault tolerance:** every output is written to an unnamed (or hidden temporary) file and
   renamed only once complete (:func:`e2ebackup.paths.atomic_output`), so a worker killed
   mid-task leaves nothing under a final name, and the task Dask runs again rewrites the
@@ -30,21 +30,13 @@ from __future__ import annotations
 import functools
 import os
 import stat
-import uuid
 from collections.abc import Callable, Iterable
-from concurrent.futures import CancelledError
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-try:
-    import distributed
-except ModuleNotFoundError as e:  # one line that names the extra
-    raise ModuleNotFoundError(
-        f"e2ebackup.dask needs the dask extra ({e.name} is not installed): "
-        "pip install 'e2ebackup[dask]'",
-        name=e.name,
-    ) from e
+import distributed
 
+from e2ebackup.dask.runner import Hidden, auto_unit_bytes, run_units, split_by_bytes
 from e2ebackup.errors import E2EBackupError, InvalidArgument
 from e2ebackup.files import decrypt_file, encrypt_file
 from e2ebackup.keys import KdfParams, Password, RecoveryKey
@@ -116,7 +108,7 @@ class Batch:
     size: int
 
 
-class _Credential:
+class _Credential(Hidden):
     """The key material of a run, as it travels from the client to the workers (and only
     there: it is scattered directly, never through the scheduler). Hidden from ``repr`` and
     ``str``. Unlike :class:`~e2ebackup.keys.Password` it can be pickled: that is its one job."""
@@ -138,11 +130,6 @@ class _Credential:
         self._recovery_key = recovery_key
         self._recipients = recipients
         self._identity = identity
-
-    def __repr__(self) -> str:
-        return "<e2ebackup credential (hidden)>"
-
-    __str__ = __repr__
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (
@@ -195,7 +182,7 @@ class _Options:
 
 
 def _run_batch(
-    credential: _Credential, direction: Direction, batch: Batch, options: _Options
+    credential: _Credential, batch: Batch, direction: Direction, options: _Options
 ) -> Report:
     """A task: every file of the batch, in order. Each output appears under its final name
     only once complete, so running the batch again after a crash redoes it cleanly."""
@@ -225,29 +212,24 @@ def split_batches(
     file larger than ``batch_bytes`` is alone in its batch."""
     if batch_bytes < 1 or batch_files < 1:
         raise InvalidArgument("batch_bytes and batch_files must be positive")
-    batches: list[Batch] = []
-    current: list[tuple[str, str, str]] = []
-    cost = size = 0
-    for src, dst, rel, n in files:
-        if current and (cost + n + FILE_COST > batch_bytes or len(current) >= batch_files):
-            batches.append(Batch(tuple(current), size))
-            current, cost, size = [], 0, 0
-        current.append((src, dst, rel))
-        cost += n + FILE_COST
-        size += n
-    if current:
-        batches.append(Batch(tuple(current), size))
-    return batches
+    units = split_by_bytes(
+        list(files), lambda f: f[3] + FILE_COST, target=batch_bytes, most=batch_files
+    )
+    return [Batch(tuple(f[:3] for f in unit), sum(f[3] for f in unit)) for unit in units]
 
 
 def _auto_batch_bytes(client: distributed.Client, planned: list[tuple[str, str, str, int]]) -> int:
     """``DEFAULT_BATCH_BYTES``, or less when that would leave fewer than ``BATCHES_PER_THREAD``
     batches per worker thread of the cluster: the last batches then keep every thread busy
     until close to the end. Never below ``MIN_BATCH_BYTES``."""
-    threads = max(1, sum(client.nthreads().values()))  # type: ignore[no-untyped-call]
     total = sum(size + FILE_COST for *_, size in planned)
-    share = total // (BATCHES_PER_THREAD * threads) + 1
-    return max(MIN_BATCH_BYTES, min(DEFAULT_BATCH_BYTES, share))
+    return auto_unit_bytes(
+        client,
+        total,
+        most=DEFAULT_BATCH_BYTES,
+        least=MIN_BATCH_BYTES,
+        per_thread=BATCHES_PER_THREAD,
+    )
 
 
 def _walk(root: str, skipped: list[str]) -> list[str]:
@@ -371,73 +353,22 @@ def _run(
     if not batches:
         return report
     os.makedirs(dst, exist_ok=True)
-    run = uuid.uuid4().hex
-    todo = list(enumerate(batches))
-    # A batch is cancelled, not failed, when every worker holding the credential died: it is
-    # sent again with the next round, at most `retries` more times.
-    for attempt in range(retries + 1):
-        last = attempt == retries
-        todo = _round(client, credential, direction, todo, options, run, retries, last, report)
-        if not todo:
-            break
-    return report
-
-
-def _round(
-    client: distributed.Client,
-    credential: _Credential,
-    direction: Direction,
-    todo: list[tuple[int, Batch]],
-    options: _Options,
-    run: str,
-    retries: int,
-    last: bool,
-    report: Report,
-) -> list[tuple[int, Batch]]:
-    """Scatters the credential, runs the batches of ``todo`` and adds their outcome to
-    ``report``; returns the batches cancelled because the credential was lost (unless
-    ``last``: then they are failures too)."""
-    # Straight to the workers (direct=True): the scheduler learns the name and the size of
-    # the scattered object, never its bytes; hash=False keeps a hash of the secret out of the
-    # name.
-    secret = client.scatter(  # type: ignore[no-untyped-call]
-        credential, direct=True, hash=False, broadcast=True
+    done = run_units(
+        client,
+        credential,
+        _run_batch,
+        batches,
+        name=direction,
+        args=(direction, options),
+        retries=retries,
     )
-    again: list[tuple[int, Batch]] = []
-    try:
-        batches: dict[str, tuple[int, Batch]] = {}
-        pending = []
-        for i, batch in todo:
-            name = f"e2ebackup-{direction}-{i}-{run}-{uuid.uuid4().hex[:8]}"
-            pending.append(
-                client.submit(
-                    _run_batch,
-                    secret,
-                    direction,
-                    batch,
-                    options,
-                    key=name,
-                    retries=retries,
-                    pure=False,
-                )
-            )
-            batches[name] = (i, batch)
-        done = distributed.as_completed(  # type: ignore[no-untyped-call]
-            pending, with_results=True, raise_errors=False
-        )
-        for future, result in done:
-            entry = batches[str(future.key)]
-            if isinstance(result, Report):
-                report.add(result)
-            elif isinstance(result, CancelledError) and not last:
-                again.append(entry)
-            else:  # the batch failed every retry (KilledWorker, a bug): each file is reported
-                error = type(result).__name__
-                report.failures.extend(Failure(rel, error) for _, _, rel in entry[1].files)
-            future.release()
-    finally:
-        secret.release()
-    return sorted(again)
+    for batch, result in done:
+        if isinstance(result, Report):
+            report.add(result)
+        else:  # the batch failed every retry (KilledWorker, a bug): each file is reported
+            error = type(result).__name__
+            report.failures.extend(Failure(rel, error) for _, _, rel in batch.files)
+    return report
 
 
 def encrypt_files(

@@ -1,0 +1,51 @@
+"""Bulk work on a Dask cluster (``pip install 'e2ebackup[dask]'``, docs/SCALE.md): the
+scheduling, retrying and moving of results are Dask's ``distributed``.
+
+- :func:`encrypt_files` / :func:`decrypt_files` (:mod:`e2ebackup.dask.files`): every file of
+  a collection into one encrypted file, without a repository: the "drop-in encryptor" at
+  scale.
+- :func:`verify_repository` (:mod:`e2ebackup.dask.verify`): ``verify --read-data`` of a
+  repository, its packs read and authenticated by the workers.
+
+In both the key material goes from the client straight to the workers, never through the
+scheduler, and tasks have random names (:mod:`e2ebackup.dask.runner`).
+"""
+
+from __future__ import annotations
+
+try:
+    import distributed  # noqa: F401 (the extra's one requirement, checked here)
+except ModuleNotFoundError as e:  # one line that names the extra
+    raise ModuleNotFoundError(
+        f"e2ebackup.dask needs the dask extra ({e.name} is not installed): "
+        "pip install 'e2ebackup[dask]'",
+        name=e.name,
+    ) from e
+
+from e2ebackup.dask.files import (
+    DEFAULT_BATCH_BYTES,
+    DEFAULT_BATCH_FILES,
+    DEFAULT_SUFFIX,
+    Batch,
+    Failure,
+    Report,
+    decrypt_files,
+    encrypt_files,
+    split_batches,
+)
+from e2ebackup.dask.verify import DEFAULT_UNIT_BYTES, StorageSpec, verify_repository
+
+__all__ = [
+    "DEFAULT_BATCH_BYTES",
+    "DEFAULT_BATCH_FILES",
+    "DEFAULT_SUFFIX",
+    "DEFAULT_UNIT_BYTES",
+    "Batch",
+    "Failure",
+    "Report",
+    "StorageSpec",
+    "decrypt_files",
+    "encrypt_files",
+    "split_batches",
+    "verify_repository",
+]
