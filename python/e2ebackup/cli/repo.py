@@ -11,9 +11,11 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
+from e2ebackup.cli.cluster import dask_client
 from e2ebackup.cli.common import (
     EXPECT_HEAD_ENV,
     REPOSITORY_ENV,
@@ -22,6 +24,7 @@ from e2ebackup.cli.common import (
     count,
     open_repo,
     out,
+    storage_location,
     storage_of,
 )
 from e2ebackup.cli.credentials import (
@@ -38,7 +41,7 @@ from e2ebackup.cli.vault import add_encrypt_options, vault_from_args
 from e2ebackup.errors import E2EBackupError, HistoryForked, HistoryNotTrusted, InvalidArgument
 from e2ebackup.keys import Password, RecoveryKey
 from e2ebackup.repo.backup import BackupStats, backup, backup_stream, scan_size
-from e2ebackup.repo.check import VerifyReport, parse_subset, verify
+from e2ebackup.repo.check import Progress, VerifyReport, parse_subset, verify
 from e2ebackup.repo.exclude import Excludes, read_lines
 from e2ebackup.repo.heads import Head, TrustedHead
 from e2ebackup.repo.prune import forget
@@ -242,6 +245,15 @@ def _register_verify(v: argparse.ArgumentParser) -> None:
         metavar="n/t|x%",
         help="read only part of the packs: the n-th of t parts (run 1/t to t/t to cover all) "
         "or x percent picked at random",
+    )
+    v.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help="with --read-data: the packs are read by the workers of the Dask cluster whose "
+        "scheduler is ADDRESS (tcp://host:8786), or 'local' for a cluster of this machine's "
+        "cores; each worker opens the repository's storage itself (S3 credentials from its "
+        "environment); the keys go to the workers, never through the scheduler; needs pip "
+        "install 'e2ebackup[dask]' (docs/SCALE.md)",
     )
 
 
@@ -510,7 +522,18 @@ def _restore(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     if args.read_data_subset:
         parse_subset(args.read_data_subset)  # a bad spec fails before any password is asked
-    repo = open_repo(args)
+    if args.dask and not (args.read_data or args.read_data_subset):
+        raise InvalidArgument("--dask reads the packs on a cluster: give --read-data")
+    if args.dask:
+        run = _on_dask(args)  # the credential is read now, before any progress is drawn
+    else:
+        repo = open_repo(args)
+
+        def run(progress: Progress) -> VerifyReport:
+            return verify(
+                repo, read_data=args.read_data, progress=progress, subset=args.read_data_subset
+            )
+
     with progress_bar(args, "verify", in_bytes=False) as bar:
 
         def progress(report: VerifyReport, pack: str) -> None:
@@ -523,9 +546,7 @@ def _verify(args: argparse.Namespace) -> int:
                 text = f"verify: {count(total, 'pack header')}"
                 bar(report.headers, total, text, in_bytes=False)
 
-        report = verify(
-            repo, read_data=args.read_data, progress=progress, subset=args.read_data_subset
-        )
+        report = run(progress)
     for w in report.warnings:
         print(f"e2ebackup: warning: {w}", file=sys.stderr)
     for e in report.errors:
@@ -542,6 +563,35 @@ def _verify(args: argparse.Namespace) -> int:
     )
     out(args, dict(asdict(report), ok=report.ok), summary)
     return Exit.OK if report.ok else Exit.FAILED
+
+
+def _on_dask(args: argparse.Namespace) -> Callable[[Progress], VerifyReport]:
+    """``verify --dask``: the credential, read once, here; then (when called) the repository is
+    opened and its structure checked by this process, its packs read by the cluster's
+    workers."""
+    from e2ebackup.dask import verify_repository  # the dask extra: a missing one is named
+
+    location = storage_location(args)
+    recovery_key = read_recovery_key(args)
+    password = None if recovery_key is not None else read_password(args)
+
+    def run(progress: Progress) -> VerifyReport:
+        with dask_client(args.dask) as client:
+            return verify_repository(
+                location,
+                client=client,
+                password=password,
+                recovery_key=recovery_key,
+                read_data=args.read_data,
+                subset=args.read_data_subset,
+                s3_endpoint=args.s3_endpoint,
+                limit_download=args.limit_download,
+                no_lock=args.no_lock,
+                expect_head=args.expect_head or os.environ.get(EXPECT_HEAD_ENV),
+                progress=progress,
+            )
+
+    return run
 
 
 def _forget(args: argparse.Namespace) -> int:
