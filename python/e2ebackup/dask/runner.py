@@ -15,12 +15,14 @@ run one task per unit and collect what they return.
 
 from __future__ import annotations
 
+import pickle
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import CancelledError
 from typing import Any, TypeVar
 
 import distributed
+from distributed.protocol.serialize import dask_deserialize, dask_serialize
 
 from e2ebackup.errors import InvalidArgument
 
@@ -35,7 +37,13 @@ class Hidden:
     """The base of what carries key material from the client to the workers (and only there:
     it is scattered directly, never through the scheduler): hidden from ``repr`` and ``str``.
     A subclass keeps its fields in ``__slots__`` and pickles them with ``__reduce__``: that
-    is its one job."""
+    is its one job.
+
+    Never to disk: a worker under memory pressure spills the data it holds to its local disk
+    (``distributed.worker.memory.spill``), which would leave key material in a file. Dask
+    serializes for a connection with a context naming the peer and for a spill without one;
+    :func:`_send_hidden` refuses the second, so the holder stays in memory (the worker keeps
+    what it cannot spill, logs "Failed to pickle" with the hidden repr, and spills the rest)."""
 
     __slots__ = ()
 
@@ -43,6 +51,26 @@ class Hidden:
         return "<e2ebackup credential (hidden)>"
 
     __str__ = __repr__
+
+
+def _send_hidden(
+    obj: Hidden, context: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], list[bytes]]:
+    if not context or "recipient" not in context:
+        raise TypeError("e2ebackup key material is sent over a connection only, never written")
+    return {}, [pickle.dumps(obj, protocol=5)]
+
+
+def _receive_hidden(header: dict[str, Any], frames: list[bytes | memoryview]) -> Hidden:
+    held = pickle.loads(b"".join(bytes(f) for f in frames))  # noqa: S301 - from a Dask peer
+    if not isinstance(held, Hidden):
+        raise TypeError("not e2ebackup key material")
+    return held
+
+
+# distributed's dispatchers are untyped.
+dask_serialize.register(Hidden)(_send_hidden)  # type: ignore[no-untyped-call]
+dask_deserialize.register(Hidden)(_receive_hidden)  # type: ignore[no-untyped-call]
 
 
 def split_by_bytes(
