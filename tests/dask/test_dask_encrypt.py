@@ -20,6 +20,7 @@ import dask.base
 import distributed
 import e2ebackup
 import pytest
+from dask_helpers import scheduler_view
 from e2ebackup import sealed
 from e2ebackup.dask import Batch, Report, decrypt_files, encrypt_files, split_batches
 from e2ebackup.keys import Argon2idParams, RecoveryKey
@@ -163,38 +164,10 @@ def test_the_key_never_reaches_the_scheduler(
     """The scheduler holds task names, states and run specs: none carries the key, its hex,
     or a hash of it. The key went to the workers by a direct scatter."""
     _tree(tmp_path / "src")
-    seen: list[tuple[str, bytes]] = []
-
-    def snapshot() -> None:
-        def on_scheduler(dask_scheduler: distributed.Scheduler) -> list[tuple[str, bytes]]:
-            import pickle
-
-            out = []
-            for ts in dask_scheduler.tasks.values():
-                spec = pickle.dumps(ts.run_spec) if ts.run_spec is not None else b""
-                out.append((f"{ts.key!r} {ts!r} {ts.run_spec!r} {ts.who_has!r}", spec))
-            return out
-
-        seen.extend(client.run_on_scheduler(on_scheduler))
-
-    # Taken while the run is under way (the tasks are on the scheduler) and after it.
-    stop = threading.Event()
-
-    def watch() -> None:
-        while not stop.is_set():
-            snapshot()
-            stop.wait(0.05)
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
+    with scheduler_view(client) as seen:
         report = encrypt_files(
             tmp_path / "src", tmp_path / "enc", client=client, key=key, batch_bytes=1 << 20
         )
-    finally:
-        stop.set()
-        watcher.join()
-    snapshot()
     assert report.ok
     names = [text for text, _ in seen]
     assert any("e2ebackup-encrypt-" in text for text in names)  # the watcher saw the tasks

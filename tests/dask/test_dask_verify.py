@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import dask.base
 import distributed
 import pytest
+from dask_helpers import scheduler_view
 from e2ebackup.dask import verify_repository
 from e2ebackup.repo.backup import backup
 from e2ebackup.repo.check import VerifyReport, verify
@@ -240,35 +241,8 @@ def test_the_keys_never_reach_the_scheduler(copy: Path, client: distributed.Clie
     nor a blob id (the index stays off it too). The keys went to the workers by a direct
     scatter."""
     repo = open_repo(copy)
-    seen: list[tuple[str, bytes]] = []
-
-    def snapshot() -> None:
-        def on_scheduler(dask_scheduler: distributed.Scheduler) -> list[tuple[str, bytes]]:
-            import pickle
-
-            out = []
-            for ts in dask_scheduler.tasks.values():
-                spec = pickle.dumps(ts.run_spec) if ts.run_spec is not None else b""
-                out.append((f"{ts.key!r} {ts!r} {ts.run_spec!r} {ts.who_has!r}", spec))
-            return out
-
-        seen.extend(client.run_on_scheduler(on_scheduler))
-
-    stop = threading.Event()
-
-    def watch() -> None:
-        while not stop.is_set():
-            snapshot()
-            stop.wait(0.02)
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
+    with scheduler_view(client) as seen:
         report = on_cluster(copy, client)
-    finally:
-        stop.set()
-        watcher.join()
-    snapshot()
     assert report.ok
     names = [text for text, _ in seen]
     assert any("e2ebackup-verify-" in text for text in names)  # the watcher saw the tasks
