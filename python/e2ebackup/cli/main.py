@@ -87,7 +87,13 @@ environment:
 
 class _Parser(argparse.ArgumentParser):
     """Suggests the closest name for a mistyped subcommand (`bakcup`: did you mean
-    `backup`?)."""
+    `backup`?), and records itself in the namespace, so that a bad option is reported with the
+    usage of the subcommand it was given to (subcommands' parsers are of this class too, and
+    their defaults override their parent's)."""
+
+    def __init__(self, *args: typing.Any, **kwargs: typing.Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.set_defaults(usage_of=self)
 
     def error(self, message: str) -> typing.NoReturn:
         wrong = re.match(r"argument (\S+): invalid choice: '([^']*)' \(choose from (.*)\)", message)
@@ -98,16 +104,6 @@ class _Parser(argparse.ArgumentParser):
             what = "command" if wrong[1] in ("COMMAND", "ACTION") else wrong[1]
             message = f"unknown {what} '{wrong[2]}': {hint}"
         super().error(message)
-
-
-def _remember_parsers(parser: argparse.ArgumentParser) -> None:
-    """Each (sub)parser records itself in the namespace, so that a bad option is reported
-    with the usage of the subcommand it was given to."""
-    parser.set_defaults(usage_of=parser)
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for sub in set(action.choices.values()):
-                _remember_parsers(sub)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,7 +124,6 @@ def build_parser() -> argparse.ArgumentParser:
         )
         command.register(sub)
         sub.set_defaults(row=command)
-    _remember_parsers(parser)
     return parser
 
 
