@@ -38,6 +38,14 @@ pub enum Error {
     WhatsAppWrongKey(String),
     /// Reading or writing failed (the OS error number, if there is one, and its text).
     Io { errno: Option<i32>, message: String },
+    /// A file of a batch written by `restore::write_new_files` failed: its place in the batch,
+    /// its name and the OS error number. The files before it are done; the message gives the
+    /// place and the OS error's text, never the name.
+    NewFileFailed {
+        index: usize,
+        name: Vec<u8>,
+        errno: i32,
+    },
     /// An OPAQUE login that did not verify: a wrong password, a vault without this record, or a
     /// vault other than the one of the registration. Deliberately one variant.
     VaultLoginFailed,
@@ -76,6 +84,11 @@ impl fmt::Display for Error {
             | Error::WhatsAppCorrupted(msg)
             | Error::WhatsAppWrongKey(msg) => f.write_str(msg),
             Error::Io { message, .. } => f.write_str(message),
+            Error::NewFileFailed { index, errno, .. } => write!(
+                f,
+                "could not write file {index} of the batch: {}",
+                std::io::Error::from_raw_os_error(*errno)
+            ),
             Error::VaultLoginFailed => f.write_str(
                 "the vault login failed: wrong password, or the vault does not hold this key",
             ),

@@ -9,6 +9,7 @@
 //! * [`cdc`]: keyed content-defined chunking; [`blob`]: repository blobs (ids, zstd, AEAD).
 //! * [`rand`]: randomness, only ever from the operating system's CSPRNG.
 //! * [`whatsapp`]: WhatsApp's crypt15 backups (read and write) and crypt14 (read).
+//! * `restore` (Linux): restore's small files, each unnamed until whole, never replacing a name.
 
 pub mod blob;
 pub mod cdc;
@@ -20,6 +21,8 @@ pub mod opaque;
 pub mod parallel;
 pub mod rand;
 pub mod recipient;
+#[cfg(target_os = "linux")]
+pub mod restore;
 pub mod whatsapp;
 
 pub use error::{Error, Result};

@@ -3,7 +3,8 @@
 
 use e2ebackup_core::Error;
 use pyo3::exceptions::{PyOSError, PyOverflowError, PyValueError};
-use pyo3::PyErr;
+use pyo3::types::PyBytes;
+use pyo3::{PyErr, Python};
 
 pyo3::import_exception!(e2ebackup.errors, InvalidTag);
 pyo3::import_exception!(e2ebackup.errors, AlreadyFinalized);
@@ -68,6 +69,11 @@ impl From<BindingError> for PyErr {
                 errno: Some(errno), ..
             } => PyOSError::new_err((errno, msg)),
             Error::Io { errno: None, .. } => PyOSError::new_err(msg),
+            // As `OSError(errno, strerror, filename)`, the name as bytes.
+            Error::NewFileFailed { errno, name, .. } => Python::attach(|py| {
+                let text = std::io::Error::from_raw_os_error(errno).to_string();
+                PyOSError::new_err((errno, text, PyBytes::new(py, &name).unbind()))
+            }),
         }
     }
 }
