@@ -24,7 +24,11 @@ from typing import Any
 import e2ebackup
 import pytest
 from e2ebackup import sealed
-from e2ebackup.cli import progress as progress_module, repo as repo_cli, sealed as sealed_cli
+from e2ebackup.cli import (
+    progress as progress_module,
+    recipients as recipients_cli,
+    repo as repo_cli,
+)
 from e2ebackup.cli.main import main, parse
 from e2ebackup.cli.progress import byte_progress, progress_bar, regular_size
 from e2ebackup.keys import format_hex_key
@@ -304,7 +308,8 @@ def test_the_bar_starts_after_the_password_prompt(
         events.append("prompt")
         return PASSWORD
 
-    monkeypatch.setattr(sealed_cli, "read_password", prompt)
+    # Where decrypt reads what opens the file (cli/recipients.read_opening_credential).
+    monkeypatch.setattr(recipients_cli, "read_password", prompt)
     with _recorded(monkeypatch, terminal=True) as calls:
         real = progress_module.progress_bar
 

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 from e2ebackup import errors
 from e2ebackup.cli import recipients as recipient_options
 from e2ebackup.cli.common import Exit, count
-from e2ebackup.cli.credentials import kdf_from_args, read_password, read_recovery_key
+from e2ebackup.cli.credentials import kdf_from_args, read_recovery_key
 from e2ebackup.errors import InvalidArgument
-from e2ebackup.keys import RecoveryKey, read_key_file
+from e2ebackup.keys import read_key_file
 
 if TYPE_CHECKING:
     import distributed
@@ -76,21 +76,14 @@ def _credential(args: argparse.Namespace, *, encrypting: bool) -> dict[str, Any]
     if args.key_file:
         with open(args.key_file, "rb") as f:
             return {"key": read_key_file(f.read()), "context": args.context.encode()}
-    recovery_key: RecoveryKey | None = read_recovery_key(args)
     if not encrypting:
-        identity = None if recovery_key else recipient_options.read_identity(args)
-        if recovery_key or identity:
-            return {"recovery_key": recovery_key, "identity": identity}
-        return {"password": read_password(args)}
+        return recipient_options.read_opening_credential(args)
+    recovery_key = read_recovery_key(args)
     recipients = recipient_options.read_recipients(args)
-    no_password = args.no_password or bool(
-        recipients and not recipient_options.password_given(args)
-    )
-    if no_password and recovery_key is None and not recipients:
+    if args.no_password and recovery_key is None and not recipients:
         raise InvalidArgument("--no-password needs a recovery key or recipients")
-    password = None if no_password else read_password(args, confirm=True)
     return {
-        "password": password,
+        "password": recipient_options.sealing_password(args, recipients),
         "recovery_key": recovery_key,
         "recipients": recipients,
         "kdf": kdf_from_args(args),

@@ -11,10 +11,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Any
 
-from e2ebackup.cli.credentials import PASSWORD_ENV, read_password
+from e2ebackup.cli.credentials import PASSWORD_ENV, read_password, read_recovery_key
 from e2ebackup.errors import InvalidArgument
 from e2ebackup.identity_file import is_sealed_identity, load_identity, save_identity
+from e2ebackup.keys import Password
 from e2ebackup.recipients import Identity, Recipient, parse_recipients
 
 # A recipients file is one line per recipient (about 2 KB each): more than this is not one.
@@ -96,6 +98,25 @@ def read_identity(args: argparse.Namespace) -> Identity | None:
     if is_sealed_identity(path):
         return load_identity(path, password=read_password(args, prompt="Identity password: "))
     return load_identity(path)
+
+
+def read_opening_credential(args: argparse.Namespace) -> dict[str, Any]:
+    """What opens a sealed file, read once in the unlock order: a recovery key, else an
+    identity, else a password (prompted for if need be); as the keyword arguments of
+    ``unseal_file`` and ``decrypt_files``."""
+    recovery_key = read_recovery_key(args)
+    identity = None if recovery_key else read_identity(args)
+    password = None if recovery_key or identity else read_password(args)
+    return {"password": password, "recovery_key": recovery_key, "identity": identity}
+
+
+def sealing_password(args: argparse.Namespace, recipients: list[Recipient]) -> Password | None:
+    """The password slot of a new sealed file: none with ``--no-password``, nor when it is
+    sealed to recipients and no password was given (a writer is asked for none); else the
+    password, read and confirmed."""
+    if args.no_password or (recipients and not password_given(args)):
+        return None
+    return read_password(args, confirm=True)
 
 
 def keygen_identity(args: argparse.Namespace) -> int:

@@ -176,29 +176,15 @@ def _credentials(
         options = {"context": args.context.encode(), "algorithm": args.algorithm}
         return functools.partial(run, src, dst, key, **options), None
     if not encrypting:
-        recovery_key = read_recovery_key(args)
-        identity = None if recovery_key else recipient_options.read_identity(args)
-        password = None if recovery_key or identity else read_password(args)
-        unseal = functools.partial(
-            sealed.unseal_file,
-            src,
-            dst,
-            password=password,
-            recovery_key=recovery_key,
-            identity=identity,
-        )
-        return unseal, None
+        opening = recipient_options.read_opening_credential(args)
+        return functools.partial(sealed.unseal_file, src, dst, **opening), None
     recovery_key = read_recovery_key(args)
     if args.new_recovery_key:
         recovery_key = RecoveryKey.generate()
     recipients = recipient_options.read_recipients(args)
     if args.no_password and recovery_key is None and not recipients:
         raise InvalidArgument("--no-password needs --new-recovery-key or a recovery key")
-    # A writer sealing to recipients is asked for no password unless it gives one.
-    no_password = args.no_password or bool(
-        recipients and not recipient_options.password_given(args)
-    )
-    password = None if no_password else read_password(args, confirm=True)
+    password = recipient_options.sealing_password(args, recipients)
     seal = functools.partial(
         sealed.seal_file,
         src,
