@@ -45,6 +45,7 @@ from pathlib import Path
 
 import dask.config
 import distributed
+from e2ebackup.cli.cluster import TRIM_SETTING
 from e2ebackup.dask import verify_repository
 from e2ebackup.keys import Argon2idParams
 from e2ebackup.repo.backup import backup
@@ -112,7 +113,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     if not args.dask_malloc:
-        dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None})
+        dask.config.set({TRIM_SETTING: None})  # as `--dask local` starts its workers
 
     scratch = Path(tempfile.mkdtemp(prefix="e2ebackup-dask-verify-", dir=args.dir))
     try:
