@@ -27,6 +27,14 @@ from repo_helpers import FAST, cli
 PASSWORD = "pw"  # what repo_helpers.cli gives the command line
 
 
+@pytest.fixture(autouse=True, params=[2, 3], ids=["v2", "v3"])
+def version(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Every attack against both head formats: version 2 (one chain, one writer) and version 3
+    (many writers, merged top heads), which new repositories get."""
+    monkeypatch.setattr("e2ebackup.repo.repository.VERSION", request.param)
+    return int(request.param)
+
+
 class Device:
     """One device: its own state folder, and what it backs up."""
 
@@ -131,10 +139,11 @@ def test_fork_written_on_an_older_state_is_refused(
 
 
 def test_two_heads_with_one_seq_are_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: int
 ) -> None:
     """Both branches at once, to a device that trusts nothing yet and to one that trusts one
-    of them: neither may pick one silently."""
+    of them: in version 2, neither may pick one silently; in version 3 they are two writers
+    that committed at once, and every device lists both snapshots."""
     a, b = Device(tmp_path, "a", monkeypatch), Device(tmp_path, "b", monkeypatch)
     c = Device(tmp_path, "c", monkeypatch)
     repo = tmp_path / "repo"
@@ -151,6 +160,10 @@ def test_two_heads_with_one_seq_are_refused(
         shutil.copy(snap, repo / "snapshots" / snap.name)
     newest = [n for n in head_names(repo) if n.startswith(f"{2:016x}-")]
     assert len(newest) == 2
+    if version >= 3:
+        for device in (a, b, c):
+            assert len(device.snapshots(repo)) == 3, "two of A's, one of B's: none lost"
+        return
     refused("HistoryForked", lambda: c.snapshots(repo))
     refused("HistoryForked", lambda: a.snapshots(repo))
     refused("HistoryForked", lambda: b.snapshots(repo))

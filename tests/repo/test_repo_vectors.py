@@ -1038,7 +1038,7 @@ def test_key_object_with_trailing_bytes_is_damaged(tmp_path: Path) -> None:
 def test_unknown_config_version_is_refused(tmp_path: Path) -> None:
     w = craft(tmp_path / "repo", {"f": ref.File(b"x")})
     config = bytearray((w.root / "config").read_bytes())
-    config[8] = 3
+    config[8] = 4
     (w.root / "config").write_bytes(bytes(config))
     with pytest.raises(ref.NotARepository):
         ref.Repository.open(w.root, password=PASSWORD)

@@ -648,7 +648,9 @@ def _trust(args: argparse.Namespace) -> int:
         problem = str(e)
     if args.yes and (problem is not None or args.head):
         newest = repo.trust(args.head)
-    elif args.head and not str(newest.digest).startswith(args.head.lower()):
+    elif args.head and not any(
+        str(h.digest).startswith(args.head.lower()) for h in newest.stored_heads
+    ):
         raise InvalidArgument(f"the newest head is {newest.digest}, not {args.head}")
     accepted = problem is None or args.yes
     lines = [

@@ -491,7 +491,8 @@ def backup(
     would and stores nothing: the statistics say what a backup would add, the id is ""."""
     path_strings = [os.fspath(p) for p in paths]  # pathlib.Path and other os.PathLike too
     excludes = Excludes(exclude, exclude_caches=exclude_caches)
-    with repo.lock(exclusive=True, wait=lock_wait):
+    # Version 3: backups run beside each other (FORMAT.md, Many writers).
+    with repo.lock(exclusive=not repo.many_writers, wait=lock_wait):
         repo.head(refresh=True)
         recovered = 0 if dry_run else repo.recover_orphan_packs()
         absolute = sorted(os.path.abspath(p) for p in path_strings)
@@ -530,7 +531,8 @@ def backup_stream(
     ``filename`` of a new snapshot; returns its id and the statistics. Chunks already stored
     (an unchanged part of yesterday's dump) are not stored again."""
     _check_stream_name(filename)
-    with repo.lock(exclusive=True, wait=lock_wait):
+    # Version 3: backups run beside each other (FORMAT.md, Many writers).
+    with repo.lock(exclusive=not repo.many_writers, wait=lock_wait):
         repo.head(refresh=True)
         recovered = repo.recover_orphan_packs()
         archiver = Archiver(repo, threads=threads, progress=progress)

@@ -142,10 +142,15 @@ def _structure(
         report.errors.append(str(e))
         return
     stored = {o.name.split("/", 1)[1] for o in repo.storage.list("snapshots/")}
+    # Version 3: forgotten snapshots stay stored until a prune past the grace period.
+    forgotten = {name.split("/", 1)[1] for name in head.dropped if name.startswith("snapshots/")}
     for sid in sorted(stored - set(head.snapshots)):
         report.warnings.append(
-            f"snapshot {sid[:8]} is not in the repository's head: left by an interrupted backup, "
-            "or replayed; it is ignored (forget --prune removes it)"
+            f"snapshot {sid[:8]} is not in the repository's head: forgotten, deleted by a prune "
+            "once the grace period is over"
+            if sid in forgotten
+            else f"snapshot {sid[:8]} is not in the repository's head: left by an interrupted "
+            "backup, or replayed; it is ignored (forget --prune removes it)"
         )
     for sid in head.snapshots:
         if sid not in stored:

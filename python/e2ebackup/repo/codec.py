@@ -43,7 +43,7 @@ __all__ = [
 
 MAGIC = b"E2EBREPO"
 VERSION = 2  # new repositories: heads name their parent (docs/FORMAT.md, Heads)
-VERSIONS = (1, 2)  # what this version opens
+VERSIONS = (1, 2, 3)  # what this version opens
 REPO_ID_SIZE = 16
 _FIXED = struct.Struct(">8sB16s")
 

@@ -58,8 +58,22 @@ class Head:
     #: SHA-256 (hex) of the stored bytes of the head before this one; None for seq 0, and for
     #: heads written before format version 2.
     parent: str | None = None
-    #: SHA-256 (hex) of this head's stored bytes: what a device trusts and a user pins.
+    #: SHA-256 (hex) of this head's stored bytes: what a device trusts and a user pins. For
+    #: the merge of several version-3 heads (``members``), their digests joined by commas.
     digest: str | None = None
+    #: Version 3: the heads this one merges, as (seq, SHA-256 hex); its writer's clock; its
+    #: tombstones (object name -> time dropped).
+    parents: list[tuple[int, str]] = field(default_factory=list)
+    time: float | None = None
+    dropped: dict[str, float] = field(default_factory=dict)
+    #: Version 3, a view rather than a stored head: the stored heads merged into it (the top
+    #: heads, and trusted heads no top head reaches yet).
+    members: list[Head] = field(default_factory=list)
+
+    @property
+    def stored_heads(self) -> list[Head]:
+        """The stored heads this head stands for: its members, or itself."""
+        return self.members or [self]
 
 
 @dataclass(frozen=True)
@@ -74,6 +88,9 @@ class TrustedHead:
     #: descends from them too, however long ago: a pin kept in a script keeps working after
     #: its head is deleted.
     pins: tuple[str, ...] = ()
+    #: Version 3: every head the device accepted, as (name, SHA-256 hex): the top heads and
+    #: those merged with them. Empty when only ``name``/``digest`` are known.
+    heads: tuple[tuple[str, str], ...] = ()
 
 
 def head_digest(stored: bytes) -> str:
@@ -102,8 +119,13 @@ def read_trust(repo_id: bytes) -> TrustedHead | None:
         value = json.loads((folder / _TRUST_FILE).read_text("utf-8"))
         seq, name, digest = value["seq"], value["name"], value["sha256"]
         pins = tuple(p for p in value.get("pins", []) if isinstance(p, str) and _PIN.match(p))
+        heads = tuple(
+            (str(n), str(d))
+            for n, d in value.get("heads", [])
+            if isinstance(n, str) and HEAD_NAME.match(n) and isinstance(d, str) and _HEX64.match(d)
+        )
         if type(seq) is int and seq >= 0 and isinstance(name, str) and _HEX64.match(digest):
-            return TrustedHead(seq, name, digest, pins)
+            return TrustedHead(seq, name, digest, pins, heads)
     except (OSError, ValueError, KeyError, TypeError):
         pass
     try:
@@ -116,9 +138,17 @@ def write_trust(repo_id: bytes, head: Head, pins: tuple[str, ...] = ()) -> None:
     """Records ``head`` as trusted, with the ``pins`` its chain was checked against: a
     temporary file, fsynced, renamed over the old record, so a crash leaves the old record or
     the new one. Without a writable state folder the checks are limited to this run."""
-    body = json.dumps(
-        {"seq": head.seq, "name": head.name, "sha256": head.digest, "pins": list(pins[-8:])}
-    )
+    stored = head.stored_heads
+    value: dict[str, object] = {
+        "seq": head.seq,
+        # name and sha256 as e2ebackup before format 3 keeps them: the first head.
+        "name": stored[0].name,
+        "sha256": stored[0].digest,
+        "pins": list(pins[-8:]),
+    }
+    if head.time is not None or head.members:  # version 3: every head accepted
+        value["heads"] = [[h.name, h.digest] for h in stored]
+    body = json.dumps(value)
     try:
         folder = state_dir(repo_id)
         folder.mkdir(parents=True, exist_ok=True)
@@ -140,6 +170,8 @@ def write_trust(repo_id: bytes, head: Head, pins: tuple[str, ...] = ()) -> None:
 
 def parse_head(name: str, value: object, stored: bytes, *, version: int) -> Head:
     """A head from its authenticated JSON; ``version`` is the repository's format version."""
+    if version >= 3:
+        return _parse_head_v3(name, value, stored)
     m = HEAD_NAME.match(name)
     if m is None:
         raise RepositoryCorrupted(f"{name} is not a head name")
@@ -162,6 +194,80 @@ def parse_head(name: str, value: object, stored: bytes, *, version: int) -> Head
     if seq > 0 and parent is None and version >= 2:
         raise RepositoryCorrupted(f"{name} names no parent head")
     return Head(seq, list(snapshots), list(indexes), name, parent, head_digest(stored))
+
+
+#: Version 3: a head merges at most this many heads (FORMAT.md, Many writers).
+MAX_PARENTS = 64
+_DROPPED_NAME = re.compile(r"^(snapshots|index)/[0-9a-f]{64}$")
+_MAX_TIME = 1 << 34
+
+
+def _is_time(value: object) -> bool:
+    return type(value) in (int, float) and 0 <= value <= _MAX_TIME  # type: ignore[operator]
+
+
+def _parse_head_v3(name: str, value: object, stored: bytes) -> Head:
+    """A version-3 head: every MUST of FORMAT.md, Many writers, checked before any use."""
+    m = HEAD_NAME.match(name)
+    if m is None:
+        raise RepositoryCorrupted(f"{name} is not a head name")
+    seq = int(m.group(1), 16)
+    if not isinstance(value, dict) or type(value.get("seq")) is not int:
+        raise RepositoryCorrupted(f"{name} is malformed")
+    if value["seq"] != seq:
+        raise RepositoryCorrupted(f"{name} does not match its sequence number")
+    snapshots, indexes = value.get("snapshots"), value.get("indexes")
+    parents, dropped, when = value.get("parents"), value.get("dropped"), value.get("time")
+    if (
+        "parent" in value
+        or not _is_time(when)
+        or not isinstance(snapshots, list)
+        or not all(isinstance(s, str) and _HEX64.match(s) for s in snapshots)
+        or not isinstance(indexes, list)
+        or not all(isinstance(i, str) and _INDEX_NAME.match(i) for i in indexes)
+        or not isinstance(parents, list)
+        or not all(
+            isinstance(p, list)
+            and len(p) == 2
+            and type(p[0]) is int
+            and 0 <= p[0] < seq
+            and isinstance(p[1], str)
+            and _HEX64.match(p[1])
+            for p in parents
+        )
+        or not isinstance(dropped, list)
+        or not all(
+            isinstance(d, list)
+            and len(d) == 2
+            and isinstance(d[0], str)
+            and _DROPPED_NAME.match(d[0])
+            and _is_time(d[1])
+            for d in dropped
+        )
+    ):
+        raise RepositoryCorrupted(f"{name} is malformed")
+    tombstones = {str(d[0]): float(d[1]) for d in dropped}
+    listed = [f"snapshots/{s}" for s in snapshots] + list(indexes)
+    if (
+        len(set(listed)) != len(listed)
+        or len(tombstones) != len(dropped)
+        or any(n in tombstones for n in listed)
+    ):
+        raise RepositoryCorrupted(f"{name} lists a name twice, or lists a name it drops")
+    if len({p[1] for p in parents}) != len(parents):
+        raise RepositoryCorrupted(f"{name} names a parent head twice")
+    if (seq == 0) != (not parents) or len(parents) > MAX_PARENTS:
+        raise RepositoryCorrupted(f"{name} names {len(parents)} parent heads at seq {seq}")
+    return Head(
+        seq,
+        list(snapshots),
+        list(indexes),
+        name,
+        digest=head_digest(stored),
+        parents=[(int(p[0]), str(p[1])) for p in parents],
+        time=float(when),  # type: ignore[arg-type]
+        dropped=tombstones,
+    )
 
 
 def check_pin(pin: str) -> str:
@@ -195,12 +301,19 @@ class History:
                 self.by_seq.setdefault(int(m.group(1), 16), []).append(info.name)
                 self.sizes[info.name] = info.size
 
+    cache: dict[str, Head] = field(default_factory=dict)
+
     def read(self, name: str) -> Head:
+        """The head ``name`` as the listing shows it, read once per History."""
+        if name in self.cache:
+            return self.cache[name]
         size = self.sizes[name]
         if size > MAX_HEAD_SIZE:
             raise RepositoryCorrupted(f"{name} is {size} bytes, too large for a head")
         stored = self.storage.read(name, length=size)  # no more than listed, whatever is there
-        return parse_head(name, open_json(self.keys, name, stored), stored, version=self.version)
+        head = parse_head(name, open_json(self.keys, name, stored), stored, version=self.version)
+        self.cache[name] = head
+        return head
 
     def newest(self, trusted: TrustedHead | None = None) -> Head:
         """The head with the highest seq, which must be the only one with it."""

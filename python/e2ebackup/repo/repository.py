@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -50,6 +51,18 @@ from e2ebackup.repo.index import Index
 from e2ebackup.repo.keystore import RepoKeyStore, load_key_slots
 from e2ebackup.repo.labels import KIND_TREE, RepoKeys
 from e2ebackup.repo.lock import Lock
+from e2ebackup.repo.merge import (
+    MAX_COMMIT_AGE,
+    MERGE_ATTEMPTS,
+    Changes,
+    accepted_heads,
+    ancestry,
+    check_pin as check_pin_v3,
+    head_value,
+    merge,
+    next_head,
+    top_heads,
+)
 from e2ebackup.repo.names import is_id, new_id, pack_name
 from e2ebackup.repo.pack import read_pack_header
 from e2ebackup.repo.tree import Entry, decode_tree
@@ -255,17 +268,32 @@ class Repository:
     #: digits of its SHA-256. The newest head must be it or descend from it.
     expect_head: str | None = None
 
+    @property
+    def version(self) -> int:
+        """The repository's format version (1, 2 or 3): 3 lets many writers commit at once."""
+        return int(self.config.get("version", 1))
+
+    @property
+    def many_writers(self) -> bool:
+        """Whether backups run beside each other (format version 3: merged heads)."""
+        return self.version >= 3
+
     def _history(self) -> History:
-        return History(self.storage, self.keys, int(self.config.get("version", 1)))
+        return History(self.storage, self.keys, self.version)
 
     def _write_head(self, head: Head) -> None:
         name = head_object_name(head.seq, new_id())
-        value = {
-            "seq": head.seq,
-            "snapshots": head.snapshots,
-            "indexes": head.indexes,
-            "parent": head.parent,
-        }
+        if self.many_writers:
+            if head.time is None:  # the first head, made by init
+                head.time = time.time()
+            value = head_value(head)
+        else:
+            value = {
+                "seq": head.seq,
+                "snapshots": head.snapshots,
+                "indexes": head.indexes,
+                "parent": head.parent,
+            }
         stored = seal_json(self.keys, name, value)
         self.storage.put_bytes(name, stored)
         head.name = name
@@ -283,6 +311,8 @@ class Repository:
             return self._head
         history = self._history()
         trusted = read_trust(self.keys.repo_id)
+        if self.many_writers:
+            return self._merged_head(history, trusted)
         newest = history.newest(trusted)
         pins: tuple[str, ...] = ()
         if trusted is not None:
@@ -298,14 +328,36 @@ class Repository:
         self._head = newest
         return newest
 
+    def _merged_head(self, history: History, trusted: TrustedHead | None) -> Head:
+        """Version 3: the merge of the top heads and of the trusted heads they do not reach
+        yet, once checked against what this device trusted; this device then trusts it."""
+        view = merge(accepted_heads(history, trusted))
+        pins = trusted.pins if trusted is not None else ()
+        if self.expect_head is not None:
+            pin = check_pin(self.expect_head)
+            if pin not in pins:
+                check_pin_v3(history, view.members, pin)
+                pins = (*pins, pin)
+        members = tuple((str(h.name), str(h.digest)) for h in view.members)
+        if trusted is None or (trusted.seq, trusted.heads, trusted.pins) != (
+            view.seq,
+            members,
+            pins,
+        ):
+            write_trust(self.keys.repo_id, view, pins)
+        self._head = view
+        return view
+
     def trusted_head(self) -> TrustedHead | None:
         """The head this device trusts, from its state folder (None on a new device)."""
         return read_trust(self.keys.repo_id)
 
     def newest_head(self) -> Head:
         """The newest head as the storage shows it: authenticated and the only one with its
-        seq, but not checked against what this device trusted. What :meth:`trust` accepts."""
-        return self._history().newest()
+        seq, but not checked against what this device trusted. What :meth:`trust` accepts.
+        In version 3, the merge of the top heads."""
+        history = self._history()
+        return merge(top_heads(history)) if self.many_writers else history.newest()
 
     def trust(self, expected: str | None = None) -> Head:
         """Accepts the storage's newest head on purpose (after a refusal the user understands,
@@ -317,7 +369,9 @@ class Repository:
             if expected is None:
                 raise
             return self._continue_branch(check_pin(expected))
-        if expected is not None and not str(newest.digest).startswith(check_pin(expected)):
+        if expected is not None and not any(
+            str(h.digest).startswith(check_pin(expected)) for h in newest.stored_heads
+        ):
             raise InvalidArgument(
                 f"the newest head is {newest.digest}, not {expected}: nothing was trusted"
             )
@@ -347,10 +401,21 @@ class Repository:
         remove_snapshots: Sequence[str] = (),
         add_indexes: Sequence[str] = (),
         remove_indexes: Sequence[str] = (),
+        clear_tombstones: Sequence[str] = (),
     ) -> Head:
         """Writes the next head, naming the current one as its parent; then deletes the heads
         older than the last KEEP_HEADS (a crash before that leaves a few extra old heads, which
-        the next commit deletes)."""
+        the next commit deletes). In version 3 the current head is the merge of the top heads,
+        removals become tombstones (``clear_tombstones`` leaves some out: prune's, once their
+        objects are deleted), and others may commit at the same time (:meth:`_commit_merged`)."""
+        if self.many_writers:
+            head = self._commit_merged(
+                Changes(
+                    add_snapshots, remove_snapshots, add_indexes, remove_indexes, clear_tombstones
+                )
+            )
+            self._delete_old_heads(head.seq)
+            return head
         old = self.head(refresh=True)
         head = Head(
             old.seq + 1,
@@ -359,12 +424,36 @@ class Repository:
             parent=old.digest,
         )
         self._write_head(head)
-        for name in stale_head_names(self.storage, head.seq):
+        self._delete_old_heads(head.seq)
+        return head
+
+    def _delete_old_heads(self, seq: int) -> None:
+        for name in stale_head_names(self.storage, seq):
             try:
                 self.storage.delete(name)
             except StorageError:
                 break  # the commit is done; the next one deletes what is left
-        return head
+
+    def _commit_merged(self, changes: Changes) -> Head:
+        """Version 3 (FORMAT.md, Many writers): merge the top heads, write the next head on
+        top, then check that the heads others wrote meanwhile reach it, and merge it in with a
+        head of its own when they do not (they committed on top of an older state)."""
+        while True:
+            listed = time.monotonic()
+            head = next_head(self.head(refresh=True), changes)
+            if time.monotonic() - listed <= MAX_COMMIT_AGE:
+                break  # else what it would write could be stale: list again
+        self._write_head(head)
+        mine = head
+        for _ in range(MERGE_ATTEMPTS):
+            history = self._history()
+            tops = top_heads(history)
+            if tops[0].seq <= mine.seq or mine.digest in ancestry(history, tops, mine.seq).digests:
+                break
+            # This device trusts ``mine``, which no top head reaches: the view merges it in.
+            self._write_head(next_head(self._merged_head(history, read_trust(self.keys.repo_id))))
+            mine = self._head  # type: ignore[assignment]
+        return mine
 
     # -- index and locks
 
