@@ -102,7 +102,17 @@ def test_prune_deletes_nothing_through_a_symlinked_pack_folder(tmp_path: Path) -
         os.symlink(os.path.join("..", "..", "outside", folder.name), folder)
     before = files_under(outside)
 
-    rc, out = run(tmp_path, "forget", "-r", str(tmp_path / "repo"), "--keep-last", "1", "--prune")
+    rc, out = run(
+        tmp_path,
+        "forget",
+        "-r",
+        str(tmp_path / "repo"),
+        "--keep-last",
+        "1",
+        "--prune",
+        "--grace",
+        "0",
+    )
 
     assert files_under(outside) == before, "prune deleted files outside the repository"
     assert rc == 1
@@ -223,7 +233,17 @@ def test_a_pack_id_that_is_a_file_name_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(RepositoryCorrupted, match="malformed"):
         Index.load(repo.storage, repo.keys, repo.head(refresh=True).indexes)
-    rc, out = run(tmp_path, "forget", "-r", str(tmp_path / "repo"), "--keep-last", "1", "--prune")
+    rc, out = run(
+        tmp_path,
+        "forget",
+        "-r",
+        str(tmp_path / "repo"),
+        "--keep-last",
+        "1",
+        "--prune",
+        "--grace",
+        "0",
+    )
     assert rc == 1
     assert victim.read_bytes() == b"my thesis"
     assert "Traceback" not in out
@@ -239,7 +259,17 @@ def test_the_thesis_attack(tmp_path: Path) -> None:
     os.symlink(os.path.join("..", "..", "Documents"), tmp_path / "repo" / "data" / "th")
     plant_index(repo, "thesis.docx", os.urandom(32), len(b"four years of work"))
 
-    rc, out = run(tmp_path, "forget", "-r", str(tmp_path / "repo"), "--keep-last", "1", "--prune")
+    rc, out = run(
+        tmp_path,
+        "forget",
+        "-r",
+        str(tmp_path / "repo"),
+        "--keep-last",
+        "1",
+        "--prune",
+        "--grace",
+        "0",
+    )
 
     assert (documents / "thesis.docx").read_bytes() == b"four years of work"
     assert rc == 1

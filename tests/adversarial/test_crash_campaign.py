@@ -335,7 +335,7 @@ class RepoCampaign(Campaign):
     def kill_forget(self) -> None:
         while len(self.snapshot_ids()) < 3:
             self.backup()
-        args = self.repo_args("forget", "--keep-last", "2", "--prune", "-q")
+        args = self.repo_args("forget", "--keep-last", "2", "--prune", "--grace", "0", "-q")
         kill = self.kill("forget", *args)
         self.check(kill, keep_last=2)
         after = self.snapshot_ids()
@@ -453,7 +453,7 @@ def repo_campaign(
     c.measure("backup", *c.repo_args("backup", str(c.src), "-q"))
     for sid in set(c.snapshot_ids()) - before:
         c.expected[sid] = snapshot_of(c.src)
-    c.measure("forget", *c.repo_args("forget", "--keep-last", "2", "--prune", "-q"))
+    c.measure("forget", *c.repo_args("forget", "--keep-last", "2", "--prune", "--grace", "0", "-q"))
     target = str(tmp / "measure-restore")
     c.measure("restore", *c.repo_args("restore", "latest", "--target", target, "-q"))
     shutil.rmtree(target)
@@ -473,7 +473,7 @@ def run_repo_campaign(c: RepoCampaign, counts: dict[str, int], name: str) -> Non
     for op in plan(counts, c.rng):
         c.attempt(getattr(c, f"kill_{op}"))
         if len(c.snapshot_ids()) > 4:  # keeps the restores after each kill few
-            r = c.run(*c.repo_args("forget", "--keep-last", "2", "--prune", "-q"))
+            r = c.run(*c.repo_args("forget", "--keep-last", "2", "--prune", "--grace", "0", "-q"))
             assert r.returncode == 0, r.stderr
             c.expected = {sid: c.expected[sid] for sid in c.snapshot_ids()}
     code, err = cli(

@@ -303,12 +303,26 @@ head_docs = st.fixed_dictionaries(
         "snapshots": st.lists(hex64, max_size=2) | json_values,
         "indexes": st.lists(hex64.map(lambda h: "index/" + h), max_size=2) | json_values,
         "parent": hex64 | json_values,
+        # Version 3 (many writers): parents, time, tombstones.
+        "parents": st.lists(st.tuples(st.integers(-1, 3), hex64).map(list), max_size=3)
+        | json_values,
+        "time": st.floats(-1, 2**35) | st.integers(-1, 2**35) | json_values,
+        "dropped": st.lists(
+            st.tuples(
+                st.sampled_from(["snapshots/", "index/", "config/", ""]).flatmap(
+                    lambda p: hex64.map(lambda h: p + h)
+                ),
+                st.floats(-1, 2**35) | json_values,
+            ).map(list),
+            max_size=3,
+        )
+        | json_values,
     },
 )
 
 
-@fuzz_settings(300)
-@given(value=head_docs | json_values, seq=st.integers(0, 3), version=st.integers(1, 2))
+@fuzz_settings(400)
+@given(value=head_docs | json_values, seq=st.integers(0, 3), version=st.integers(1, 3))
 def test_head_objects(value: object, seq: int, version: int) -> None:
     parse = _parse_head()
     if parse is None:

@@ -1,5 +1,5 @@
-"""Reference reader (and minimal writer) of the e2ebackup repository format (format versions 1
-and 2).
+"""Reference reader (and minimal writer) of the e2ebackup repository format (format versions 1,
+2 and 3).
 
 Written from docs/FORMAT.md (sections "Key hierarchy", "Key slots" and "Repository") alone,
 deliberately small and slow. It shares no code with e2ebackup: chunked encryption comes from
@@ -22,6 +22,8 @@ A repository is a local folder; object ``a/b/c`` is the file ``a/b/c`` under it.
     header      = n x (kind (1) || id (32) || length of sealed_i (u32))
     head        = metadata {"seq", "snapshots", "indexes", "parent"}
     parent      = hex(SHA-256(stored bytes of the head with seq - 1)), null for seq 0
+    head (v3)   = metadata {"seq", "time", "parents": [[seq, hash], ...], "snapshots", "indexes",
+                            "dropped": [[name, time], ...]}
 
 Choices where the spec leaves room (each is this reference's reading, listed so that a
 disagreement can be traced to it):
@@ -59,6 +61,32 @@ disagreement can be traced to it):
 - Symlink targets that are not UTF-8 are surrogate-escaped like names (e2ebackup's form).
 - The writer's chunker parameters need only ``1 <= min <= avg <= max``, ``avg`` a power of two
   (the spec states no other limit; e2ebackup requires 64 <= min < avg < max <= 64 MiB).
+
+Version 3 (section "Many writers (version 3)"), where this reference reads the spec so:
+
+- Every field of the head JSON must be present (``seq``, ``time``, ``parents``, ``snapshots``,
+  ``indexes``, ``dropped``); ``parent`` must be absent (whatever its value); other fields are
+  ignored. Integers (``seq``, a parent's seq) are JSON integers; times (``time`` and each
+  tombstone's) JSON numbers from 0 to 2^34, the range the spec gives ``time``.
+- A head is read only when it is a top head, a trusted head, or reached from one by
+  ``parents``; an object under ``heads/`` is otherwise only hashed (to find a parent by its
+  hash), never opened. A top head that does not open or breaks a rule refuses the repository.
+- *Reached* (trust and pins): the top heads are reached; a hash named in the ``parents`` of a
+  reached head is reached, and the search goes on through it when a head with that seq and hash
+  is stored. A trusted head whose hash is reached is accepted even if its object is gone (the
+  sealed head that names it vouches for it); the spec's "neither stored nor reached" is read
+  as allowing that. Otherwise: stored (its name holds bytes with its hash): merged with the top
+  heads; not stored: ``Unverifiable`` if a ``parents`` entry met in the search, with a seq at
+  or above the trusted head's, names a seq of which no head is stored, else ``Forked``.
+- The trusted state is (seq, [(name, hash), ...]); a trusted head's own seq is the one in its
+  name (after a straggler is merged in, the device trusts heads of several seqs at the top
+  seq). After an accepted read the device trusts ``merged_heads()`` at the top seq.
+- A pin must be a prefix of the hash of a merged head or of a head reached from one.
+- Index entries: ``condemned`` (version 3 only) is a JSON number; a blob is read from a pack
+  that some listing names without ``condemned`` (the first such listing in index order), and
+  only when no such pack holds it from a condemned pack (again the first). ``check`` skips a
+  condemned pack that is no longer stored (prune deletes it after the grace period while an
+  index may still list it).
 """
 
 from __future__ import annotations
@@ -81,7 +109,7 @@ from reference import c2sp, sealed as sref
 
 MAGIC = b"E2EBREPO"
 VERSION = 1  # the writer's default: the repo_v1 vectors
-VERSIONS = (1, 2)
+VERSIONS = (1, 2, 3)
 REPO_ID_SIZE = 16
 CONFIG_FIXED_SIZE = len(MAGIC) + 1 + REPO_ID_SIZE  # 25
 
@@ -111,6 +139,9 @@ DEFAULT_CHUNKER = (512 * 1024, 1024 * 1024, 8 * 1024 * 1024)
 HEX64 = re.compile(r"[0-9a-f]{64}")
 INDEX_NAME = re.compile(r"index/[0-9a-f]{64}")
 HEAD_NAME = re.compile(r"heads/([0-9a-f]{16})-([0-9a-f]{64})")
+TOMBSTONE_NAME = re.compile(r"(snapshots|index)/[0-9a-f]{64}")
+MAX_PARENTS = 64  # version 3: 1 to 64 parents for seq > 0
+MAX_TIME = 2**34  # Unix seconds
 
 M64 = (1 << 64) - 1
 
@@ -144,11 +175,13 @@ class Rollback(HistoryRefused):
 
 class Forked(HistoryRefused):
     """The chain from the newest head misses the trusted head, or two heads have the newest
-    seq."""
+    seq (version 2); a trusted head is neither stored nor reached from the top heads
+    (version 3)."""
 
 
 class Unverifiable(HistoryRefused):
-    """A head between the newest and the trusted one is not stored."""
+    """A head between the newest and the trusted one is not stored (version 3: a parent on the
+    way names a seq of which no head is stored)."""
 
 
 class SnapshotNotFound(RepoError):
@@ -436,10 +469,114 @@ class Head:
     indexes: list[str]
     parent: str | None = None  # hex SHA-256 of the previous head's stored bytes
     hash: str | None = None  # hex SHA-256 of this head's stored bytes
+    # version 3
+    time: float | None = None
+    parents: tuple[tuple[int, str], ...] = ()  # (seq, hash) of the heads it merges
+    dropped: tuple[tuple[str, float], ...] = ()  # tombstones: (object name, time)
 
 
 def head_hash(stored: bytes) -> str:
     return hashlib.sha256(stored).hexdigest()
+
+
+def _is_int(x: Any) -> bool:
+    return type(x) is int
+
+
+def _is_time(x: Any) -> bool:
+    return type(x) in (int, float) and 0 <= x <= MAX_TIME
+
+
+def parse_head_v3(name: str, seq: int, doc: Any, stored: bytes) -> Head:
+    """A version-3 head from its JSON, with every rule of section "Many writers" checked."""
+
+    def bad(why: str) -> Corrupt:
+        return Corrupt(f"{name}: {why}")
+
+    if not isinstance(doc, dict):
+        raise bad("not a JSON object")
+    if "parent" in doc:
+        raise bad("a version-3 head has no parent field")
+    for key in ("seq", "time", "parents", "snapshots", "indexes", "dropped"):
+        if key not in doc:
+            raise bad(f"no {key}")
+    if not _is_int(doc["seq"]) or doc["seq"] != seq:
+        raise bad(f"seq {doc['seq']!r} does not match the name")
+    if not _is_time(doc["time"]):
+        raise bad(f"bad time {doc['time']!r}")
+    parents, snaps, idx, dropped = doc["parents"], doc["snapshots"], doc["indexes"], doc["dropped"]
+    if not all(isinstance(x, list) for x in (parents, snaps, idx, dropped)):
+        raise bad("parents, snapshots, indexes and dropped must be lists")
+    if seq == 0 and parents:
+        raise bad("the head with seq 0 has no parents")
+    if seq > 0 and not 1 <= len(parents) <= MAX_PARENTS:
+        raise bad(f"{len(parents)} parents (1 to {MAX_PARENTS})")
+    pairs: list[tuple[int, str]] = []
+    for p in parents:
+        if not (isinstance(p, list) and len(p) == 2 and _is_int(p[0]) and isinstance(p[1], str)):
+            raise bad(f"bad parent {p!r}")
+        if not 0 <= p[0] < seq:
+            raise bad(f"parent seq {p[0]} is not lower than {seq}")
+        if not HEX64.fullmatch(p[1]):
+            raise bad(f"bad parent hash {p[1]!r}")
+        pairs.append((p[0], p[1]))
+    if len({h for _, h in pairs}) != len(pairs):
+        raise bad("a parent hash named twice")
+    for s in snaps:
+        if not isinstance(s, str) or not HEX64.fullmatch(s):
+            raise bad(f"bad snapshot id {s!r}")
+    for s in idx:
+        if not isinstance(s, str) or not INDEX_NAME.fullmatch(s):
+            raise bad(f"bad index name {s!r}")
+    if len(set(snaps)) != len(snaps) or len(set(idx)) != len(idx):
+        raise bad("a name listed twice")
+    tombstones: list[tuple[str, float]] = []
+    for t in dropped:
+        if not (isinstance(t, list) and len(t) == 2 and isinstance(t[0], str)):
+            raise bad(f"bad tombstone {t!r}")
+        if not TOMBSTONE_NAME.fullmatch(t[0]):
+            raise bad(f"bad tombstone name {t[0]!r}")
+        if not _is_time(t[1]):
+            raise bad(f"bad tombstone time {t[1]!r}")
+        tombstones.append((t[0], t[1]))
+    names = {n for n, _ in tombstones}
+    if len(names) != len(tombstones):
+        raise bad("a tombstone named twice")
+    listed = {f"snapshots/{s}" for s in snaps} | set(idx)
+    if listed & names:
+        raise bad(f"lists a name it drops: {sorted(listed & names)[0]}")
+    return Head(
+        seq,
+        name,
+        list(snaps),
+        list(idx),
+        None,
+        head_hash(stored),
+        doc["time"],
+        tuple(pairs),
+        tuple(tombstones),
+    )
+
+
+def merge(heads: list[Head]) -> tuple[list[str], list[str], dict[str, float]]:
+    """(snapshots, indexes, tombstones) of version-3 heads merged: taken in the order of their
+    hash, the union of the tombstones (the greatest time of a name), the lists in first
+    occurrence order less the dropped names."""
+    ordered = sorted({str(h.hash): h for h in heads}.values(), key=lambda h: str(h.hash))
+    dropped: dict[str, float] = {}
+    for h in ordered:
+        for n, t in h.dropped:
+            dropped[n] = max(dropped.get(n, t), t)
+    snaps: list[str] = []
+    idx: list[str] = []
+    for h in ordered:
+        for s in h.snapshots:
+            if s not in snaps and f"snapshots/{s}" not in dropped:
+                snaps.append(s)
+        for i in h.indexes:
+            if i not in idx and i not in dropped:
+                idx.append(i)
+    return snaps, idx, dropped
 
 
 @dataclass
@@ -452,6 +589,11 @@ class Repository:
     _index: dict[bytes, tuple[str, PackEntry]] | None = field(default=None, repr=False)
     _packs: dict[str, bytes] = field(default_factory=dict, repr=False)
     _pack_sizes: dict[str, int] = field(default_factory=dict, repr=False)
+    # version 3: the heads merged (top heads and trusted heads merged in), their tombstones,
+    # and the packs that every listing condemns (pack name -> the greatest condemned time)
+    merged: list[Head] = field(default_factory=list, repr=False)
+    dropped: dict[str, float] = field(default_factory=dict, repr=False)
+    condemned: dict[str, float] = field(default_factory=dict, repr=False)
 
     # -- opening --
 
@@ -465,11 +607,13 @@ class Repository:
         known_seq: int | None = None,
         trusted: tuple[int, str] | None = None,
         expect_head: str | None = None,
+        trusted_heads: tuple[int, list[tuple[str, str]]] | None = None,
     ) -> Repository:
         """Open with a password or recovery key. ``known_seq``, the highest head seq this device
         has seen, turns an older newest head into a Rollback error; ``trusted`` (seq, hash hex)
         is the head the device trusts and ``expect_head`` a pinned hash prefix: a newest head
-        that does not extend them is a HistoryRefused error."""
+        that does not extend them is a HistoryRefused error. Version 3 takes the trusted state
+        as ``trusted_heads``: (seq, [(head name, hash hex), ...])."""
         root = Path(root)
         try:
             config = (root / "config").read_bytes()
@@ -494,6 +638,15 @@ class Repository:
         ch = settings["chunker"]
         check_chunker_params(ch["min"], ch["avg"], ch["max"])
         repo = cls(root, repo_id, keys, settings, Head(0, None, [], []))
+        if repo.version >= 3:
+            if trusted is not None:
+                raise TypeError("a version-3 repository takes trusted_heads, not trusted")
+            repo.head = repo._read_heads_v3(trusted_heads, expect_head)
+            if known_seq is not None and repo.head.seq < known_seq:
+                raise Rollback(f"top seq {repo.head.seq} < {known_seq} already seen")
+            return repo
+        if trusted_heads is not None:
+            raise TypeError("trusted_heads is for version-3 repositories")
         repo.head = repo._read_head()
         if known_seq is not None and repo.head.seq < known_seq:
             raise Rollback(f"newest head seq {repo.head.seq} < {known_seq} already seen")
@@ -589,6 +742,98 @@ class Repository:
         if head.hash != hash_hex:
             raise Forked(f"the chain passes seq {seq} at {head.hash}, not {hash_hex}")
 
+    # -- version 3 --
+
+    def stored_heads(self) -> dict[int, dict[str, str]]:
+        """seq -> {hash: name} of every object under heads/ (hashed, not opened)."""
+        out: dict[int, dict[str, str]] = {}
+        for seq, name in self.heads():
+            out.setdefault(seq, {})[head_hash(self.read(name))] = name
+        return out
+
+    def read_head_v3(self, name: str) -> Head:
+        m = HEAD_NAME.fullmatch(name)
+        assert m is not None
+        stored = self.read(name)
+        try:
+            doc = self.metadata(name)
+        except ValueError:  # JSON
+            raise Corrupt(f"{name}: not JSON") from None
+        return parse_head_v3(name, int(m.group(1), 16), doc, stored)
+
+    def reach(self, start: list[Head]) -> tuple[dict[str, Head | None], set[int]]:
+        """What following ``parents`` from ``start`` through stored heads reaches: hash -> the
+        head (None when it is named but not stored), and the seqs named of which no head is
+        stored (gaps). Every head reached and stored is opened and checked."""
+        stored = self.stored_heads()
+        reached: dict[str, Head | None] = {str(h.hash): h for h in start}
+        gaps: set[int] = set()
+        todo = list(start)
+        while todo:
+            head = todo.pop()
+            for seq, h in head.parents:
+                if h in reached and reached[h] is not None:
+                    continue
+                name = stored.get(seq, {}).get(h)
+                if name is None:
+                    reached[h] = None
+                    if seq not in stored:
+                        gaps.add(seq)
+                    continue
+                parent = self.read_head_v3(name)
+                reached[h] = parent
+                todo.append(parent)
+        return reached, gaps
+
+    def _read_heads_v3(
+        self, trusted: tuple[int, list[tuple[str, str]]] | None, pin: str | None
+    ) -> Head:
+        heads = self.heads()
+        if not heads:
+            raise Corrupt("no head")
+        top = max(s for s, _ in heads)
+        tops = [self.read_head_v3(n) for s, n in heads if s == top]
+        merged = list(tops)
+        if trusted is not None:
+            trusted_seq, trusted_list = trusted
+            if top < trusted_seq:
+                raise Rollback(f"top seq {top} < trusted seq {trusted_seq}")
+            reached, gaps = self.reach(tops)
+            for name, digest in trusted_list:
+                m = HEAD_NAME.fullmatch(name)
+                if m is None:
+                    raise ValueError(f"bad trusted head name {name!r}")
+                seq = int(m.group(1), 16)
+                if digest in reached:
+                    continue
+                path = self.root / name
+                if path.is_file() and head_hash(path.read_bytes()) == digest:
+                    merged.append(self.read_head_v3(name))  # stored, not reached: merged in
+                    continue
+                if any(g >= seq for g in gaps):
+                    raise Unverifiable(f"trusted head {name}: a head on the way is not stored")
+                raise Forked(f"trusted head {name} is neither stored nor reached")
+        merged.sort(key=lambda h: str(h.hash))
+        if pin is not None:
+            reached, _ = self.reach(merged)
+            if not any(h.startswith(pin) for h in reached):
+                raise HistoryRefused(f"no head {pin} among the merged heads and their ancestors")
+        self.merged = merged
+        snaps, idx, self.dropped = merge(merged)
+        one = merged[0] if len(merged) == 1 else None
+        return Head(
+            top,
+            one.name if one else None,
+            snaps,
+            idx,
+            None,
+            one.hash if one else None,
+        )
+
+    def merged_heads(self) -> list[tuple[str, str]]:
+        """(name, hash) of the heads merged (version 3): what the device trusts next."""
+        return [(str(h.name), str(h.hash)) for h in self.merged]
+
     def _check_pin(self, prefix: str) -> None:
         head: Head | None = self.head
         while head is not None:
@@ -642,17 +887,36 @@ class Repository:
     def index(self) -> dict[bytes, tuple[str, PackEntry]]:
         """blob id -> (pack name, where it is), from every index object the head lists."""
         if self._index is None:
-            out: dict[bytes, tuple[str, PackEntry]] = {}
-            for index_name in self.head.indexes:
-                doc = self.metadata(index_name)
+            docs = [(n, self.metadata(n)) for n in self.head.indexes]
+            # Version 3: a pack listed once without "condemned" is live, whatever other listings
+            # say; the others are condemned (the greatest time counts).
+            live: set[str] = set()
+            condemned: dict[str, float] = {}
+            for index_name, doc in docs:
                 for pack in doc["packs"]:
                     name = pack["id"]
                     if not isinstance(name, str) or not HEX64.fullmatch(name):
                         raise Corrupt(f"{index_name}: bad pack id {name!r}")
+                    when = pack.get("condemned") if self.version >= 3 else None
+                    if when is None:
+                        live.add(name)
+                    elif not _is_time(when):
+                        raise Corrupt(f"{index_name}: bad condemned time {when!r}")
+                    else:
+                        condemned[name] = max(condemned.get(name, when), when)
+            self.condemned = {n: t for n, t in condemned.items() if n not in live}
+            out: dict[bytes, tuple[str, PackEntry]] = {}
+            fallback: dict[bytes, tuple[str, PackEntry]] = {}
+            for _index_name, doc in docs:
+                for pack in doc["packs"]:
+                    name = pack["id"]
                     self._pack_sizes[name] = pack["size"]
+                    where = fallback if name in self.condemned else out
                     for kind, id_hex, offset, length in pack["blobs"]:
                         entry = PackEntry(kind, bytes.fromhex(id_hex), offset, length)
-                        out.setdefault(entry.id, (name, entry))
+                        where.setdefault(entry.id, (name, entry))
+            for id_, loc in fallback.items():  # read from a condemned pack only if no live one
+                out.setdefault(id_, loc)
             self._index = out
         return self._index
 
@@ -738,6 +1002,8 @@ class Repository:
         for name, entry in index.values():
             by_pack.setdefault(name, []).append(entry)
         for name, entries in sorted(by_pack.items()):
+            if name in self.condemned and not (self.root / pack_object_name(name)).is_file():
+                continue  # deleted by a prune after its grace period
             try:
                 pack = self.pack(name)
                 header = parse_pack(self.keys, self.repo_id, name, pack)
@@ -855,6 +1121,11 @@ class Writer:
         self.snapshots: list[str] = []
         self.indexes: list[str] = []
         self.head_name: str | None = None
+        # version 3: what this writer wrote, so that it need not read it back
+        self.v3_heads: dict[str, Head] = {}
+        self.index_docs: dict[str, dict[str, Any]] = {}
+        self.snapshot_blobs: dict[str, set[bytes]] = {}
+        self.snapshot_hosts: dict[str, str] = {}
 
     # -- plumbing --
 
@@ -908,10 +1179,13 @@ class Writer:
             self.first_head()
         self.put("config", self.config_bytes())
 
-    def first_head(self) -> str:
-        """The head with seq 0 (version 2): no snapshots, no parent."""
+    def first_head(self, time: float = 0) -> str:
+        """The head with seq 0 (version 2): no snapshots, no parent (version 3: no parents,
+        written at ``time``)."""
         assert self.seq == 0
         assert self.head_name is None
+        if self.version >= 3:
+            return self.commit(time=time, base=[])
         name, stored = self.seal_head(0, [], [], None)
         self.put(name, stored)
         self.head_name = name
@@ -980,17 +1254,26 @@ class Writer:
         tags: list[str] | None = None,
         commit: bool = True,
         delete_old_head: bool = True,
+        base: list[str] | None = None,
     ) -> str:
         """Store a snapshot of a root directory holding ``roots`` (one entry per backed-up path)
         and return its id: packs, then one index, then the snapshot, then the next head (the old
         head deleted after, unless ``delete_old_head`` is false). ``commit=False`` stops before
-        the head, as an interrupted backup does: the snapshot is stored but not listed."""
+        the head, as an interrupted backup does: the snapshot is stored but not listed.
+
+        Version 3: the writer starts from the heads ``base`` (by default the top heads), merged;
+        it deduplicates only against blobs of their live packs, and commits a head on them."""
         new: dict[int, list[tuple[bytes, bytes]]] = {KIND_DATA: [], KIND_TREE: []}
         stats = {"files": 0, "dirs": 0, "bytes": 0, "blobs_added": 0}
+        if self.version >= 3:
+            base = self.top_heads() if base is None else base
+            self.known = self.live_blobs(base)
         known_before = set(self.known)
+        used: set[bytes] = set()
 
         def store(kind: int, plaintext: bytes) -> bytes:
             id_ = blob_id(self.keys.blob_id, plaintext)
+            used.add(id_)
             if id_ not in self.known:
                 self.known.add(id_)
                 new[kind].append(self._seal_blob(kind, plaintext))
@@ -1046,11 +1329,20 @@ class Writer:
             "username": username,
             "paths": paths,
             "tree": tree,
-            "parent": self.snapshots[-1] if self.snapshots else None,
+            "parent": self._snapshot_parent(hostname, base),
             "tags": tags or [],
             "stats": stats,
         }
         self.put_metadata(f"snapshots/{snapshot_id}", doc)
+        self.snapshot_blobs[snapshot_id] = used
+        self.snapshot_hosts[snapshot_id] = hostname
+        if index_name is not None:
+            self.index_docs[index_name] = {"packs": packs}
+        if self.version >= 3:
+            if commit:
+                added = [index_name] if index_name is not None else []
+                self.commit(time=time, base=base, add_snapshots=[snapshot_id], add_indexes=added)
+            return snapshot_id
         if not commit:
             self.known = known_before  # its blobs are in packs no listed index names
             return snapshot_id
@@ -1087,8 +1379,155 @@ class Writer:
         self.head_name = name
         return name
 
-    def forget(self, snapshot_id: str) -> None:
-        """Drop a snapshot from the head, then delete its object (its blobs stay: no prune)."""
+    def forget(self, snapshot_id: str, *, time: float = 0, base: list[str] | None = None) -> None:
+        """Drop a snapshot from the head, then delete its object (its blobs stay: no prune).
+        Version 3: a head with a tombstone for it; its object stays until a prune deletes it
+        after the grace period."""
+        if self.version >= 3:
+            self.commit(time=time, base=base, remove=[f"snapshots/{snapshot_id}"])
+            return
         self.snapshots = [s for s in self.snapshots if s != snapshot_id]
         self.write_head()
         self.delete(f"snapshots/{snapshot_id}")
+
+    # -- version 3 --
+
+    def _snapshot_parent(self, hostname: str, base: list[str] | None) -> str | None:
+        """A snapshot's ``parent``: version 1 and 2 the last listed snapshot; version 3 the last
+        one of the same host among those the base lists."""
+        if self.version < 3:
+            return self.snapshots[-1] if self.snapshots else None
+        snaps, _, _ = merge([self.v3_heads[n] for n in base or []])
+        mine = [s for s in snaps if self.snapshot_hosts.get(s) == hostname]
+        return mine[-1] if mine else None
+
+    def top_heads(self) -> list[str]:
+        """The names of the stored heads with the highest seq."""
+        heads = [
+            (int(m.group(1), 16), n)
+            for n in object_names(self.root, "heads/")
+            if (m := HEAD_NAME.fullmatch(n))
+        ]
+        top = max(s for s, _ in heads)
+        return [n for s, n in heads if s == top]
+
+    def pack_states(self, indexes: list[str]) -> dict[str, dict[str, Any]]:
+        """Every pack the index objects list, once: {"id", "size", "blobs", "condemned"} where
+        ``condemned`` is None when some listing has none, else the greatest time."""
+        packs: dict[str, dict[str, Any]] = {}
+        for index_name in indexes:
+            for p in self.index_docs[index_name]["packs"]:
+                when = p.get("condemned")
+                seen = packs.get(p["id"])
+                if seen is None:
+                    packs[p["id"]] = {**p, "condemned": when}
+                elif seen["condemned"] is not None:
+                    seen["condemned"] = None if when is None else max(seen["condemned"], when)
+        return packs
+
+    def live_blobs(self, base: list[str]) -> set[bytes]:
+        """Blobs a writer starting from ``base`` may deduplicate against: those of live packs."""
+        _, indexes, _ = merge([self.v3_heads[n] for n in base])
+        return {
+            bytes.fromhex(b[1])
+            for p in self.pack_states(indexes).values()
+            if p["condemned"] is None
+            for b in p["blobs"]
+        }
+
+    def seal_head_doc(self, seq: int, doc: dict[str, Any]) -> tuple[str, bytes]:
+        """Any head document sealed under a new name with ``seq`` (tests make invalid ones)."""
+        name = f"heads/{seq:016x}-{self._name('head')}"
+        return name, self.seal_metadata(name, doc)
+
+    def commit(
+        self,
+        *,
+        time: float,
+        base: list[str] | None = None,
+        add_snapshots: list[str] | None = None,
+        add_indexes: list[str] | None = None,
+        remove: list[str] | None = None,
+        keep_tombstone: Callable[[str, float], bool] | None = None,
+    ) -> str:
+        """Step 2 of a version-3 commit: the head on ``base`` (default: the top heads; [] for
+        the head with seq 0), the merged lists with the additions appended and the names in
+        ``remove`` taken out, the merged tombstones plus one per removed name. Returns its
+        name."""
+        assert self.version >= 3
+        base = self.top_heads() if base is None else base
+        heads = sorted((self.v3_heads[n] for n in base), key=lambda h: str(h.hash))
+        snaps, indexes, dropped = merge(heads)
+        gone = set(remove or [])
+        for n in sorted(gone):
+            dropped[n] = time
+        if keep_tombstone is not None:
+            dropped = {n: t for n, t in dropped.items() if keep_tombstone(n, t)}
+        snaps = [s for s in snaps if f"snapshots/{s}" not in gone] + list(add_snapshots or [])
+        indexes = [i for i in indexes if i not in gone] + list(add_indexes or [])
+        seq = max((h.seq for h in heads), default=-1) + 1
+        doc = {
+            "seq": seq,
+            "time": time,
+            "parents": [[h.seq, h.hash] for h in heads],
+            "snapshots": snaps,
+            "indexes": indexes,
+            "dropped": [[n, dropped[n]] for n in sorted(dropped)],
+        }
+        name, stored = self.seal_head_doc(seq, doc)
+        self.put(name, stored)
+        self.v3_heads[name] = parse_head_v3(name, seq, doc, stored)
+        self.head_name = name
+        self.seq = seq
+        self.snapshots, self.indexes = snaps, indexes
+        return name
+
+    def prune(self, *, time: float, base: list[str] | None = None, grace: float = 86400) -> str:
+        """Two-phase prune (version 3), steps 1 to 5, without repacking: condemn the live packs
+        that hold no used blob, make live again the condemned packs holding a used blob that no
+        live pack holds, store one index of every pack read (less condemned packs an earlier
+        prune deleted) and commit a head replacing the indexes read with it; then delete what
+        the grace period allows (the deleted packs stay listed, condemned). Returns the
+        head."""
+        assert self.version >= 3
+        base = self.top_heads() if base is None else base
+        snaps, indexes, _ = merge([self.v3_heads[n] for n in base])
+        used = set().union(*(self.snapshot_blobs[s] for s in snaps))
+        packs = self.pack_states(indexes)
+        for pid in [k for k, p in packs.items() if p["condemned"] is not None]:
+            if not (self.root / pack_object_name(pid)).is_file():
+                del packs[pid]  # deleted by an earlier prune: dropped from the index now
+        ids = {p["id"]: {bytes.fromhex(b[1]) for b in p["blobs"]} for p in packs.values()}
+        for p in packs.values():
+            if p["condemned"] is None and not ids[p["id"]] & used:
+                p["condemned"] = time
+        live = set().union(*(ids[p["id"]] for p in packs.values() if p["condemned"] is None))
+        for p in packs.values():
+            if p["condemned"] is not None and (ids[p["id"]] & used) - live:
+                p["condemned"] = None
+                live |= ids[p["id"]]
+        doc = {
+            "packs": [
+                {k: v for k, v in p.items() if k != "condemned" or v is not None}
+                for p in packs.values()
+            ]
+        }
+        index_name = f"index/{self._name('index')}"
+        self.put_metadata(index_name, doc)
+        self.index_docs[index_name] = doc
+
+        def keep(name: str, when: float) -> bool:
+            return when > time - 86400 or (self.root / name).is_file()
+
+        head = self.commit(
+            time=time, base=base, add_indexes=[index_name], remove=indexes, keep_tombstone=keep
+        )
+        for p in packs.values():
+            if p["condemned"] is not None and p["condemned"] <= time - grace:
+                path = self.root / pack_object_name(p["id"])
+                if path.is_file():
+                    path.unlink()
+        for name, when in self.v3_heads[head].dropped:
+            if when <= time - grace and (self.root / name).is_file():
+                self.delete(name)
+        return head

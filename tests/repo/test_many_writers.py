@@ -93,6 +93,10 @@ def head_seqs(repo: Path) -> list[int]:
     return sorted(int(p.name.split("-")[0], 16) for p in (repo / "heads").iterdir())
 
 
+def test_new_repositories_are_version_3(repo: Path, tmp_path: Path) -> None:
+    assert Device(tmp_path, "a").open(repo).version == 3
+
+
 def test_two_writers_committing_at_once_are_both_listed(repo: Path, tmp_path: Path) -> None:
     a, b, c = Device(tmp_path, "a"), Device(tmp_path, "b"), Device(tmp_path, "c")
     first = a.backup(repo)

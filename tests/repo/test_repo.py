@@ -383,7 +383,7 @@ def test_forget_and_prune_free_space_and_keep_the_rest(tmp_path: Path) -> None:
         return sum(p.stat().st_size for p in (repo_path / "data").rglob("*") if p.is_file())
 
     before = size()
-    stats = forget(repo, keep_last=1, prune=True)
+    stats = forget(repo, keep_last=1, prune=True, grace=0)
     assert stats.snapshots_removed == 1
     assert size() < before - (7 << 20)
     assert verify(open_repo(repo_path), read_data=True).ok
@@ -405,7 +405,7 @@ def test_prune_rewrites_a_pack_only_when_enough_of_it_is_unused(tmp_path: Path) 
         (src / "notes.txt").write_bytes(os.urandom(20_000))
         backup(repo, [str(src)])
         kw = {} if threshold is None else {"repack_unused": threshold}
-        stats = forget(repo, keep_last=1, prune=True, **kw)  # type: ignore[arg-type]
+        stats = forget(repo, keep_last=1, prune=True, grace=0, **kw)  # type: ignore[arg-type]
         if threshold is None:
             assert stats.packs_repacked == 0
             assert 20_000 <= stats.bytes_unused_kept < 21_000

@@ -1,7 +1,7 @@
-"""Known-answer tests for the repository format: tests/vectors/repo_v1/, repo_v2/ and
+"""Known-answer tests for the repository format: tests/vectors/repo_v1/, repo_v2/, repo_v3/ and
 chunker_v1.json against e2ebackup and the independent reference (tests/reference/repo.py);
-repositories made by e2ebackup read by the reference; tampered copies, and the rolled-back and
-forked states of repo_v2, rejected by both."""
+repositories made by e2ebackup read by the reference; tampered copies, the rolled-back and
+forked states of repo_v2 and the states and invalid heads of repo_v3, judged by both."""
 
 from __future__ import annotations
 
@@ -366,9 +366,12 @@ def test_e2ebackup_judges_the_v2_states(tmp_path: Path, state: dict[str, Any]) -
             repo.head()
         if state["result"]["error"] != "RepositoryCorrupted":
             assert "e2ebackup trust" in str(caught.value)
-        assert repo.trusted_head() == (
-            None if t is None else heads_module.TrustedHead(t["seq"], t["name"], t["sha256"], ())
-        ), "a refused state is not trusted"
+        trusted = repo.trusted_head()
+        assert (
+            None if trusted is None else (trusted.seq, trusted.name, trusted.digest, trusted.pins)
+        ) == (None if t is None else (t["seq"], t["name"], t["sha256"], ())), (
+            "a refused state is not trusted"
+        )
     else:
         assert repo.head().name == state["result"]["head"]
         trusted = repo.trusted_head()
@@ -376,11 +379,374 @@ def test_e2ebackup_judges_the_v2_states(tmp_path: Path, state: dict[str, Any]) -
         assert trusted.name == state["result"]["head"]
 
 
+# ---- repo_v3: many writers, merged heads, tombstones, condemned packs ------------------------
+
+REPO_V3_VECTOR = VECTORS / "repo_v3"
+MANIFEST_V3: dict[str, Any] = json.loads((REPO_V3_VECTOR / "manifest.json").read_text("utf-8"))
+STATES_V3: list[dict[str, Any]] = MANIFEST_V3["states"]
+V3_TREES: dict[str, dict[str, Any]] = {
+    s["id"]: s["tree"] for s in MANIFEST_V3["snapshots"] + MANIFEST_V3["other_snapshots"]
+}
+V3_LISTED = [s["id"] for s in MANIFEST_V3["snapshots"]]
+
+
+def v3_heads_by_name() -> dict[str, dict[str, Any]]:
+    return {h["name"]: h for h in MANIFEST_V3["heads"]}
+
+
+def test_v3_vector_covers_the_cases() -> None:
+    """The history the vector promises: two heads committed at once (both listed), a merge head
+    with two parents on top, a forget as a tombstone (the object still stored), a straggler
+    that no top head reaches, a condemned pack a listed snapshot still reads."""
+    heads = MANIFEST_V3["heads"]
+    seqs = [h["seq"] for h in heads]
+    assert seqs.count(2) == 2
+    assert seqs.count(4) == 2
+    assert seqs.count(3) == 2  # head 3 and the straggler
+    [top] = [h for h in heads if h["seq"] == max(seqs)]
+    assert MANIFEST_V3["head"]["top_heads"] == [top["name"]]
+    assert sorted(p[1] for p in top["parents"]) == sorted(
+        h["sha256"] for h in heads if h["seq"] == 4
+    )
+    two = [h for h in heads if h["seq"] == 2]
+    added = {h["snapshots"][-1] for h in two}  # each writer's own snapshot, both listed
+    assert len(added) == 2
+    assert added <= set(V3_LISTED)
+    forgotten = MANIFEST_V3["forgotten"]["snapshot"]
+    assert (REPO_V3_VECTOR / "repo" / "snapshots" / forgotten).is_file()
+    assert [f"snapshots/{forgotten}", MANIFEST_V3["forgotten"]["tombstone"][1]] in top["dropped"]
+    assert forgotten not in V3_LISTED
+    straggler = MANIFEST_V3["straggler"]
+    assert straggler["snapshot"] not in V3_LISTED
+    named = {p[1] for h in heads for p in h["parents"]}
+    assert v3_heads_by_name()[straggler["head"]]["sha256"] not in named
+    condemned = MANIFEST_V3["condemned"]
+    assert condemned["packs"]
+    assert condemned["blobs"]
+    assert condemned["snapshot"] in V3_LISTED
+    errors = {s["result"].get("error") for s in STATES_V3}
+    assert errors >= {
+        None,
+        "RolledBack",
+        "HistoryForked",
+        "HistoryUnverifiable",
+        "NotTrusted",
+        "RepositoryCorrupted",
+    }
+    repo_bytes = sum(p.stat().st_size for p in (REPO_V3_VECTOR / "repo").rglob("*") if p.is_file())
+    assert repo_bytes < 200_000
+
+
+@pytest.mark.parametrize("credential", ["password", "recovery_key"])
+def test_reference_restores_the_v3_vector(credential: str) -> None:
+    path = REPO_V3_VECTOR / "repo"
+    if credential == "password":
+        r = ref.Repository.open(path, password=PASSWORD)
+    else:
+        r = ref.Repository.open(path, recovery_key=MANIFEST_V3["recovery_key"])
+    assert r.keys.data_key.hex() == MANIFEST_V3["inputs"]["data_key"]
+    assert r.config["version"] == 3
+    assert r.head.seq == MANIFEST_V3["head"]["seq"]
+    assert [n for n, _ in r.merged_heads()] == MANIFEST_V3["head"]["top_heads"]
+    stored = [r.read_head_v3(n) for _, n in r.heads()]
+    assert [
+        {
+            "seq": h.seq,
+            "name": h.name,
+            "sha256": h.hash,
+            "time": h.time,
+            "parents": [list(p) for p in h.parents],
+            "snapshots": h.snapshots,
+            "indexes": h.indexes,
+            "dropped": [list(t) for t in h.dropped],
+        }
+        for h in stored
+    ] == [{k: v for k, v in h.items() if k != "role"} for h in MANIFEST_V3["heads"]]
+    for h in stored:
+        assert h.hash == sha256((path / str(h.name)).read_bytes())
+    assert r.snapshot_ids() == V3_LISTED
+    assert r.latest() == MANIFEST_V3["latest"]
+    for sid in V3_LISTED:
+        assert hashed(r.restore(sid)) == without_meta(V3_TREES[sid])
+    for sid in MANIFEST_V3["unlisted_snapshots"]:
+        assert (path / "snapshots" / sid).is_file()
+        with pytest.raises(ref.SnapshotNotFound):
+            r.restore(sid)
+    # The blobs the manifest names are read from condemned packs, and only from them.
+    index = r.index()
+    assert sorted(r.condemned) == MANIFEST_V3["condemned"]["packs"]
+    for blob in MANIFEST_V3["condemned"]["blobs"]:
+        assert index[bytes.fromhex(blob)][0] in r.condemned
+    objects = {
+        n: {"size": (path / n).stat().st_size, "sha256": sha256((path / n).read_bytes())}
+        for n in ref.object_names(path, "")
+    }
+    assert objects == MANIFEST_V3["objects"]
+    assert r.check() == []
+
+
+def v3_state_copy(tmp_path: Path, state: dict[str, Any]) -> Path:
+    """The v3 vector as the storage shows it in ``state``."""
+    path = tmp_path / "repo"
+    shutil.copytree(REPO_V3_VECTOR / "repo", path)
+    for name in state["remove"]:
+        (path / name).unlink()
+    for name in state["add"]:
+        shutil.copy(REPO_V3_VECTOR / "extra" / name, path / name)
+    return path
+
+
+@pytest.mark.parametrize("state", STATES_V3, ids=lambda c: c["id"])
+def test_reference_judges_the_v3_states(tmp_path: Path, state: dict[str, Any]) -> None:
+    path = v3_state_copy(tmp_path, state)
+    t = state["trusted"]
+    kwargs: dict[str, Any] = {
+        "trusted_heads": (t["seq"], [tuple(h) for h in t["heads"]]) if t else None,
+        "expect_head": state["expect_head"],
+    }
+    result = state["result"]
+    if "error" in result:
+        with pytest.raises(REF_ERRORS[result["error"]]) as caught:
+            ref.Repository.open(path, password=PASSWORD, **kwargs)
+        if result["error"] == "NotTrusted":  # the base class, not one of the three others
+            assert type(caught.value) is ref.HistoryRefused
+        return
+    r = ref.Repository.open(path, password=PASSWORD, **kwargs)
+    assert r.head.seq == result["seq"]
+    assert [list(h) for h in r.merged_heads()] == result["heads"]
+    assert r.snapshot_ids() == result["snapshots"]
+    assert r.latest() == result["latest"]
+    assert [[n, t] for n, t in sorted(r.dropped.items())] == result["dropped"]
+    for sid in result["snapshots"]:
+        assert hashed(r.restore(sid)) == without_meta(V3_TREES[sid]), sid
+
+
+def trust_file(repo_id: str, state_dir: Path) -> Path:
+    return state_dir / repo_id / "trusted-head"
+
+
+def write_v3_trust(state_dir: Path, trusted: dict[str, Any], form: str) -> bytes:
+    """The device's trusted state in the form docs/FORMAT.md gives for version 3
+    (``{"seq", "heads", "pins"}``), or (``form`` "with-v2-fields") with the version-2 fields
+    ``name`` and ``sha256`` of its first head as well, as e2ebackup also writes them."""
+    doc: dict[str, Any] = {"seq": trusted["seq"], "heads": trusted["heads"], "pins": []}
+    if form == "with-v2-fields":
+        doc["name"], doc["sha256"] = trusted["heads"][0]
+    body = json.dumps(doc).encode()
+    path = trust_file(MANIFEST_V3["inputs"]["repo_id"], state_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(body)
+    return body
+
+
+def test_e2ebackup_restores_the_v3_vector(tmp_path: Path) -> None:
+    path = tmp_path / "repo"
+    shutil.copytree(REPO_V3_VECTOR / "repo", path)
+    repo = e2e_open(path)
+    assert repo.config["version"] == 3
+    assert [sid for sid, _ in repo.snapshots()] == V3_LISTED
+    assert repo.find_snapshot("latest")[0] == MANIFEST_V3["latest"]
+    for n, sid in enumerate(V3_LISTED):  # the latest reads blobs from condemned packs
+        restore(repo, sid, str(tmp_path / f"out-{n}"))
+        assert on_disk(tmp_path / f"out-{n}") == V3_TREES[sid], sid
+    for sid in MANIFEST_V3["unlisted_snapshots"]:
+        with pytest.raises(e2ebackup.errors.E2EBackupError):
+            repo.find_snapshot(sid)
+    report = verify(repo, read_data=True)
+    assert report.ok, report.errors
+
+
+V3_TRUST_FORMS = [
+    pytest.param(state, form, id=f"{state['id']}-{form}")
+    for state in STATES_V3
+    for form in (["spec", "with-v2-fields"] if state["trusted"] else ["new-device"])
+]
+
+
+@pytest.mark.parametrize(("state", "form"), V3_TRUST_FORMS)
+def test_e2ebackup_judges_the_v3_states(
+    tmp_path: Path, state_dir: Path, state: dict[str, Any], form: str
+) -> None:
+    path = v3_state_copy(tmp_path, state)
+    t = state["trusted"]
+    before = write_v3_trust(state_dir, t, form) if t is not None else None
+    repo = e2e_open(path)
+    repo.expect_head = state["expect_head"]
+    result = state["result"]
+    recorded = trust_file(MANIFEST_V3["inputs"]["repo_id"], state_dir)
+    if "error" in result:
+        with pytest.raises(E2E_ERRORS[result["error"]]) as caught:
+            list(repo.snapshots())
+        if result["error"] == "NotTrusted":
+            assert not isinstance(
+                caught.value,
+                e2ebackup.errors.RolledBack
+                | e2ebackup.errors.HistoryForked
+                | e2ebackup.errors.HistoryUnverifiable,
+            )
+        if result["error"] != "RepositoryCorrupted":
+            assert "e2ebackup trust" in str(caught.value)
+        after = recorded.read_bytes() if recorded.exists() else None
+        assert after == before, "a refused state is not trusted"
+        return
+    # The merge, in the spec's order; listings show the same snapshots, oldest first.
+    merged = repo.head()
+    assert merged.snapshots == result["snapshots"]
+    assert sorted(map(list, dict(merged.dropped).items())) == result["dropped"]
+    listed = [sid for sid, _ in repo.snapshots()]
+    assert sorted(listed) == sorted(result["snapshots"])
+    assert repo.find_snapshot("latest")[0] == result["latest"]
+    # The device now trusts the merged heads at the top seq.
+    trusted = json.loads(recorded.read_text("utf-8"))
+    assert trusted["seq"] == result["seq"]
+    assert sorted(map(list, trusted["heads"])) == sorted(result["heads"])
+    for n, sid in enumerate(result["snapshots"]):
+        restore(repo, sid, str(tmp_path / f"out-{n}"))
+        assert on_disk(tmp_path / f"out-{n}") == V3_TREES[sid], sid
+
+
+def test_e2ebackup_backs_up_into_the_v3_vector(tmp_path: Path) -> None:
+    """e2ebackup commits on the vector's top head; the reference reads its head and snapshot.
+    Its file holds the data that only condemned packs hold: a writer MUST NOT deduplicate
+    against those, so the new snapshot's blobs are in live packs."""
+    path = tmp_path / "repo"
+    shutil.copytree(REPO_V3_VECTOR / "repo", path)
+    latest = MANIFEST_V3["latest"]
+    download = ref.Repository.open(path, password=PASSWORD).restore(latest)["download.bin"]
+    assert isinstance(download, bytes)
+    src = tmp_path / "source"
+    src.mkdir()
+    (src / "download.bin").write_bytes(download)
+    sid, _ = backup(e2e_open(path), [str(src)])
+    top = MANIFEST_V3["heads"][-1]
+    r = ref.Repository.open(
+        path, password=PASSWORD, trusted_heads=(top["seq"], [(top["name"], top["sha256"])])
+    )
+    [mine] = r.merged
+    assert mine.seq == top["seq"] + 1
+    assert mine.parents == ((top["seq"], top["sha256"]),)
+    assert r.snapshot_ids() == [*V3_LISTED, sid]
+    assert r.restore(sid) == {"source": "dir", "source/download.bin": download}
+    index = r.index()
+    for _, entry in r.walk(sid):
+        for blob in entry.get("content", []):
+            assert index[bytes.fromhex(blob)][0] not in r.condemned, (
+                "deduplicated on a condemned pack"
+            )
+    assert r.check() == []
+
+
+def test_v3_restore_prefers_live_packs(tmp_path: Path) -> None:
+    """A blob held by a condemned pack and, stored again by a later backup (a writer MUST NOT
+    deduplicate against condemned packs), by a live one: a restore reads the live copy, so a
+    damaged condemned copy does not matter."""
+    w = ref.Writer(
+        tmp_path / "repo",
+        data_key=os.urandom(32),
+        repo_id=os.urandom(16),
+        rand=lambda _purpose, n: os.urandom(n),
+        chunker=(256, 1024, 4096),
+        version=3,
+    )
+    w.init([CRAFT_SLOT])
+    t = 1764201600.0
+    first = w.backup({"f": ref.File(PLAIN)}, time=t, started=t, paths=["/src"])
+    w.forget(first, time=t + 1)
+    w.prune(time=t + 2)
+    second = w.backup({"f": ref.File(PLAIN)}, time=t + 3, started=t + 3, paths=["/src"])
+    r = ref.Repository.open(w.root, password=PASSWORD)
+    assert r.snapshot_ids() == [second]
+    index = r.index()
+    assert len(r.condemned) == 2  # the first backup's data pack and tree pack
+    blob = ref.blob_id(r.keys.blob_id, PLAIN)
+    live_pack, _ = index[blob]
+    assert live_pack not in r.condemned, "the second backup stored the blob again"
+    copies = [
+        (pack, entry)
+        for pack in r.condemned
+        for entry in ref.parse_pack(r.keys, r.repo_id, pack, r.pack(pack))
+        if entry.id == blob
+    ]
+    assert len(copies) == 1
+    pack, entry = copies[0]
+    flip(w.root / ref.pack_object_name(pack), entry.offset + entry.length // 2)
+    assert ref.Repository.open(w.root, password=PASSWORD).restore() == {"f": PLAIN}
+    restore(e2e_open(w.root), "latest", str(tmp_path / "out"))
+    assert (tmp_path / "out" / "f").read_bytes() == PLAIN
+
+
+def test_v3_deleted_condemned_pack_is_not_damage(tmp_path: Path) -> None:
+    """A prune past the grace period (0 here) deletes condemned packs but leaves them listed,
+    condemned, in its index: a pack missing from the storage is then not damage; the next
+    prune drops the listing."""
+    w = ref.Writer(
+        tmp_path / "repo",
+        data_key=os.urandom(32),
+        repo_id=os.urandom(16),
+        rand=lambda _purpose, n: os.urandom(n),
+        chunker=(256, 1024, 4096),
+        version=3,
+    )
+    w.init([CRAFT_SLOT])
+    t = 1764201600.0
+    first = w.backup({"f": ref.File(PLAIN)}, time=t, started=t, paths=["/src"])
+    w.backup({"g": ref.File(b"kept\n" * 50)}, time=t + 1, started=t + 1, paths=["/src2"])
+    w.forget(first, time=t + 2)
+    w.prune(time=t + 3, grace=0)
+    assert not (w.root / f"snapshots/{first}").exists()
+    r = ref.Repository.open(w.root, password=PASSWORD)
+    r.index()
+    assert r.condemned
+    assert not any((w.root / ref.pack_object_name(p)).exists() for p in r.condemned)
+    assert r.check() == []
+    assert r.restore() == {"g": b"kept\n" * 50}
+    repo = e2e_open(w.root)
+    restore(repo, "latest", str(tmp_path / "out"))
+    assert (tmp_path / "out" / "g").read_bytes() == b"kept\n" * 50
+    report = verify(repo, read_data=True)
+    assert report.ok, report.errors
+    w.prune(time=t + 4, grace=0)
+    r = ref.Repository.open(w.root, password=PASSWORD)
+    r.index()
+    assert r.condemned == {}
+
+
+def test_e2ebackup_forget_and_prune_read_by_the_reference(tmp_path: Path) -> None:
+    """In a version-3 repository e2ebackup's forget writes a tombstone (the snapshot object
+    stays until a prune past the grace period) and its prune condemns what nothing uses; the
+    reference reads both."""
+    src = tmp_path / "source"
+    src.mkdir()
+    (src / "a.txt").write_bytes(b"first version\n" * 100)
+    path = tmp_path / "repo"
+    repo = Repository.init(LocalStorage(path), password=PASSWORD, kdf=FAST, chunker=SMALL_CHUNKS)
+    old, _ = backup(repo, [str(src)])
+    (src / "a.txt").write_bytes(b"second version\n" * 100)
+    new, _ = backup(repo, [str(src)])
+    before = ref.Repository.open(path, password=PASSWORD).head
+    forget(repo, keep_last=1, prune=True)
+    r = ref.Repository.open(path, password=PASSWORD)
+    [top] = r.merged
+    assert top.seq > before.seq
+    reached, gaps = r.reach(r.merged)
+    assert before.hash in reached
+    assert not gaps
+    assert r.snapshot_ids() == [new]
+    assert f"snapshots/{old}" in r.dropped
+    assert (path / "snapshots" / old).is_file(), "deleted only after the grace period"
+    r.index()
+    assert r.condemned, "the first snapshot's packs are condemned, not deleted"
+    assert all((path / ref.pack_object_name(p)).is_file() for p in r.condemned)
+    assert r.restore() == {"source": "dir", "source/a.txt": b"second version\n" * 100}
+    assert r.check() == []
+
+
 def test_e2ebackup_head_chain_read_by_the_reference(
     tmp_path: Path, state_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Heads e2ebackup writes name their parents; the reference, trusting the first head, follows
-    the chain; a fork written by e2ebackup on an older copy is refused by the reference."""
+    """Heads e2ebackup writes (format version 3) name their parents; the reference, trusting the
+    first head, follows them; an older copy into which another device backed up hides the head
+    this device trusts: the reference refuses it."""
     src = tmp_path / "source"
     src.mkdir()
     (src / "a.txt").write_text("one")
@@ -388,6 +754,7 @@ def test_e2ebackup_head_chain_read_by_the_reference(
     repo = Repository.init(LocalStorage(path), password=PASSWORD, kdf=FAST, chunker=SMALL_CHUNKS)
     first = ref.Repository.open(path, password=PASSWORD).head
     assert first.seq == 0
+    assert first.name is not None
     assert first.hash is not None
     backup(repo, [str(src)])
     older = tmp_path / "older"
@@ -395,18 +762,26 @@ def test_e2ebackup_head_chain_read_by_the_reference(
     (src / "a.txt").write_text("two")
     backup(repo, [str(src)])
     forget(repo, keep_last=1)
-    r = ref.Repository.open(path, password=PASSWORD, trusted=(0, first.hash))
+    r = ref.Repository.open(path, password=PASSWORD, trusted_heads=(0, [(first.name, first.hash)]))
+    assert r.version == 3
     assert r.head.seq == 3
-    assert [h.seq for h in (r.read_head(n) for _, n in r.heads())] == [0, 1, 2, 3]
-    theirs, seq2 = r.head, r.read_head(r.heads()[2][1])
+    heads = [r.read_head_v3(n) for _, n in r.heads()]
+    assert [h.seq for h in heads] == [0, 1, 2, 3]
+    assert [h.parents for h in heads] == [()] + [((h.seq, str(h.hash)),) for h in heads[:-1]]
+    theirs, seq2 = r.head, heads[2]
     assert theirs.hash is not None
+    assert seq2.name is not None
     assert seq2.hash is not None
-    # The fork: another device, shown the older copy, backs up into it.
+    # Another device, shown the older copy (seq 1), backs up into it: a seq 2 of its own.
     monkeypatch.setenv("E2EBACKUP_STATE_DIR", str(tmp_path / "other-device"))
     backup(e2e_open(older), [str(src)])
     assert ref.Repository.open(older, password=PASSWORD).head.seq == 2
-    with pytest.raises(ref.Forked):
-        ref.Repository.open(older, password=PASSWORD, trusted=(2, seq2.hash))
+    with pytest.raises(ref.Forked):  # the seq-2 head this device trusts is hidden
+        ref.Repository.open(older, password=PASSWORD, trusted_heads=(2, [(seq2.name, seq2.hash)]))
+    with pytest.raises(ref.Rollback):
+        ref.Repository.open(
+            older, password=PASSWORD, trusted_heads=(3, [(str(theirs.name), theirs.hash)])
+        )
     with pytest.raises(ref.HistoryRefused):
         ref.Repository.open(older, password=PASSWORD, expect_head=theirs.hash)
 
@@ -424,7 +799,9 @@ def test_heads_are_kept_up_to_the_limit(tmp_path: Path, monkeypatch: pytest.Monk
     assert seqs == [3, 4, 5]
     r = ref.Repository.open(path, password=PASSWORD)
     assert r.head.seq == 5
-    assert r.parent_of(r.head) is not None
+    reached, gaps = r.reach(r.merged)
+    assert sorted(h.seq for h in reached.values() if h is not None) == [3, 4, 5]
+    assert gaps == {2}
 
 
 # ---- the chunker -----------------------------------------------------------------------------
@@ -587,8 +964,15 @@ def test_reference_reads_e2ebackup_repository(e2e_repo: tuple[Path, Path, Recove
     assert set(r.config) == {"version", "chunker"}
     assert set(r.config["chunker"]) == {"min", "avg", "max"}
     assert r.head.name is not None
-    assert set(r.metadata(r.head.name)) == {"seq", "snapshots", "indexes", "parent"}
-    assert r.config["version"] == 2
+    assert set(r.metadata(r.head.name)) == {
+        "seq",
+        "time",
+        "parents",
+        "snapshots",
+        "indexes",
+        "dropped",
+    }
+    assert r.config["version"] == 3
     [sid] = r.snapshot_ids()
     assert set(r.snapshot(sid)) == {
         "id",
@@ -643,9 +1027,9 @@ def test_older_heads_are_kept_as_a_chain(e2e_repo: tuple[Path, Path, RecoveryKey
     (src / "random-1.bin").write_bytes(b"changed")
     backup(e2e_open(path), [str(src)])
     r = ref.Repository.open(path, password=PASSWORD)
-    heads = [r.read_head(name) for _, name in r.heads()]
+    heads = [r.read_head_v3(name) for _, name in r.heads()]
     assert [h.seq for h in heads] == [0, 1, 2]
-    assert [h.parent for h in heads] == [None, heads[0].hash, heads[1].hash]
+    assert [h.parents for h in heads] == [(), ((0, heads[0].hash),), ((1, heads[1].hash),)]
 
 
 def test_e2ebackup_chunks_compresses_and_packs_as_specified(
@@ -786,7 +1170,7 @@ def test_replayed_forgotten_snapshot_is_not_offered(tmp_path: Path) -> None:
     saved = (path / "snapshots" / old).read_bytes()
     (src / "a.txt").write_bytes(b"second version\n" * 100)
     new, _ = backup(repo, [str(src)])
-    forget(repo, keep_last=1, prune=True)
+    forget(repo, keep_last=1, prune=True, grace=0)
     assert not (path / "snapshots" / old).exists(), "prune deletes forgotten snapshots"
     (path / "snapshots" / old).write_bytes(saved)  # the storage replays it
 

@@ -136,7 +136,7 @@ def test_forget_with_a_policy_then_prune(tmp_path: Path, monkeypatch: pytest.Mon
         (src / f"new-{i}.bin").write_bytes(bytes([i]) * 100_000)
         ids.append(backup(repo, [str(src)])[0])
     # keep-daily 1 keeps the newest of the newest day; keep-last 2 also keeps the one before.
-    stats = forget(repo, policy=Retention(keep_daily=1, keep_last=2), prune=True)
+    stats = forget(repo, policy=Retention(keep_daily=1, keep_last=2), prune=True, grace=0)
     assert (stats.snapshots_kept, stats.snapshots_removed) == (2, 2)
     assert [sid for sid, _ in repo.snapshots()] == ids[2:]
     # Only the old snapshots' folder listings go: every file they had is in the newer ones.

@@ -44,7 +44,7 @@ from e2ebackup.repo.backup import BackupStats, backup, backup_stream, scan_size
 from e2ebackup.repo.check import Progress, VerifyReport, parse_subset, verify
 from e2ebackup.repo.exclude import Excludes, read_lines
 from e2ebackup.repo.heads import Head, TrustedHead
-from e2ebackup.repo.prune import forget
+from e2ebackup.repo.prune import DEFAULT_GRACE, PruneStats, forget
 from e2ebackup.repo.repository import Repository, SnapshotFilter
 from e2ebackup.repo.restore import RestoreStats, restore
 from e2ebackup.repo.retention import Retention, group_key, parse_duration
@@ -283,6 +283,26 @@ def _register_forget(f: argparse.ArgumentParser) -> None:
         "paths, tags (default host,paths; '' for all snapshots as one group)",
     )
     f.add_argument("--prune", action="store_true", help="remove data no snapshot uses")
+    f.add_argument(
+        "--grace",
+        type=_grace,
+        default=DEFAULT_GRACE,
+        metavar="DURATION",
+        help="repositories of many writers (format 3): delete unused data and forgotten "
+        "snapshots only this long after a prune marked them, longer than any backup runs "
+        "(seconds, or 30m, 24h, 2d, 1w; default 24h; 0 deletes at once, safe only while no "
+        "backup runs)",
+    )
+
+
+def _grace(text: str) -> float:
+    """Seconds, or a number with a unit: s, m (minutes), h, d, w."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhdw]?)", text.strip())
+    if not m:
+        raise argparse.ArgumentTypeError(
+            f"a grace period is seconds or like 30m, 24h, 2d, 1w, not {text!r}"
+        )
+    return float(m[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m[2]]
 
 
 def _register_trust(t: argparse.ArgumentParser) -> None:
@@ -607,19 +627,31 @@ def _forget(args: argparse.Namespace) -> int:
     group_by = [f.strip() for f in args.group_by.split(",") if f.strip()]
     group_key({}, group_by)  # an unknown field fails here, before the repository is opened
     repo = open_repo(args)  # after checking the policy: no password asked for nothing
-    stats = forget(repo, policy=policy, prune=args.prune, group_by=group_by)
+    stats = forget(repo, policy=policy, prune=args.prune, group_by=group_by, grace=args.grace)
     out(
         args,
         asdict(stats),
         f"kept {count(stats.snapshots_kept, 'snapshot')}, forgot {stats.snapshots_removed}"
-        + (
-            f"; pruned {count(stats.packs_deleted, 'pack')}, "
-            f"{stats.bytes_freed / 1e6:,.1f} MB freed"
-            if args.prune
-            else ""
-        ),
+        + (_prune_summary(stats) if args.prune else ""),
     )
     return Exit.OK
+
+
+def _prune_summary(stats: PruneStats) -> str:
+    freed = stats.bytes_freed / 1e6
+    text = f"; pruned {count(stats.packs_deleted, 'pack')}, " + (
+        f"{freed:,.1f} MB freed"
+        if freed >= 0
+        else f"{-freed:,.1f} MB more stored (repacked copies) until the grace period passes"
+    )
+    if stats.packs_condemned or stats.packs_revived or stats.packs_kept_condemned:
+        # Version 3 (two-phase prune): what waits for the grace period.
+        text += (
+            f"; {count(stats.packs_condemned, 'pack')} marked for deletion, "
+            f"{stats.packs_revived} in use again, {stats.packs_kept_condemned} "
+            f"({stats.bytes_condemned / 1e6:,.1f} MB) waiting for the grace period"
+        )
+    return text
 
 
 def _head_value(head: Head | TrustedHead | None) -> dict[str, Any] | None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import re
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -157,6 +157,8 @@ def _structure(
             report.errors.append(f"snapshot {sid[:8]} was deleted from the storage")
     sizes = {o.name.rsplit("/", 1)[-1]: o.size for o in repo.storage.list("data/")}
     for pack_id, size in index.pack_sizes.items():
+        if pack_id not in sizes and pack_id in index.condemned:
+            continue  # version 3: deleted after its grace period, listed until the next prune
         if pack_id not in sizes:
             report.errors.append(f"pack {pack_id[:16]} is missing from the storage")
         elif sizes[pack_id] != size:
@@ -164,7 +166,12 @@ def _structure(
                 f"pack {pack_id[:16]} has {sizes[pack_id]} bytes, the index says {size}"
             )
     for pack_id in sizes.keys() - index.pack_sizes.keys():
-        report.warnings.append(f"pack {pack_id[:16]} is not in the index (prune removes it)")
+        report.warnings.append(
+            f"pack {pack_id[:16]} is not in the index (the next backup adopts it, if a backup "
+            "still running has not indexed it by then)"
+            if repo.many_writers
+            else f"pack {pack_id[:16]} is not in the index (prune removes it)"
+        )
     present = [p for p, size in index.pack_sizes.items() if sizes.get(p) == size]
     report.headers_to_check = len(present)
     _check_headers(repo, sorted(present), report, pool, progress)
@@ -179,7 +186,7 @@ def _structure(
             continue
         report.snapshots += 1
         roots.append((str(snap["tree"]), f"snapshot {sid[:8]}"))
-    _walk(repo, roots, report, pool)
+    _walk(repo, roots, report, pool, gone=index.condemned.keys() - sizes.keys())
 
 
 def expected_blobs(repo: Repository) -> dict[str, Expected]:
@@ -238,10 +245,15 @@ def _check_headers(
 
 
 def _walk(
-    repo: Repository, roots: list[tuple[str, str]], report: VerifyReport, pool: ThreadPoolExecutor
+    repo: Repository,
+    roots: list[tuple[str, str]],
+    report: VerifyReport,
+    pool: ThreadPoolExecutor,
+    gone: AbstractSet[str] = frozenset(),
 ) -> None:
     """Every folder listing reachable from ``roots`` (tree id, where) is read and every blob it
-    names is in the index; the listings of one level are fetched at once."""
+    names is in the index, in a pack not ``gone`` (condemned and deleted, version 3); the
+    listings of one level are fetched at once."""
 
     def listing(tree_id: str) -> list[Entry] | E2EBackupError:
         try:
@@ -272,7 +284,8 @@ def _walk(
                 if entry.get("type") == "dir":
                     next_level.append((entry["subtree"], child))
                 for cid in entry.get("content", []):
-                    if bytes.fromhex(cid) not in repo.index:
+                    loc = repo.index.find(bytes.fromhex(cid))
+                    if loc is None or loc.pack in gone:
                         report.errors.append(f"{child}: data blob {cid[:16]} is missing")
         level = next_level
 

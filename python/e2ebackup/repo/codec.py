@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 MAGIC = b"E2EBREPO"
-VERSION = 2  # new repositories: heads name their parent (docs/FORMAT.md, Heads)
+VERSION = 3  # new repositories: many writers, merged heads (docs/FORMAT.md, Many writers)
 VERSIONS = (1, 2, 3)  # what this version opens
 REPO_ID_SIZE = 16
 _FIXED = struct.Struct(">8sB16s")

@@ -117,13 +117,16 @@ def read_trust(repo_id: bytes) -> TrustedHead | None:
     folder = state_dir(repo_id)
     try:
         value = json.loads((folder / _TRUST_FILE).read_text("utf-8"))
-        seq, name, digest = value["seq"], value["name"], value["sha256"]
         pins = tuple(p for p in value.get("pins", []) if isinstance(p, str) and _PIN.match(p))
         heads = tuple(
             (str(n), str(d))
             for n, d in value.get("heads", [])
             if isinstance(n, str) and HEAD_NAME.match(n) and isinstance(d, str) and _HEX64.match(d)
         )
+        # Version 3 needs only "heads" (FORMAT.md); "name" and "sha256" are the first of them,
+        # as e2ebackup before format 3 reads it.
+        seq = value["seq"]
+        name, digest = (value["name"], value["sha256"]) if not heads else heads[0]
         if type(seq) is int and seq >= 0 and isinstance(name, str) and _HEX64.match(digest):
             return TrustedHead(seq, name, digest, pins, heads)
     except (OSError, ValueError, KeyError, TypeError):

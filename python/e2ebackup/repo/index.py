@@ -18,27 +18,67 @@ from e2ebackup.storage.base import Storage
 
 
 class Index:
+    """Which blob is where. In a version-3 repository a pack may be *condemned* (a prune marked
+    it for deletion, docs/FORMAT.md, Many writers): a pack listed live by any index is live;
+    otherwise the greatest ``condemned`` time counts. Blobs that only condemned packs hold are
+    left out of :meth:`get` and ``in`` (a backup must not deduplicate against them) but found
+    by :meth:`locate` and :meth:`find` (a restore may read them)."""
+
     def __init__(self) -> None:
+        # Every (pack, blob) entry is in exactly one of these three: the live location of a
+        # blob, the condemned location of a blob no live pack holds, or a further copy.
         self._blobs: dict[bytes, BlobLocation] = {}
+        self._condemned_blobs: dict[bytes, BlobLocation] = {}
+        self._copies: dict[str, list[tuple[bytes, BlobLocation]]] = {}
+        #: Every listed pack, live or condemned, and its size.
         self.pack_sizes: dict[str, int] = {}
-        self._new: dict[str, list[tuple[bytes, BlobLocation]]] = {}
+        #: Version 3: the condemned packs and the time each was condemned (the greatest).
+        self.condemned: dict[str, float] = {}
+        self._new: dict[str, tuple[list[tuple[bytes, BlobLocation]], float | None]] = {}
         self._lock = threading.Lock()
         self.names: list[str] = []
 
     def __contains__(self, blob_id: object) -> bool:
+        """Whether a live pack holds the blob: what a backup may deduplicate against."""
         return blob_id in self._blobs
 
     def __len__(self) -> int:
         return len(self._blobs)
 
     def get(self, blob_id: bytes) -> BlobLocation:
+        """The blob's place in a live pack (what a backup may reuse)."""
         try:
             return self._blobs[blob_id]
         except KeyError:
             raise RepositoryCorrupted(f"blob {blob_id.hex()[:16]} is not in the index") from None
 
+    def find(self, blob_id: bytes) -> BlobLocation | None:
+        """The blob's place for reading: in a live pack, else in a condemned one, else None."""
+        loc = self._blobs.get(blob_id)
+        return loc if loc is not None else self._condemned_blobs.get(blob_id)
+
+    def locate(self, blob_id: bytes) -> BlobLocation:
+        """The blob's place for reading (restore, verify): a condemned pack is read when no
+        live pack holds the blob (it is deleted only after the grace period)."""
+        loc = self.find(blob_id)
+        if loc is None:
+            raise RepositoryCorrupted(f"blob {blob_id.hex()[:16]} is not in the index")
+        return loc
+
     def items(self) -> Iterator[tuple[bytes, BlobLocation]]:
-        return iter(list(self._blobs.items()))
+        """Every blob once, at the place :meth:`locate` reads it from."""
+        return iter(list(self._blobs.items()) + list(self._condemned_blobs.items()))
+
+    def pack_entries(self) -> dict[str, list[tuple[bytes, BlobLocation]]]:
+        """Every listed pack's blobs, including those another pack holds too (two writers of a
+        version-3 repository may store the same blob)."""
+        packs: dict[str, list[tuple[bytes, BlobLocation]]] = {p: [] for p in self.pack_sizes}
+        for table in (self._blobs, self._condemned_blobs):
+            for blob_id, loc in table.items():
+                packs[loc.pack].append((blob_id, loc))
+        for pack_id, copies in self._copies.items():
+            packs[pack_id].extend(copies)
+        return packs
 
     def add_pack(
         self,
@@ -47,14 +87,52 @@ class Index:
         entries: Iterable[tuple[bytes, BlobLocation]],
         *,
         new: bool = True,
+        condemned: float | None = None,
     ) -> None:
+        """Adds a pack, live or (version 3) ``condemned`` at that time. A pack listed live
+        once is live, however often it is listed condemned."""
         entries = list(entries)
         with self._lock:
+            known = pack_id in self.pack_sizes
             self.pack_sizes[pack_id] = size
-            for blob_id, loc in entries:
-                self._blobs.setdefault(blob_id, loc)
             if new:
-                self._new[pack_id] = entries
+                self._new[pack_id] = (entries, condemned)
+            if condemned is not None and (not known or pack_id in self.condemned):
+                self.condemned[pack_id] = max(condemned, self.condemned.get(pack_id, condemned))
+                for blob_id, loc in entries:
+                    self._place_condemned(blob_id, loc)
+                return
+            if pack_id in self.condemned:
+                self._revive(pack_id)
+            for blob_id, loc in entries:
+                self._place_live(blob_id, loc)
+
+    def _place_live(self, blob_id: bytes, loc: BlobLocation) -> None:
+        held = self._blobs.get(blob_id)
+        if held is None:
+            self._blobs[blob_id] = loc
+            other = self._condemned_blobs.pop(blob_id, None)
+            if other is not None:
+                self._copies.setdefault(other.pack, []).append((blob_id, other))
+        elif held.pack != loc.pack:
+            self._copies.setdefault(loc.pack, []).append((blob_id, loc))
+
+    def _place_condemned(self, blob_id: bytes, loc: BlobLocation) -> None:
+        held = self._blobs.get(blob_id) or self._condemned_blobs.get(blob_id)
+        if held is None:
+            self._condemned_blobs[blob_id] = loc
+        elif held.pack != loc.pack:
+            self._copies.setdefault(loc.pack, []).append((blob_id, loc))
+
+    def _revive(self, pack_id: str) -> None:
+        """A condemned pack listed live after all: its entries move to the live table."""
+        del self.condemned[pack_id]
+        entries = [(b, loc) for b, loc in self._condemned_blobs.items() if loc.pack == pack_id]
+        for blob_id, _ in entries:
+            del self._condemned_blobs[blob_id]
+        entries += self._copies.pop(pack_id, [])
+        for blob_id, loc in entries:
+            self._place_live(blob_id, loc)
 
     def has_new(self) -> bool:
         return bool(self._new)
@@ -64,16 +142,18 @@ class Index:
         with self._lock:
             if not self._new:
                 return None
-            packs = [
-                {
+            packs = []
+            for pack_id, (entries, condemned) in self._new.items():
+                pack: dict[str, object] = {
                     "id": pack_id,
                     "size": self.pack_sizes[pack_id],
                     "blobs": [
                         [loc.kind, bid.hex(), loc.offset, loc.length] for bid, loc in entries
                     ],
                 }
-                for pack_id, entries in self._new.items()
-            ]
+                if condemned is not None:
+                    pack["condemned"] = condemned
+                packs.append(pack)
             self._new = {}
         name = f"index/{new_id()}"
         write_json(storage, keys, name, {"packs": packs})
@@ -81,7 +161,16 @@ class Index:
         return name
 
     @classmethod
-    def load(cls, storage: Storage, keys: RepoKeys, names: Iterable[str]) -> Index:
+    def load(
+        cls,
+        storage: Storage,
+        keys: RepoKeys,
+        names: Iterable[str],
+        *,
+        condemned: bool = False,
+    ) -> Index:
+        """The index objects ``names``, merged. ``condemned`` (a version-3 repository) accepts
+        entries that carry ``condemned``; elsewhere such an entry is damage."""
         index = cls()
         names = list(names)
 
@@ -90,19 +179,38 @@ class Index:
 
         # A remote store answers faster several at once (a year of daily backups is 365 index
         # objects until a prune merges them).
-        fetched = ordered_map(fetch, names, threads=storage.read_concurrency)
+        fetched = list(ordered_map(fetch, names, threads=storage.read_concurrency))
+        # First which packs are live (listed without ``condemned`` by some index), then the
+        # entries: the merged rule does not depend on the order of the index objects.
+        live: set[str] = set()
         for name, value in zip(names, fetched, strict=True):
             try:
                 for pack in value["packs"]:
                     pack_id, size = pack["id"], pack["size"]
                     if not is_id(pack_id) or not _count(size):
                         raise ValueError
+                    if "condemned" not in pack:
+                        live.add(pack_id)
+                    elif not condemned or not _time(pack["condemned"]):
+                        raise ValueError
+            except (KeyError, TypeError, ValueError, IndexError):
+                raise RepositoryCorrupted(f"{name} is malformed") from None
+        for name, value in zip(names, fetched, strict=True):
+            try:
+                for pack in value["packs"]:
+                    pack_id, size = pack["id"], pack["size"]
                     entries = [_entry(b, pack_id, size) for b in pack["blobs"]]
-                    index.add_pack(pack_id, size, entries, new=False)
+                    when = None if pack_id in live else float(pack["condemned"])
+                    index.add_pack(pack_id, size, entries, new=False, condemned=when)
             except (KeyError, TypeError, ValueError, IndexError):
                 raise RepositoryCorrupted(f"{name} is malformed") from None
             index.names.append(name)
         return index
+
+
+def _time(value: object) -> bool:
+    """A JSON number that can be a Unix time (0 to 2^34, not a bool)."""
+    return type(value) in (int, float) and 0 <= value <= 1 << 34  # type: ignore[operator]
 
 
 def _count(value: object) -> bool:

@@ -1,5 +1,7 @@
 """Repository locks: exclusive for writers (backup, forget, prune, key changes), shared for
-readers, with stale-lock recovery.
+readers, with stale-lock recovery. In a version-3 repository backups take shared locks and
+forget/prune a *prune lock* (``"prune": true``), which conflicts only with exclusive locks and
+other prune locks (docs/FORMAT.md, Many writers, Locks).
 
 A lock is an encrypted object ``locks/<id>`` naming its host, process and time, refreshed every
 few minutes while held. A lock is stale when it was not refreshed for ``STALE_AFTER`` seconds, or
@@ -16,6 +18,7 @@ from types import TracebackType
 
 from e2ebackup.errors import (
     E2EBackupError,
+    InvalidArgument,
     ObjectNotFound,
     RepositoryCorrupted,
     RepositoryLocked,
@@ -42,23 +45,42 @@ def _process_alive(pid: int) -> bool:
 
 class Lock:
     def __init__(
-        self, storage: Storage, keys: RepoKeys, *, exclusive: bool, wait: float = 0.0
+        self,
+        storage: Storage,
+        keys: RepoKeys,
+        *,
+        exclusive: bool,
+        wait: float = 0.0,
+        prune: bool = False,
     ) -> None:
+        if exclusive and prune:
+            raise InvalidArgument("a lock is exclusive or a prune lock, not both")
         self.storage = storage
         self.keys = keys
         self.exclusive = exclusive
+        self.prune = prune
         self.wait = wait
         self.name = f"locks/{new_id()}"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def _record(self) -> dict[str, object]:
-        return {
+        record: dict[str, object] = {
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "time": time.time(),
             "exclusive": self.exclusive,
         }
+        if self.prune:
+            record["prune"] = True
+        return record
+
+    def _conflicts_with(self, other: dict[str, object]) -> bool:
+        """Exclusive conflicts with every lock, prune with prune; shared never with shared or
+        prune. A record without ``prune`` (written before version 3) is not a prune lock."""
+        if self.exclusive or other.get("exclusive"):
+            return True
+        return self.prune and other.get("prune") is True
 
     def _conflicts(self) -> list[str]:
         found = []
@@ -72,7 +94,7 @@ class Lock:
             if self._is_stale(other):
                 self.storage.delete(info.name)
                 continue
-            if self.exclusive or other.get("exclusive"):
+            if self._conflicts_with(other):
                 found.append(f"{other.get('host')} pid {other.get('pid')}")
         return found
 
@@ -91,7 +113,7 @@ class Lock:
             try:
                 write_json(self.storage, self.keys, self.name, self._record())
             except StoragePermissionDenied as e:
-                if self.exclusive:
+                if self.exclusive or self.prune:
                     raise
                 raise StoragePermissionDenied(
                     f"{e}; reading takes a lock object this storage does not let us write "
@@ -102,7 +124,7 @@ class Lock:
                 break
             self.storage.delete(self.name)
             if time.monotonic() >= deadline:
-                kind = "exclusive" if self.exclusive else "shared"
+                kind = "exclusive" if self.exclusive else "prune" if self.prune else "shared"
                 raise RepositoryLocked(
                     f"cannot take a {kind} lock: the repository is locked by {', '.join(holders)}"
                 )

@@ -5,13 +5,23 @@ of partly-used packs) and one new index are stored first; then one new head swit
 only then are the old index objects, the unused packs and the forgotten snapshots deleted. A
 crash before the switch leaves extra objects (removed by the next prune); after it, only
 garbage is left behind.
+
+In a version-3 repository backups run beside a prune, so prune is two-phase (docs/FORMAT.md,
+Many writers, Two-phase prune): it takes a prune lock, not the exclusive one; packs nothing
+uses are *condemned* in the new index, not deleted, and deleted by a later prune once the grace
+period has passed (a backup that loaded its index before may still reuse their blobs: a prune
+finding such a blob used makes its pack live again); forgotten snapshots and replaced index
+objects are deleted once their tombstones are that old. Packs no index lists are left alone
+(they may be a running backup's; the next backup adopts them).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from e2ebackup.errors import InvalidArgument
 from e2ebackup.repo.index import Index
 from e2ebackup.repo.names import check_id, pack_name
 from e2ebackup.repo.pack import BlobLocation, PackWriter
@@ -21,6 +31,14 @@ from e2ebackup.repo.retention import Retention, group_key, select
 # A pack whose unreferenced blobs are at most this share of it is kept as it is (restic's
 # --max-unused, per pack): repacking reads and writes the whole pack to free that share.
 REPACK_UNUSED = 0.2
+
+#: Version 3: how long a condemned pack, a forgotten snapshot or a replaced index object is
+#: kept before a prune deletes it. Longer than any backup that runs beside a prune.
+DEFAULT_GRACE = 86400.0
+
+#: Version 3: a tombstone whose object is deleted is left out of the next head once it is this
+#: old (docs/FORMAT.md, Many writers: one day, far beyond the one hour a commit may be stale).
+TOMBSTONE_KEEP = 86400.0
 
 
 @dataclass
@@ -33,6 +51,13 @@ class PruneStats:
     bytes_freed: int = 0  # net: packs deleted, less the repacked copies of their live blobs
     bytes_repacked: int = 0  # written again (a download and an upload on a cloud store)
     bytes_unused_kept: int = 0  # unreferenced blobs left in packs not worth rewriting yet
+    # Version 3 (two-phase prune): packs marked for deletion by this prune, condemned packs
+    # made live again (a backup beside an earlier prune reused their blobs), and condemned
+    # packs waiting for the grace period (with their bytes).
+    packs_condemned: int = 0
+    packs_revived: int = 0
+    packs_kept_condemned: int = 0
+    bytes_condemned: int = 0
 
 
 def _used_blobs(repo: Repository, snapshots: list[str]) -> set[bytes]:
@@ -59,15 +84,23 @@ def forget(
     lock_wait: float = 0.0,
     group_by: Sequence[str] = ("host", "paths"),
     repack_unused: float = REPACK_UNUSED,
+    grace: float = DEFAULT_GRACE,
 ) -> PruneStats:
     """Forgets the snapshots the retention ``policy`` (or just ``keep_last``) does not keep,
     applied to each group of snapshots (by default: same host, same paths) apart, and with
     ``prune`` removes the data nothing references any more: packs with nothing live are
     deleted, packs more than ``repack_unused`` unreferenced are rewritten with their live blobs
-    only, and the others are kept as they are until they cross that line."""
+    only, and the others are kept as they are until they cross that line.
+
+    In a version-3 repository (many writers) what is no longer used is first condemned and
+    deleted only ``grace`` seconds later, by this prune or a later one (0: at once, safe only
+    while no backup runs); forgotten snapshots likewise."""
+    if not grace >= 0:
+        raise InvalidArgument(f"the grace period is a number of seconds >= 0, not {grace!r}")
     policy = policy or Retention(keep_last=keep_last)
     stats = PruneStats()
-    with repo.lock(exclusive=True, wait=lock_wait):
+    two_phase = repo.version >= 3
+    with repo.lock(exclusive=not two_phase, prune=two_phase, wait=lock_wait):
         groups: dict[tuple[object, ...], list[tuple[str, float]]] = {}
         order: list[str] = []
         for sid, snap in repo.snapshots():
@@ -78,10 +111,13 @@ def forget(
         stats.snapshots_kept = len(keep)
         if drop:
             repo.commit(remove_snapshots=drop)
-            for sid in drop:
-                repo.storage.delete(f"snapshots/{check_id(sid, 'snapshot')}")
+            if not two_phase:  # version 3: tombstones; prune deletes the objects after grace
+                for sid in drop:
+                    repo.storage.delete(f"snapshots/{check_id(sid, 'snapshot')}")
             stats.snapshots_removed = len(drop)
-        if prune:
+        if prune and two_phase:
+            _prune_two_phase(repo, stats, repack_unused, grace)
+        elif prune:
             _prune(repo, stats, repack_unused)
     return stats
 
@@ -150,3 +186,106 @@ def _prune(repo: Repository, stats: PruneStats, repack_unused: float) -> None:
             stats.packs_deleted += 1
     stats.bytes_freed -= stats.bytes_repacked
     repo.reload_index()
+
+
+def _prune_two_phase(
+    repo: Repository, stats: PruneStats, repack_unused: float, grace: float
+) -> None:
+    """Version 3, under the prune lock: the five steps of docs/FORMAT.md, Two-phase prune."""
+    head = repo.head(refresh=True)
+    repo.reload_index()
+    index = repo.index  # the index objects of ``head``: the ones this prune replaces
+    read = list(index.names)
+    stored_packs = {i.name.rsplit("/", 1)[-1] for i in repo.storage.list("data/")}
+    # 1. The blobs the live snapshots use.
+    used = _used_blobs(repo, head.snapshots)
+    now = time.time()
+    new_index = Index()
+    held: set[bytes] = set()  # used blobs a pack revived in this prune holds
+    due: list[str] = []  # condemned packs to delete once the new index is committed
+
+    def stored(pack_id: str, size: int, entries: list[tuple[bytes, BlobLocation]]) -> None:
+        new_index.add_pack(pack_id, size, entries)
+
+    def condemn(
+        pack_id: str, size: int, entries: list[tuple[bytes, BlobLocation]], t: float
+    ) -> None:
+        # Listed condemned even when deleted below: a backup that loads the index meanwhile
+        # then neither adopts it as an unindexed pack nor reuses its blobs. A later prune
+        # drops the listing once the pack is gone.
+        new_index.add_pack(pack_id, size, entries, condemned=t)
+        if now - t >= grace:
+            due.append(pack_id)
+        else:
+            stats.packs_kept_condemned += 1
+            stats.bytes_condemned += size
+
+    writer = PackWriter(repo.storage, repo.keys, stored)
+    try:
+        for pack_id, entries in index.pack_entries().items():
+            size = index.pack_sizes[pack_id]
+            when = index.condemned.get(pack_id)
+            if when is not None:
+                # 3. Condemned: live again when it holds a used blob no live pack holds (a
+                # backup beside the prune that condemned it reused it); else left condemned.
+                wanted = {b for b, _ in entries if b in used and b not in index} - held
+                if wanted:
+                    held |= wanted
+                    new_index.add_pack(pack_id, size, entries)
+                    stats.packs_revived += 1
+                elif pack_id in stored_packs:
+                    condemn(pack_id, size, entries, when)
+                # else: deleted by an earlier prune; no longer listed.
+                continue
+            # 2. Live: condemned when it holds no used blob, or when it is repacked.
+            live = [(b, loc) for b, loc in entries if b in used]
+            unused = sum(loc.length for b, loc in entries if b not in used)
+            if live and unused <= repack_unused * size:
+                new_index.add_pack(pack_id, size, entries)
+                stats.bytes_unused_kept += unused
+                continue
+            stats.blobs_removed += len(entries) - len(live)
+            if live:
+                stats.packs_repacked += 1
+                raw = repo.storage.read(pack_name(pack_id), length=size)
+                for blob_id, loc in live:
+                    # Sealed blobs are bound to their id, not their pack: copied as they are.
+                    writer.add(loc.kind, blob_id, raw[loc.offset : loc.offset + loc.length])
+            stats.packs_condemned += 1
+            condemn(pack_id, size, entries, now)
+        writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+    stats.bytes_repacked = writer.bytes_uploaded
+    # 4. One index for every pack read, as decided, and the new packs, replacing those read.
+    # Tombstones of objects deleted earlier and old enough are left out now.
+    present = _stored_names(repo)
+    clear = [n for n, t in head.dropped.items() if n not in present and now - t >= TOMBSTONE_KEEP]
+    new_name = new_index.save_new(repo.storage, repo.keys) if new_index.has_new() else None
+    committed = repo.commit(
+        remove_indexes=read, add_indexes=[new_name] if new_name else [], clear_tombstones=clear
+    )
+    # 5. From here on, what is deleted is past its grace period.
+    for pack_id in due:
+        repo.storage.delete(pack_name(pack_id))
+        stats.packs_deleted += 1
+        stats.bytes_freed += index.pack_sizes[pack_id]
+    stats.bytes_freed -= stats.bytes_repacked
+    now = time.time()
+    listed = set(committed.indexes) | {f"snapshots/{sid}" for sid in committed.snapshots}
+    deleted = []
+    for name, when in committed.dropped.items():
+        # A dropped name is never listed (FORMAT.md); checked again, as it decides a delete.
+        if name in present and name not in listed and now - when >= grace:
+            repo.storage.delete(name)
+            deleted.append(name)
+    old = [n for n in deleted if now - committed.dropped[n] >= TOMBSTONE_KEEP]
+    if old:
+        repo.commit(clear_tombstones=old)
+    repo.reload_index()
+
+
+def _stored_names(repo: Repository) -> set[str]:
+    """The ``snapshots/`` and ``index/`` objects the storage holds."""
+    return {i.name for prefix in ("snapshots/", "index/") for i in repo.storage.list(prefix)}

@@ -460,7 +460,9 @@ class Repository:
     @property
     def index(self) -> Index:
         if self._index is None:
-            self._index = Index.load(self.storage, self.keys, self.head().indexes)
+            self._index = Index.load(
+                self.storage, self.keys, self.head().indexes, condemned=self.many_writers
+            )
         return self._index
 
     def reload_index(self) -> None:
@@ -490,8 +492,8 @@ class Repository:
     #: read. Safe as long as no prune runs meanwhile.
     no_lock = False
 
-    def lock(self, *, exclusive: bool, wait: float = 0.0) -> Lock:
-        return Lock(self.storage, self.keys, exclusive=exclusive, wait=wait)
+    def lock(self, *, exclusive: bool, wait: float = 0.0, prune: bool = False) -> Lock:
+        return Lock(self.storage, self.keys, exclusive=exclusive, wait=wait, prune=prune)
 
     def read_lock(self) -> AbstractContextManager[object]:
         """The shared lock readers take (restore, verify, listings), or none with ``no_lock``."""
@@ -574,7 +576,7 @@ class Repository:
     # -- blobs
 
     def read_blob(self, kind: int, blob_id: bytes) -> bytes:
-        loc = self.index.get(blob_id)
+        loc = self.index.locate(blob_id)
         if loc.kind != kind:
             raise RepositoryCorrupted(f"blob {blob_id.hex()[:16]} has the wrong type")
         sealed = self.storage.read(pack_name(loc.pack), offset=loc.offset, length=loc.length)

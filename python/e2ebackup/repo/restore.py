@@ -406,7 +406,7 @@ class Restorer:
         run: _Run | None = None
         for hex_id in ids:
             blob_id = bytes.fromhex(hex_id)
-            loc = self.repo.index.get(blob_id)
+            loc = self.repo.index.locate(blob_id)
             if loc.kind != KIND_DATA:
                 raise RepositoryCorrupted(f"blob {hex_id[:16]} is not a data blob")
             end = loc.offset + loc.length
