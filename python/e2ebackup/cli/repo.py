@@ -180,6 +180,16 @@ def _register_backup(b: argparse.ArgumentParser) -> None:
     )
     b.add_argument("--threads", type=int, default=None, help="worker threads (all cores)")
     b.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help="the files are read, chunked, sealed and uploaded by the workers of the Dask "
+        "cluster whose scheduler is ADDRESS (tcp://host:8786), or 'local' for a cluster of "
+        "this machine's cores; the paths must be the same on every worker, and each worker "
+        "opens the repository's storage itself (S3 credentials from its environment); the "
+        "keys go to the workers, never through the scheduler; needs pip install "
+        "'e2ebackup[dask]' (docs/SCALE.md)",
+    )
+    b.add_argument(
         "--lock-wait",
         type=float,
         default=0.0,
@@ -231,6 +241,16 @@ def _register_restore(r: argparse.ArgumentParser) -> None:
         default=[],
         metavar="PATTERN",
         help="leave out what matches (repeatable; as backup's, on paths in the snapshot)",
+    )
+    r.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help="the packs are read and the files written by the workers of the Dask cluster "
+        "whose scheduler is ADDRESS (tcp://host:8786), or 'local' for a cluster of this "
+        "machine's cores; the target must be the same folder on every worker (a shared file "
+        "system), and each worker opens the repository's storage itself (S3 credentials from "
+        "its environment); the keys go to the workers, never through the scheduler; needs "
+        "pip install 'e2ebackup[dask]' (docs/SCALE.md)",
     )
     add_filter_options(r)
     add_no_lock_option(r)
@@ -427,6 +447,8 @@ def _already_there(
 def _backup(args: argparse.Namespace) -> int:
     for path in args.files_from:
         args.paths += read_lines(path)
+    if args.dask and (args.stdin or args.dry_run):
+        raise InvalidArgument("--dask backs up files and stores them: no --stdin or --dry-run")
     if args.stdin:
         return _backup_stdin(args)
     if not args.paths:
@@ -440,6 +462,7 @@ def _backup(args: argparse.Namespace) -> int:
     for path in args.exclude_file:
         patterns += read_lines(path)
     excludes = Excludes(patterns, exclude_caches=args.exclude_caches)  # bad patterns fail first
+    run = _backup_on_dask(args) if args.dask else backup  # a missing extra fails first too
     repo = open_repo(args)
     warnings: list[str] = []
 
@@ -471,7 +494,7 @@ def _backup(args: argparse.Namespace) -> int:
                     f"backup: {of or count(files, 'file')}",
                 )
 
-        sid, stats = backup(
+        sid, stats = run(
             repo,
             args.paths,
             threads=args.threads,
@@ -505,7 +528,36 @@ def _backup(args: argparse.Namespace) -> int:
     return Exit.INCOMPLETE if stats.errors else Exit.OK
 
 
+def _backup_on_dask(args: argparse.Namespace) -> Callable[..., tuple[str, BackupStats]]:
+    """``backup --dask``: :func:`backup`'s call, run with the files read by the cluster's
+    workers (the repository is opened, and the credential read, by this process only)."""
+    from e2ebackup.dask import backup as dask_backup  # the dask extra: a missing one is named
+
+    def run(
+        repo: Repository, paths: list[str], *, threads: int | None, dry_run: bool, **options: Any
+    ) -> tuple[str, BackupStats]:
+        with dask_client(args.dask) as client:
+            # --threads: each task's; by default one (a worker process a core does the rest).
+            return dask_backup(repo, paths, client=client, threads=threads or 1, **options)
+
+    return run
+
+
+def _restore_on_dask(args: argparse.Namespace) -> Callable[..., RestoreStats]:
+    """``restore --dask``: :func:`restore`'s call, run with the files read and written by the
+    cluster's workers (the repository is opened, the budget checked and the folders made by
+    this process)."""
+    from e2ebackup.dask import restore as dask_restore  # the dask extra: a missing one is named
+
+    def run(repo: Repository, snapshot: str, target: str, **options: Any) -> RestoreStats:
+        with dask_client(args.dask) as client:
+            return dask_restore(repo, snapshot, target, client=client, **options)
+
+    return run
+
+
 def _restore(args: argparse.Namespace) -> int:
+    run = _restore_on_dask(args) if args.dask else restore  # a missing extra fails first
     repo = open_repo(args)
     with progress_bar(args, "restore") as bar:
 
@@ -514,7 +566,7 @@ def _restore(args: argparse.Namespace) -> int:
                 text = f"restore: {count(stats.files, 'file')}"
                 bar(stats.bytes, stats.bytes_total or None, text)
 
-        stats = restore(
+        stats = run(
             repo,
             args.snapshot,
             args.target,

@@ -6,8 +6,10 @@ scheduling, retrying and moving of results are Dask's ``distributed``.
   scale.
 - :func:`verify_repository` (:mod:`e2ebackup.dask.verify`): ``verify --read-data`` of a
   repository, its packs read and authenticated by the workers.
+- :func:`backup` (:mod:`e2ebackup.dask.backup`): a backup whose files are read, chunked,
+  sealed and uploaded by the workers; this process walks the tree and writes the snapshot.
 
-In both the key material goes from the client straight to the workers, never through the
+In each the key material goes from the client straight to the workers, never through the
 scheduler, and tasks have random names (:mod:`e2ebackup.dask.runner`).
 """
 
@@ -22,6 +24,7 @@ except ModuleNotFoundError as e:  # one line that names the extra
         name=e.name,
     ) from e
 
+from e2ebackup.dask.backup import DEFAULT_BACKUP_UNIT_BYTES, KnownBlobs, backup, storage_spec
 from e2ebackup.dask.files import (
     DEFAULT_BATCH_BYTES,
     DEFAULT_BATCH_FILES,
@@ -33,19 +36,24 @@ from e2ebackup.dask.files import (
     encrypt_files,
     split_batches,
 )
+from e2ebackup.dask.restore import restore as restore
 from e2ebackup.dask.verify import DEFAULT_UNIT_BYTES, StorageSpec, verify_repository
 
 __all__ = [
+    "DEFAULT_BACKUP_UNIT_BYTES",
     "DEFAULT_BATCH_BYTES",
     "DEFAULT_BATCH_FILES",
     "DEFAULT_SUFFIX",
     "DEFAULT_UNIT_BYTES",
     "Batch",
     "Failure",
+    "KnownBlobs",
     "Report",
     "StorageSpec",
+    "backup",
     "decrypt_files",
     "encrypt_files",
     "split_batches",
+    "storage_spec",
     "verify_repository",
 ]

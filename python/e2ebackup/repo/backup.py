@@ -18,13 +18,14 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from e2ebackup import _core
 from e2ebackup.errors import E2EBackupError, InvalidArgument, RepositoryCorrupted, TreeTooDeep
 from e2ebackup.repo.exclude import CACHEDIR_TAG, Excludes
 from e2ebackup.repo.labels import KIND_DATA, KIND_TREE
-from e2ebackup.repo.pack import PackWriter
+from e2ebackup.repo.lock import Lock
+from e2ebackup.repo.pack import BlobLocation, PackWriter
 from e2ebackup.repo.repository import Repository
 from e2ebackup.repo.sqlite import SQLITE_MAGIC, capture, is_sqlite
 from e2ebackup.repo.tree import MAX_DEPTH, Entry, encode_tree
@@ -57,6 +58,17 @@ class BackupStats:
 Progress = Callable[[BackupStats, str], None]
 
 
+class BlobSet(Protocol):
+    """What an :class:`Archiver` deduplicates against and adds its packs to: the repository's
+    :class:`~e2ebackup.repo.index.Index`, or (a Dask worker's) a filter of the ids it holds."""
+
+    def __contains__(self, blob_id: object) -> bool: ...
+
+    def add_pack(
+        self, pack_id: str, size: int, entries: list[tuple[bytes, BlobLocation]]
+    ) -> None: ...
+
+
 class Archiver:
     def __init__(
         self,
@@ -68,6 +80,7 @@ class Archiver:
         excludes: Excludes | None = None,
         one_file_system: bool = False,
         dry_run: bool = False,
+        index: BlobSet | None = None,
     ) -> None:
         self.repo = repo
         self.dry_run = dry_run
@@ -83,7 +96,7 @@ class Archiver:
             avg_size=chunker["avg"],
             max_size=chunker["max"],
         )
-        self.index = repo.index
+        self.index: BlobSet = repo.index if index is None else index
         self.threads = threads
         self.progress = progress
         self.on_error = on_error
@@ -100,7 +113,7 @@ class Archiver:
         self._block = bytearray(READ_BLOCK)
         self._view = memoryview(self._block)
 
-    def _stored(self, pack_id: str, size: int, entries: list[Any]) -> None:
+    def _stored(self, pack_id: str, size: int, entries: list[tuple[bytes, BlobLocation]]) -> None:
         self.index.add_pack(pack_id, size, entries)
 
     # -- blobs
@@ -145,6 +158,11 @@ class Archiver:
             self.writer.add(KIND_DATA, blob_id, blob)
             self.stats.blobs_added += 1
             self.stats.bytes_added += len(blob)
+
+    def store_tree(self, entries: list[Entry]) -> str:
+        """Stores a folder listing (as needed) and returns its id. A subclass may defer it
+        (the Dask coordinator stores listings once the workers named their files' chunks)."""
+        return self._add_tree(entries)
 
     def _add_tree(self, entries: list[Entry]) -> str:
         data = encode_tree(entries)
@@ -217,20 +235,30 @@ class Archiver:
             self.stats.bytes_unmodified += st.st_size
             self._report(path)
             return
+        self.store_file(path, entry, old)
+        if old is None:
+            self.stats.files_new += 1
+        else:
+            self.stats.files_changed += 1
+
+    def store_file(self, path: str, entry: Entry, old: Entry | None) -> None:
+        """Sets the entry's ``content`` (and ``size``) of a new or changed file (``old``: its
+        entry in the parent snapshot, if any), its chunks stored as needed. A subclass may
+        defer it (the Dask coordinator)."""
+        entry["content"], entry["size"] = self.read_file(path, entry["size"])
+
+    def read_file(self, path: str, size: int) -> tuple[list[str], int]:
+        """The ids of the file's chunks (stored as needed) and its size: ``size``, or that of
+        the consistent copy read of a live SQLite database."""
         content = self._chunks_of(path, divert_sqlite=True)
         if content is None:
             # A live database is read through SQLite, as of one transaction; the image stays in
             # memory or in an unlinked scratch file beside the database (repo/sqlite.py).
             with capture(path) as (image, size):
                 content = self._chunks_from(image, path, divert_sqlite=False)
-                entry["size"] = size
             self.stats.sqlite_captured += 1
         assert content is not None  # the copy is read without diverting
-        entry["content"] = content
-        if old is None:
-            self.stats.files_new += 1
-        else:
-            self.stats.files_changed += 1
+        return content, size
 
     def _entry(self, path: str, name: str, old: Entry | None) -> Entry | None:
         st = os.lstat(path)
@@ -255,7 +283,7 @@ class Archiver:
             if self.one_file_system and st.st_dev != self._device:
                 # Another file system mounted here: the mount point is kept, empty, as restic's -x.
                 self.stats.excluded += 1
-                entry["subtree"] = self._add_tree([])
+                entry["subtree"] = self.store_tree([])
             else:
                 entry["subtree"] = self._dir(path, old_tree)
         elif stat.S_ISLNK(st.st_mode):
@@ -313,7 +341,7 @@ class Archiver:
                 continue
             if entry is not None:
                 entries.append(entry)
-        return self._add_tree(entries)
+        return self.store_tree(entries)
 
     def _error(self, path: str, e: Exception) -> None:
         self.stats.errors += 1
@@ -355,9 +383,7 @@ class Archiver:
                 entry = self._entry(path, name, old_root.get(name))
                 if entry is not None:
                     root.append(entry)
-            tree = self._add_tree(root)
-            self._seal_batch()
-            self.writer.finish()
+            tree = self.complete(self.store_tree(root))
         except BaseException:
             self.writer.abort()
             raise
@@ -389,13 +415,22 @@ class Archiver:
             }
             self.stats.files_new += 1
             self.stats.bytes_total += self.stats.bytes_read
-            tree = self._add_tree([entry])
-            self._seal_batch()
-            self.writer.finish()
+            tree = self.complete(self.store_tree([entry]))
         except BaseException:
             self.writer.abort()
             raise
         return self._commit(tree, ["/" + filename], start, None, tags)
+
+    def complete(self, tree: str) -> str:
+        """Stores what is still queued and waits for the uploads; returns the root folder
+        listing's id ``tree`` (a subclass that deferred the listings stores them first)."""
+        self.finish()
+        return tree
+
+    def finish(self) -> None:
+        """Seals the chunks still queued and waits for every pack's upload."""
+        self._seal_batch()
+        self.writer.finish()
 
     def _commit(
         self,
@@ -469,6 +504,26 @@ def _username() -> str:
         return ""
 
 
+def backup_lock(repo: Repository, *, wait: float = 0.0) -> Lock:
+    """The lock every backup holds while it runs (this module's and the Dask one's)."""
+    # Version 3: backups run beside each other (FORMAT.md, Many writers).
+    return repo.lock(exclusive=not repo.many_writers, wait=wait)
+
+
+def parent_snapshot(repo: Repository, paths: Sequence[str]) -> tuple[str, dict[str, Any]] | None:
+    """The snapshot a backup of ``paths`` compares with: the newest of the same paths from this
+    host."""
+    absolute = sorted(os.path.abspath(p) for p in paths)
+    parent = None
+    for sid, snap in repo.snapshots():
+        if (
+            sorted(snap.get("paths", [])) == absolute
+            and snap.get("hostname") == socket.gethostname()
+        ):
+            parent = (sid, snap)
+    return parent
+
+
 def backup(
     repo: Repository,
     paths: Sequence[str | os.PathLike[str]],
@@ -491,18 +546,10 @@ def backup(
     would and stores nothing: the statistics say what a backup would add, the id is ""."""
     path_strings = [os.fspath(p) for p in paths]  # pathlib.Path and other os.PathLike too
     excludes = Excludes(exclude, exclude_caches=exclude_caches)
-    # Version 3: backups run beside each other (FORMAT.md, Many writers).
-    with repo.lock(exclusive=not repo.many_writers, wait=lock_wait):
+    with backup_lock(repo, wait=lock_wait):
         repo.head(refresh=True)
         recovered = 0 if dry_run else repo.recover_orphan_packs()
-        absolute = sorted(os.path.abspath(p) for p in path_strings)
-        parent = None
-        for sid, snap in repo.snapshots():
-            if (
-                sorted(snap.get("paths", [])) == absolute
-                and snap.get("hostname") == socket.gethostname()
-            ):
-                parent = (sid, snap)
+        parent = parent_snapshot(repo, path_strings)
         archiver = Archiver(
             repo,
             threads=threads,
@@ -531,8 +578,7 @@ def backup_stream(
     ``filename`` of a new snapshot; returns its id and the statistics. Chunks already stored
     (an unchanged part of yesterday's dump) are not stored again."""
     _check_stream_name(filename)
-    # Version 3: backups run beside each other (FORMAT.md, Many writers).
-    with repo.lock(exclusive=not repo.many_writers, wait=lock_wait):
+    with backup_lock(repo, wait=lock_wait):
         repo.head(refresh=True)
         recovered = repo.recover_orphan_packs()
         archiver = Archiver(repo, threads=threads, progress=progress)

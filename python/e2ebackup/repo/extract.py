@@ -21,6 +21,11 @@ each: content, owner, mode and times through the descriptor, then its name); a l
 chunks are written with ``pwrite`` at their offsets as they come, and it gets its metadata and its
 name once every write to it returned. At most ``WRITE_AHEAD`` bytes and ``MAX_PENDING`` tasks are
 handed over and not yet written; a folder's own metadata is set once everything in it is done.
+
+When several processes write into one target at once (:mod:`e2ebackup.dask.restore`), none of
+them sets a folder's metadata as it goes (``folder_metadata=False``: a read-only folder would
+shut the others out, and their new entries change its times): the folders are recorded in
+``folders_left``, and :meth:`Extractor.set_folders` sets their metadata once all are done.
 """
 
 from __future__ import annotations
@@ -29,9 +34,10 @@ import contextlib
 import ctypes
 import itertools
 import os
+import re
 import secrets
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -64,6 +70,9 @@ _CAN_BATCH = hasattr(_core, "write_new_files")  # Linux: unnamed files linked th
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC
+
+# A temporary name of a file not yet in place (``_named_temporary``, ``paths.link_hidden``).
+_TEMPORARY_NAME = re.compile(r"\..*\.[0-9a-f]{8}\.e2ebackup-tmp", re.DOTALL)
 
 
 @dataclass
@@ -133,6 +142,10 @@ class _Folders:
     def pop(self) -> _Level:
         return self._levels.pop()
 
+    def path(self) -> str:
+        """The deepest folder's path relative to the target."""
+        return "/".join(level.name for level in self._levels[1:])
+
     def close(self) -> None:
         for level in self._levels:
             if level.fd is not None:
@@ -176,6 +189,12 @@ class _Leave:
     fd: int
     entry: Entry
     created: bool
+    path: str  # relative to the target, "/" between names
+
+
+#: A folder left by a writer that does not set folders' metadata: its path relative to the
+#: target ("/" between names), its entry, and whether this writer made it.
+LeftFolder = tuple[str, Entry, bool]
 
 
 @dataclass
@@ -198,9 +217,13 @@ class Extractor:
         overwrite: bool = False,
         keep_special_bits: bool = False,
         same_owner: bool = True,
+        folder_metadata: bool = True,
     ) -> None:
         self.stats = stats
         self.overwrite = overwrite
+        # False: folders are recorded in folders_left, for set_folders, not set on leaving.
+        self.folder_metadata = folder_metadata
+        self.folders_left: list[LeftFolder] = []
         self.mode_mask = MODE_BITS if keep_special_bits else 0o777
         # Owners only as root (another user cannot give files away), as tar's --same-owner.
         self.same_owner = same_owner and os.geteuid() == 0
@@ -289,6 +312,10 @@ class Extractor:
     def _settle(self, p: _Pending) -> None:
         what = p.what
         if isinstance(what, _Leave):
+            if not self.folder_metadata:
+                os.close(what.fd)
+                self.folders_left.append((what.path, what.entry, what.created))
+                return
             try:
                 # A folder that was there is left as it was unless overwriting.
                 if what.created or self.overwrite:
@@ -525,13 +552,44 @@ class Extractor:
     def leave(self, entry: Entry) -> None:
         self._flush_batch()
         fd = self._folders.top()
+        path = self._folders.path()
         level = self._folders.pop()
         if fd is None:
             return
         # Its metadata once the files in it are placed (placing one changes its times).
-        self._pending.append(_Pending(None, 0, _Leave(fd, entry, level.created)))
+        self._pending.append(_Pending(None, 0, _Leave(fd, entry, level.created, path)))
         self._pending_leaves += 1
         self._settle_done(WRITE_AHEAD, MAX_PENDING)
+
+    @property
+    def in_skipped_folder(self) -> bool:
+        """Whether the current folder was in the way (nothing is written in it)."""
+        return self._folders.top() is None
+
+    def set_folders(self, folders: Iterable[LeftFolder], keep: Collection[str] = ()) -> None:
+        """After writers with ``folder_metadata=False`` are all done: the metadata of
+        ``folders`` (their ``folders_left``, children before parents), set as :meth:`leave`
+        sets it, each folder opened from the target with O_NOFOLLOW at every level (one that
+        is no longer a folder is left alone). In the folders made by this restore, files with
+        the temporary names of a writer that was killed are removed first, except the paths
+        in ``keep`` (files of the snapshot that happen to have such a name)."""
+        root = os.open(self._target, _DIR_FLAGS & ~os.O_NOFOLLOW)
+        try:
+            for path, entry, created in folders:
+                try:
+                    fd = _open_below(root, path)
+                except OSError:
+                    continue  # replaced or removed since: not followed
+                try:
+                    if created:
+                        _remove_temporaries(fd, path, keep)
+                    if created or self.overwrite:
+                        self._set_metadata(fd, entry, 0o755)
+                finally:
+                    os.close(fd)
+                self.stats.dirs += 1
+        finally:
+            os.close(root)
 
     # -- symlinks
 
@@ -554,6 +612,30 @@ class Extractor:
         with contextlib.suppress(OSError, NotImplementedError):
             os.utime(name, ns=(entry.get("mtime_ns", 0),) * 2, dir_fd=folder, follow_symlinks=False)
         self.stats.symlinks += 1
+
+
+def _open_below(root: int, path: str) -> int:
+    """The folder at ``path`` (relative, "/" between names) below the folder ``root``, each
+    level opened with O_NOFOLLOW; the target itself for ""."""
+    fd = os.dup(root)
+    for name in path.split("/") if path else []:
+        try:
+            below = os.open(name, _DIR_FLAGS, dir_fd=fd)
+        finally:
+            os.close(fd)
+        fd = below
+    return fd
+
+
+def _remove_temporaries(folder: int, path: str, keep: Collection[str]) -> None:
+    """Removes the files of ``folder`` (at ``path``) that have a writer's temporary name."""
+    with os.scandir(folder) as found:
+        names = [e.name for e in found if e.is_file(follow_symlinks=False)]
+    for name in names:
+        rel = f"{path}/{name}" if path else name
+        if _TEMPORARY_NAME.fullmatch(name) and rel not in keep:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=folder)
 
 
 def _can_unnamed(folder: int) -> bool:

@@ -25,14 +25,22 @@ the rest itself, one blob at a time), so memory is bounded by constants, not by 
 bytes expand to. The calling thread hands the opened blobs over in order to the writer
 (:class:`~e2ebackup.repo.extract.Extractor`), whose threads write the files, at most its
 ``WRITE_AHEAD`` bytes behind.
+
+For several writers at once (:mod:`e2ebackup.dask.restore`), :meth:`Restorer.run_delegated`
+does what :meth:`Restorer.run` does except writing files: it checks the budget, makes the
+folders and symlinks, and hands the files over as :class:`FileJob` (a path, the entry, and
+where its blobs are: the index stays here), setting the folders' metadata once every file is
+written; each writer runs :meth:`Restorer.write_files`, the same reading and writing as
+:meth:`Restorer.run`.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import stat
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import NoReturn
@@ -54,7 +62,14 @@ from e2ebackup.repo.pack import BlobLocation
 from e2ebackup.repo.repository import Repository, SnapshotFilter
 from e2ebackup.repo.tree import Entry, check_depth, decode_tree
 
-__all__ = ["RestoreConflict", "RestoreLimitExceeded", "RestoreStats", "Restorer", "restore"]
+__all__ = [
+    "FileJob",
+    "RestoreConflict",
+    "RestoreLimitExceeded",
+    "RestoreStats",
+    "Restorer",
+    "restore",
+]
 
 # Adjacent blobs of one pack are fetched with one ranged read of at most this size and this
 # many blobs (a read of many small files is handed to a reader as soon as it is complete, so
@@ -193,6 +208,33 @@ class _Link:
 
 
 _Step = _Dir | _FileStart | _Run | _FileEnd | _Link
+
+#: Blobs of one pack read with one ranged read: pack id, start, end, and (blob id, offset,
+#: length) each, in the file's order.
+RunSpec = tuple[str, int, int, tuple[tuple[bytes, int, int], ...]]
+
+
+@dataclass(frozen=True)
+class FileJob:
+    """One file for another writer (:meth:`Restorer.write_files`): its path below the target
+    ("/" between names), its entry (without its blob list) and its blobs' places, in runs;
+    ``order`` is its place in the walk. No content and no key."""
+
+    path: str
+    entry: Entry
+    runs: tuple[RunSpec, ...]
+    order: int
+
+    @property
+    def first_pack(self) -> str:
+        """The pack of its first blob ("" for an empty file)."""
+        return self.runs[0][0] if self.runs else ""
+
+
+#: What :meth:`Restorer.run_delegated` calls to have the files written: it takes every file
+#: from the iterator (which makes their folders as it goes) and adds what the writers did
+#: (files, bytes, files left as they were) to the statistics it is given.
+WriteFiles = Callable[[Iterator[FileJob], RestoreStats], None]
 
 
 class Restorer:
@@ -579,6 +621,28 @@ class Restorer:
         """Restores all of ``snapshot``, or the files or folders at ``subpath`` (one path or
         several), each at its path in the snapshot under ``target`` (``Pictures/2026`` into
         ``target/Pictures/2026``, its parent folders with the snapshot's metadata)."""
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="e2ebackup-restore") as pool:
+            steps = self._prepare(snapshot, target, subpath, pool)
+            self._out = self._extractor(target)
+            try:
+                self._pipeline(steps, pool)
+            finally:
+                self._out.close()
+        # A file is linked into place only once all of it authenticated; this makes the whole
+        # restore durable before it reports success.
+        self._out.make_durable()
+        self._report("")
+        return self.stats
+
+    def _prepare(
+        self,
+        snapshot: dict[str, object],
+        target: str,
+        subpath: str | Sequence[str] | None,
+        pool: ThreadPoolExecutor,
+    ) -> Iterator[_Step]:
+        """Checks the budget (before anything is written), makes the target and returns the
+        plan's steps."""
         self.budget.target = target
         root = self.repo.read_tree(str(snapshot["tree"]))
         # Each part with where it sits in the snapshot: excludes match whole snapshot paths.
@@ -588,31 +652,168 @@ class Restorer:
             _check_includes(paths)
             selected = [_select(self.repo, root, p) for p in paths]
         parts = [(part.entries, part.base) for part in selected]
+        # The parent folders of each part count against --max-files too.
+        extra = sum(len(part.ancestors) for part in selected)
+        self.stats.bytes_total = self._measure(parts, pool, extra_entries=extra)
+        fresh = not os.path.lexists(target)
+        os.makedirs(target, exist_ok=True)
+        return itertools.chain.from_iterable(
+            self._plan_part(part, target, fresh) for part in selected
+        )
+
+    def _extractor(self, target: str, *, folder_metadata: bool = True) -> Extractor:
+        return Extractor(
+            target,
+            self.stats,
+            overwrite=self.overwrite,
+            keep_special_bits=self.keep_special_bits,
+            same_owner=self.same_owner,
+            folder_metadata=folder_metadata,
+        )
+
+    # -- several writers ------------------------------------------------------------------------
+
+    def run_delegated(
+        self,
+        snapshot: dict[str, object],
+        target: str,
+        subpath: str | Sequence[str] | None,
+        write_files: WriteFiles,
+    ) -> RestoreStats:
+        """:meth:`run`, with the files written by ``write_files`` (other processes, each
+        running :meth:`write_files`): the budget is checked first, then the plan is walked
+        as ``write_files`` takes the files, the folders made and the symlinks written here,
+        the files that are in the way left out as :meth:`run` leaves them out (a file is
+        handed over once its folder exists); once ``write_files`` returned, the folders get
+        their metadata (and lose the temporary files of writers that were killed) and all is
+        made durable."""
         with ThreadPoolExecutor(self.threads, thread_name_prefix="e2ebackup-restore") as pool:
-            # The parent folders of each part count against --max-files too.
-            extra = sum(len(part.ancestors) for part in selected)
-            self.stats.bytes_total = self._measure(parts, pool, extra_entries=extra)
-            fresh = not os.path.lexists(target)
-            os.makedirs(target, exist_ok=True)
-            self._out = Extractor(
-                target,
-                self.stats,
-                overwrite=self.overwrite,
-                keep_special_bits=self.keep_special_bits,
-                same_owner=self.same_owner,
-            )
-            try:
-                steps = itertools.chain.from_iterable(
-                    self._plan_part(part, target, fresh) for part in selected
-                )
-                self._pipeline(steps, pool)
-            finally:
-                self._out.close()
-        # A file is linked into place only once all of it authenticated; this makes the whole
-        # restore durable before it reports success.
-        self._out.make_durable()
+            steps = self._prepare(snapshot, target, subpath, pool)
+        out = self._out = self._extractor(target, folder_metadata=False)
+        keep: set[str] = set()  # files of the snapshot named as a writer's temporary files
+        walked = False
+
+        def files() -> Generator[FileJob]:
+            nonlocal walked
+            order = 0
+            started: tuple[_FileStart, list[_Run]] | None = None
+            for step in steps:
+                if isinstance(step, _FileStart):
+                    started = None if out.in_skipped_folder else (step, [])
+                elif isinstance(step, _Run):
+                    if started is not None:
+                        started[1].append(step)
+                elif isinstance(step, _FileEnd):
+                    if started is not None:
+                        job = _job(target, *started, order=order)
+                        order += 1
+                        if job.path.endswith(".e2ebackup-tmp"):
+                            keep.add(job.path)
+                        yield job
+                    started = None
+                else:
+                    self._do(step)
+            out.finish()
+            walked = True
+
+        jobs = files()
+        try:
+            write_files(jobs, self.stats)
+            if not walked:
+                raise InvalidArgument("write_files returned before it took every file")
+        except BaseException:
+            jobs.close()
+            out.discard()
+            raise
+        finally:
+            out.close()
+        out.set_folders(out.folders_left, keep=keep)
+        out.make_durable()
         self._report("")
         return self.stats
+
+    def write_files(self, target: str, jobs: Sequence[FileJob]) -> RestoreStats:
+        """Writes the files of ``jobs`` into ``target``, whose folders exist, as :meth:`run`
+        writes them (folders' metadata is left to :meth:`run_delegated`), and makes them
+        durable; returns what was written.
+
+        A file already at its path is left as it is. It counts as written when it is the one
+        this restore would write (a regular file with the entry's size, modification time and
+        mode, and owner when owners are restored): the coordinator hands over only files
+        that were not there when it planned, and a writer gives a file its name only once it
+        is complete with its metadata, so such a file was put there by an earlier attempt at
+        the same work, whose worker died after placing it; anything else is reported as
+        :meth:`run` reports it (``skipped_existing``). With ``overwrite`` it is replaced."""
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="e2ebackup-restore") as pool:
+            self._out = self._extractor(target, folder_metadata=False)
+            try:
+                self._pipeline(self._plan_jobs(jobs, target), pool)
+            finally:
+                self._out.close()
+        self._out.make_durable()
+        return self.stats
+
+    def _plan_jobs(self, jobs: Sequence[FileJob], target: str) -> Iterator[_Step]:
+        """The steps that write ``jobs``, entering and leaving their folders on the way."""
+        opened: list[_Dir] = []
+        for job in jobs:
+            *folders, name = job.path.split("/")
+            if any(part in ("", ".", "..") for part in (*folders, name)):
+                raise InvalidArgument(f"{job.path!r} is not a path below the target")
+            same = 0
+            while same < min(len(opened), len(folders)):
+                if opened[same].entry["name"] != folders[same]:
+                    break
+                same += 1
+            while len(opened) > same:
+                done = opened.pop()
+                yield _Dir(done.entry, done.path, done=True)
+            for folder in folders[same:]:
+                parent = opened[-1].path if opened else target
+                step = _Dir({"name": folder, "type": "dir"}, os.path.join(parent, folder), False)
+                opened.append(step)
+                yield step
+            path = os.path.join(target, *job.path.split("/"))
+            if not self.overwrite and os.path.lexists(path):
+                if self._placed_before(path, job.entry):
+                    self.stats.files += 1
+                    self.stats.bytes += int(job.entry.get("size", 0))
+                else:
+                    self.stats.skipped_existing.append(path)
+                continue
+            yield _FileStart(job.entry, path)
+            for pack, start, end, blobs in job.runs:
+                located = [(b, BlobLocation(KIND_DATA, pack, o, n)) for b, o, n in blobs]
+                yield _Run(pack, start, end, located)
+            yield _FileEnd(job.entry, path)
+        while opened:
+            done = opened.pop()
+            yield _Dir(done.entry, done.path, done=True)
+
+    def _placed_before(self, path: str, entry: Entry) -> bool:
+        """Whether the file at ``path`` is the one this restore writes for ``entry``."""
+        st = os.lstat(path)
+        assert self._out is not None
+        mode = entry.get("mode", 0o644) & self._out.mode_mask
+        same = (
+            stat.S_ISREG(st.st_mode)
+            and st.st_size == int(entry.get("size", 0))
+            and st.st_mtime_ns == entry.get("mtime_ns", 0)
+            and stat.S_IMODE(st.st_mode) == mode
+        )
+        if same and self._out.same_owner and "uid" in entry:
+            same = st.st_uid == entry["uid"] and st.st_gid == entry.get("gid", st.st_gid)
+        return same
+
+
+def _job(target: str, start: _FileStart, runs: list[_Run], *, order: int) -> FileJob:
+    rel = os.path.relpath(start.path, target).replace(os.sep, "/")
+    entry = {k: v for k, v in start.entry.items() if k != "content"}
+    specs = tuple(
+        (r.pack, r.start, r.end, tuple((b, loc.offset, loc.length) for b, loc in r.blobs))
+        for r in runs
+    )
+    return FileJob(rel, entry, specs, order)  # type: ignore[arg-type]
 
 
 def restore(
