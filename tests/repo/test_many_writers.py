@@ -336,3 +336,19 @@ def test_a_writer_killed_at_a_random_moment_beside_another(repo: Path, tmp_path:
         restore(a.open(repo), sid, str(target))
     assert snapshot_of(target / a.src.name) == snapshot_of(a.src)
     assert len(b.snapshots(repo)) >= 4
+
+
+def test_a_trusted_seq_without_heads_is_checked_by_seq(repo: Path, tmp_path: Path) -> None:
+    """A state folder holding only a seq (as e2ebackup before format 2 left it) is checked by
+    seq: an older top is a rollback, a newer one is trusted with its heads from then on."""
+    a = Device(tmp_path, "a")
+    a.backup(repo)
+    repo_id = a.open(repo).keys.repo_id.hex()
+    folder = a.state / repo_id
+    (folder / "trusted-head").unlink()
+    (folder / "head").write_text("5")
+    with pytest.raises(RepositoryCorrupted, match="rolled back"):
+        a.snapshots(repo)
+    (folder / "head").write_text("1")
+    assert len(a.snapshots(repo)) == 1
+    assert '"heads"' in (folder / "trusted-head").read_text()

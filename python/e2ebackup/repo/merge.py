@@ -167,6 +167,8 @@ def accepted_heads(history: History, trusted: TrustedHead | None) -> list[Head]:
             f"the repository was rolled back: its newest head is seq {tops[0].seq}, this "
             f"device trusted seq {trusted.seq}. {history.accept_hint}"
         )
+    if not trusted.heads and (trusted.name is None or trusted.digest is None):
+        return tops  # only a seq is known (state from before format 2): the check above
     wanted = list(trusted.heads) or [(str(trusted.name), str(trusted.digest))]
     lowest = min(_seq_of(name) for name, _ in wanted)
     found = ancestry(history, tops, lowest)
