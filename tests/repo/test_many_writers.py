@@ -21,7 +21,7 @@ from e2ebackup.repo import heads as heads_module
 from e2ebackup.repo.backup import backup
 from e2ebackup.repo.codec import open_json, seal_json
 from e2ebackup.repo.heads import Head
-from e2ebackup.repo.repository import Repository
+from e2ebackup.repo.repository import Repository, SnapshotFilter
 from e2ebackup.repo.restore import restore
 from e2ebackup.storage import LocalStorage
 from repo_helpers import FAST, snapshot_of
@@ -240,26 +240,28 @@ def _cli_backup(repo: Path, src: Path, state: Path) -> subprocess.Popen[str]:
     )
 
 
-def test_two_cli_backups_at_the_same_moment(repo: Path, tmp_path: Path) -> None:
-    """The issue's test: two independent CLI backups of different trees into one repository
-    at once, several rounds: every snapshot listed, verify passes, every tree restores."""
-    a, b = Device(tmp_path, "a"), Device(tmp_path, "b")
-    for device in (a, b):
+@pytest.mark.parametrize("writers", [2, 4])
+def test_two_cli_backups_at_the_same_moment(repo: Path, tmp_path: Path, writers: int) -> None:
+    """The issue's test: independent CLI backups of different trees into one repository at
+    once (two, then four), several rounds: every snapshot listed, verify --read-data passes,
+    and every writer's newest snapshot restores byte-identical."""
+    devices = [Device(tmp_path, f"w{n}") for n in range(writers)]
+    for device in devices:
         for i in range(40):
             (device.src / f"f{i}.bin").write_bytes(os.urandom(20_000 + i))
     rounds = 3
-    for _ in range(rounds):
-        procs = [_cli_backup(repo, d.src, d.state) for d in (a, b)]
+    for n in range(rounds):
+        if n:  # something new to store each round
+            for d in devices:
+                (d.src / f"extra{n}.bin").write_bytes(os.urandom(999))
+        procs = [_cli_backup(repo, d.src, d.state) for d in devices]
         for p in procs:
             _, err = p.communicate(timeout=300)
             assert p.returncode == 0, err
-        for d in (a, b):
-            (d.src / f"f{d.count}.bin").write_bytes(os.urandom(999))
-            d.count += 1
-    listed = a.snapshots(repo)
-    assert len(listed) == 2 * rounds
-    assert b.snapshots(repo) == listed
-    env = dict(os.environ, E2EBACKUP_PASSWORD=PASSWORD, E2EBACKUP_STATE_DIR=str(a.state))
+    listed = devices[0].snapshots(repo)
+    assert len(listed) == writers * rounds
+    assert all(d.snapshots(repo) == listed for d in devices)
+    env = dict(os.environ, E2EBACKUP_PASSWORD=PASSWORD, E2EBACKUP_STATE_DIR=str(devices[0].state))
     check = subprocess.run(
         [sys.executable, "-m", "e2ebackup", "verify", "-r", str(repo), "--read-data"],
         env=env,
@@ -268,6 +270,11 @@ def test_two_cli_backups_at_the_same_moment(repo: Path, tmp_path: Path) -> None:
         timeout=300,
     )
     assert check.returncode == 0, check.stdout + check.stderr
+    for d in devices:
+        with d.active():
+            target = tmp_path / f"restored-{d.src.name}"
+            restore(d.open(repo), "latest", str(target), where=SnapshotFilter(paths=(str(d.src),)))
+        assert snapshot_of(target / d.src.name) == snapshot_of(d.src)
 
 
 def test_heads_over_the_limits_are_refused(repo: Path, tmp_path: Path) -> None:
