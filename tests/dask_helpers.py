@@ -1,4 +1,8 @@
-"""What the Dask tests share: a record of everything the scheduler holds while a run goes on."""
+# mypy: disable-error-code="no-untyped-call"
+# (distributed is typed in part: Client, LocalCluster and run_on_scheduler are not.)
+"""What the Dask tests share: a cluster of two worker processes that can reach the test S3
+server, a way to write a tree of files, and a record of everything the scheduler holds while
+a run goes on."""
 
 from __future__ import annotations
 
@@ -6,8 +10,36 @@ import pickle
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import distributed
+
+
+@contextmanager
+def s3_ready_cluster() -> Iterator[distributed.Client]:
+    """Two single-threaded worker processes; the S3 credentials are in their environment, as
+    on a real cluster (the coordinator's are its own)."""
+    from servers import cloud
+
+    aws = {
+        "AWS_ACCESS_KEY_ID": cloud.ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": cloud.SECRET_KEY,
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    with (
+        distributed.LocalCluster(
+            n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0", env=aws
+        ) as cluster,
+        distributed.Client(cluster) as c,
+    ):
+        yield c
+
+
+def write_files(root: Path, files: dict[str, bytes]) -> None:
+    """Writes each relative path's bytes below ``root``, making the folders on the way."""
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
 
 
 @contextmanager
@@ -25,7 +57,7 @@ def scheduler_view(client: distributed.Client) -> Iterator[list[tuple[str, bytes
         return out
 
     def snapshot() -> None:
-        seen.extend(client.run_on_scheduler(on_scheduler))  # type: ignore[no-untyped-call]
+        seen.extend(client.run_on_scheduler(on_scheduler))
 
     stop = threading.Event()
 

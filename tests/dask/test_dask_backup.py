@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import dask.base
 import distributed
 import pytest
-from dask_helpers import scheduler_view
+from dask_helpers import s3_ready_cluster, scheduler_view, write_files
 from e2ebackup.dask import KnownBlobs, StorageSpec, backup as dask_backup
 from e2ebackup.repo.backup import BackupStats, backup
 from e2ebackup.repo.check import verify
@@ -44,28 +44,8 @@ MIB = 1 << 20
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[distributed.Client]:
-    """Two single-threaded worker processes; the S3 credentials are in their environment, as
-    on a real cluster (the coordinator's are its own)."""
-    from servers import cloud
-
-    aws = {
-        "AWS_ACCESS_KEY_ID": cloud.ACCESS_KEY,
-        "AWS_SECRET_ACCESS_KEY": cloud.SECRET_KEY,
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    with (
-        distributed.LocalCluster(
-            n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0", env=aws
-        ) as cluster,
-        distributed.Client(cluster) as c,
-    ):
+    with s3_ready_cluster() as c:
         yield c
-
-
-def _write(root: Path, files: dict[str, bytes]) -> None:
-    for rel, data in files.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_bytes(data)
 
 
 def mixed_tree(root: Path) -> dict[str, bytes]:
@@ -83,7 +63,7 @@ def mixed_tree(root: Path) -> dict[str, bytes]:
         "docs/prefix.bin": shared[: 2 * MIB] + os.urandom(MIB),  # chunks shared in part
     }
     files.update({f"chats/c{i:03d}.txt": f"message {i}\n".encode() * (i + 1) for i in range(60)})
-    _write(root, files)
+    write_files(root, files)
     (root / "empty-dir" / "nested-empty").mkdir(parents=True)
     os.symlink("Media/2026/IMG_0001.jpg", root / "link-to-image")
     os.symlink("does/not/exist", root / "dangling")
@@ -147,7 +127,7 @@ def test_a_second_backup_reads_only_the_changed_file(
     src = tmp_path / "src"
     files = {f"Media/IMG_{i:04d}.jpg": os.urandom(MIB + i) for i in range(6)}
     files["notes/a.txt"] = b"a\n"
-    _write(src, files)
+    write_files(src, files)
     repo = new_repo(tmp_path / "repo")
     first, stats = dask_backup(repo, [src], client=client, unit_bytes=MIB)
     assert stats.files_new == 7
@@ -172,7 +152,7 @@ def test_copies_of_a_file_in_two_folders_are_stored_once(
     again."""
     src = tmp_path / "src"
     photo = os.urandom(3 * MIB)
-    _write(src, {"a/x.jpg": photo, "b/filler.mp4": os.urandom(3 * MIB + 1), "c/y.jpg": photo})
+    write_files(src, {"a/x.jpg": photo, "b/filler.mp4": os.urandom(3 * MIB + 1), "c/y.jpg": photo})
     repo = new_repo(tmp_path / "repo")
     sid, stats = dask_backup(repo, [src], client=client, unit_bytes=8 * MIB)
     assert stats.bytes_read == 9 * MIB + 1
@@ -187,10 +167,10 @@ def test_an_unreadable_file_is_reported_and_left_out(
     ``on_error`` as the single process reports it, left out of the snapshot; the rest is
     saved."""
     src = tmp_path / "src"
-    _write(src, {"z-keep.txt": b"kept\n", "b.bin": os.urandom(MIB)})
+    write_files(src, {"z-keep.txt": b"kept\n", "b.bin": os.urandom(MIB)})
     repo = new_repo(tmp_path / "repo")
     dask_backup(repo, [src], client=client)
-    _write(src, {"a-vanishes.bin": os.urandom(MIB), "c-new.txt": b"new\n"})
+    write_files(src, {"a-vanishes.bin": os.urandom(MIB), "c-new.txt": b"new\n"})
     victim = src / "a-vanishes.bin"
 
     def progress(stats: BackupStats, path: str) -> None:
@@ -222,7 +202,7 @@ def test_workers_killed_mid_backup_lose_nothing(tmp_path: Path, client: distribu
     index until the next (single-process) backup adopts them: then every pack stored is
     indexed, and verify passes."""
     src = tmp_path / "src"
-    _write(src, {f"v/clip{i:02d}.mp4": os.urandom(4 * MIB) for i in range(24)})
+    write_files(src, {f"v/clip{i:02d}.mp4": os.urandom(4 * MIB) for i in range(24)})
     repo = new_repo(tmp_path / "repo")
     data = tmp_path / "repo" / "data"
     outcome: list[tuple[str, BackupStats]] = []
@@ -276,7 +256,7 @@ def test_the_keys_never_reach_the_scheduler(tmp_path: Path, client: distributed.
     scatters."""
     src = tmp_path / "src"
     secret_name = f"secret-{uuid.uuid4().hex}.jpg"
-    _write(src, {secret_name: os.urandom(2 * MIB), "other.txt": b"x" * 5000})
+    write_files(src, {secret_name: os.urandom(2 * MIB), "other.txt": b"x" * 5000})
     repo = new_repo(tmp_path / "repo")
     with scheduler_view(client) as seen:
         dask_backup(repo, [src], client=client, unit_bytes=MIB)

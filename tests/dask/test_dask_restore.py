@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import dask.base
 import distributed
 import pytest
-from dask_helpers import scheduler_view
+from dask_helpers import s3_ready_cluster, scheduler_view
 from e2ebackup.dask import StorageSpec, restore as dask_restore
 from e2ebackup.errors import RepositoryCorrupted, RestoreLimitExceeded
 from e2ebackup.repo.backup import backup
@@ -55,21 +55,7 @@ TEMPORARY_LOOKALIKE = ".a.bin.0123abcd.e2ebackup-tmp"
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[distributed.Client]:
-    """Two single-threaded worker processes; the S3 credentials are in their environment, as
-    on a real cluster (the coordinator's are its own)."""
-    from servers import cloud
-
-    aws = {
-        "AWS_ACCESS_KEY_ID": cloud.ACCESS_KEY,
-        "AWS_SECRET_ACCESS_KEY": cloud.SECRET_KEY,
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    with (
-        distributed.LocalCluster(
-            n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0", env=aws
-        ) as cluster,
-        distributed.Client(cluster) as c,
-    ):
+    with s3_ready_cluster() as c:
         yield c
 
 

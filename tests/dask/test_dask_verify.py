@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import dask.base
 import distributed
 import pytest
-from dask_helpers import scheduler_view
+from dask_helpers import s3_ready_cluster, scheduler_view, write_files
 from e2ebackup.dask import verify_repository
 from e2ebackup.repo.backup import backup
 from e2ebackup.repo.check import VerifyReport, verify
@@ -43,28 +43,8 @@ pytest_plugins = ["servers.cloud"]
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[distributed.Client]:
-    """Two single-threaded worker processes; the S3 credentials are in their environment, as
-    on a real cluster (the coordinator's are its own)."""
-    from servers import cloud
-
-    aws = {
-        "AWS_ACCESS_KEY_ID": cloud.ACCESS_KEY,
-        "AWS_SECRET_ACCESS_KEY": cloud.SECRET_KEY,
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    with (
-        distributed.LocalCluster(
-            n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0", env=aws
-        ) as cluster,
-        distributed.Client(cluster) as c,
-    ):
+    with s3_ready_cluster() as c:
         yield c
-
-
-def _write(root: Path, files: dict[str, bytes]) -> None:
-    for rel, data in files.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_bytes(data)
 
 
 def _fill(repo: Repository, src: Path) -> None:
@@ -72,11 +52,13 @@ def _fill(repo: Repository, src: Path) -> None:
     new small file: data packs of several sizes and a tree pack per backup."""
     media = {f"Media/IMG_{i:04d}.jpg": os.urandom(5 << 20) for i in range(4)}
     small = {f"chats/c{i:03d}.txt": f"message {i}\n".encode() * (i + 1) for i in range(40)}
-    _write(src, {**media, **small})
+    write_files(src, {**media, **small})
     backup(repo, [src])
-    _write(src, {"Media/IMG_0001.jpg": os.urandom(3 << 20), "Media/new.mp4": os.urandom(9 << 20)})
+    write_files(
+        src, {"Media/IMG_0001.jpg": os.urandom(3 << 20), "Media/new.mp4": os.urandom(9 << 20)}
+    )
     backup(repo, [src])
-    _write(src, {"chats/late.txt": b"late\n"})
+    write_files(src, {"chats/late.txt": b"late\n"})
     backup(repo, [src])
 
 
@@ -280,9 +262,9 @@ def test_on_a_real_s3_server(
 
     repo = Repository.init(open_storage(url, s3_endpoint=endpoint), password=PASSWORD, kdf=FAST)
     src = tmp_path / "src"
-    _write(src, {"a.bin": os.urandom(6 << 20), "b/c.txt": b"c\n" * 1000})
+    write_files(src, {"a.bin": os.urandom(6 << 20), "b/c.txt": b"c\n" * 1000})
     backup(repo, [src])
-    _write(src, {"d.bin": os.urandom(2 << 20)})
+    write_files(src, {"d.bin": os.urandom(2 << 20)})
     backup(repo, [src])
 
     def both() -> tuple[VerifyReport, VerifyReport]:
