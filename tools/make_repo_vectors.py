@@ -833,6 +833,16 @@ def v3_states(w: ref.Writer, made: dict[str, Any], extra: Path) -> list[dict[str
             [h5],
             "both trusted heads are reached from the top head",
         ),
+        (
+            "trusted-heads-deleted-but-named",
+            [h4a, h4b],
+            [],
+            trusted(4, h4a, h4b),
+            None,
+            [h5],
+            "both trusted heads are deleted, but the stored top head names them as parents: "
+            "named by a reached head counts as reached",
+        ),
         ("trusts-seq-2", [], [], trusted(2, h2a, h2b), None, [h5], "reached through seq 4 and 3"),
         ("trusts-seq-0", [], [], trusted(0, h0), None, [h5], "reached"),
         (

@@ -74,10 +74,10 @@ Version 3 (section "Many writers (version 3)"), where this reference reads the s
 - *Reached* (trust and pins): the top heads are reached; a hash named in the ``parents`` of a
   reached head is reached, and the search goes on through it when a head with that seq and hash
   is stored. A trusted head whose hash is reached is accepted even if its object is gone (the
-  sealed head that names it vouches for it); the spec's "neither stored nor reached" is read
-  as allowing that. Otherwise: stored (its name holds bytes with its hash): merged with the top
-  heads; not stored: ``Unverifiable`` if a ``parents`` entry met in the search, with a seq at
-  or above the trusted head's, names a seq of which no head is stored, else ``Forked``.
+  sealed head that names it vouches for it), as the spec now says. Otherwise: stored (its
+  name holds bytes with its hash): merged with the top heads; not stored: ``Unverifiable``
+  if a ``parents`` entry met in the search, with a seq at or above the trusted head's, names
+  a seq of which no head is stored, else ``Forked``.
 - The trusted state is (seq, [(name, hash), ...]); a trusted head's own seq is the one in its
   name (after a straggler is merged in, the device trusts heads of several seqs at the top
   seq). After an accepted read the device trusts ``merged_heads()`` at the top seq.

@@ -359,3 +359,21 @@ def test_a_trusted_seq_without_heads_is_checked_by_seq(repo: Path, tmp_path: Pat
     (folder / "head").write_text("1")
     assert len(a.snapshots(repo)) == 1
     assert '"heads"' in (folder / "trusted-head").read_text()
+
+
+def test_trusted_heads_deleted_after_a_merge_named_them_are_accepted(
+    repo: Path, tmp_path: Path
+) -> None:
+    """C trusts two top heads; a later head merges both and the two are then deleted (the
+    storage may, or the keep rule): the sealed head that names them vouches for them."""
+    a, b, c = Device(tmp_path, "a"), Device(tmp_path, "b"), Device(tmp_path, "c")
+    a.backup(repo)
+    opened = a.open(repo)
+    race(opened, lambda: b.backup(repo))
+    a.backup(repo, opened=opened)
+    assert len(c.snapshots(repo)) == 3  # C trusts both heads with seq 2
+    a.backup(repo)  # seq 3 names both
+    for p in (repo / "heads").iterdir():
+        if p.name.startswith(f"{2:016x}-"):
+            p.unlink()
+    assert len(c.snapshots(repo)) == 4

@@ -130,8 +130,10 @@ class Ancestry:
 
 
 def ancestry(history: History, heads: Sequence[Head], down_to: int) -> Ancestry:
-    """``heads`` and every stored head reached from them through ``parents``, down to seq
-    ``down_to``. Each head is read at most once (History caches)."""
+    """``heads`` and every head reached from them through ``parents``, down to seq
+    ``down_to``: a parent named by a reached head counts as reached even when it is no longer
+    stored (the naming head is sealed, and its writer merged it), but the walk goes on only
+    through stored heads. Each head is read at most once (History caches)."""
     found = Ancestry({str(h.digest) for h in heads})
     stack = list(heads)
     while stack:
@@ -141,10 +143,10 @@ def ancestry(history: History, heads: Sequence[Head], down_to: int) -> Ancestry:
                 continue
             names = history.by_seq.get(seq, [])
             parent = next((p for p in map(history.read, sorted(names)) if p.digest == digest), None)
+            found.digests.add(digest)
             if parent is None:
                 found.gap = found.gap or not names
                 continue
-            found.digests.add(digest)
             stack.append(parent)
     return found
 
