@@ -502,3 +502,48 @@ def test_forget_prune_grace_on_the_command_line(tmp_path: Path) -> None:
     r = cli(tmp_path, *args, "--grace", "1 day")
     assert r.returncode == 2
     assert "grace period" in r.stderr
+
+
+def test_a_blob_two_packs_hold_is_repacked_once_and_verify_accepts_either_place(
+    tmp_path: Path,
+) -> None:
+    """Found by the crash campaign: a killed prune's new packs, adopted by the next backup,
+    hold blobs that the old packs hold too; the next prune copied such a blob from both packs
+    into one new pack, and verify, reading that pack's header as a dict, reported every blob
+    after the duplicates as misplaced. Now each blob is copied once, and a header that holds a
+    blob twice (left by the old prune) passes verify wherever the index places it."""
+    from e2ebackup.repo.names import pack_name
+    from e2ebackup.repo.pack import read_pack_header
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "keep.bin").write_bytes(os.urandom(300_000))
+    (src / "drop.bin").write_bytes(os.urandom(900_000))
+    repo = new_repo(tmp_path / "repo")
+    backup(repo, [src])
+    (src / "drop.bin").unlink()
+    backup(repo, [src])
+    # A second copy of every data pack, listed live (what adopting a killed prune's packs does).
+    index = repo.index
+    copies = Index()
+    writer = PackWriter(repo.storage, repo.keys, lambda p, n, e: copies.add_pack(p, n, e))
+    for pack_id, entries in index.pack_entries().items():
+        raw = repo.storage.read(pack_name(pack_id), length=index.pack_sizes[pack_id])
+        for blob_id, loc in entries:
+            if loc.kind == KIND_DATA:
+                writer.add(loc.kind, blob_id, raw[loc.offset : loc.offset + loc.length])
+    writer.finish()
+    name = copies.save_new(repo.storage, repo.keys)
+    assert name is not None
+    repo.commit(add_indexes=[name])
+    repo = open_repo(tmp_path / "repo")
+    forget(repo, keep_last=1, prune=True, grace=0)
+    repo = open_repo(tmp_path / "repo")
+    for pack_id, size in repo.index.pack_sizes.items():
+        if pack_id in repo.index.condemned:
+            continue  # deleted (grace 0), listed until the next prune
+        ids = [b for b, _ in read_pack_header(repo.storage, repo.keys, pack_id, size)]
+        assert len(ids) == len(set(ids)), f"pack {pack_id[:8]} holds a blob twice"
+    assert verify(repo, read_data=True).ok
+    restore(repo, "latest", str(tmp_path / "out"))
+    assert snapshot_of(tmp_path / "out" / "src") == snapshot_of(src)

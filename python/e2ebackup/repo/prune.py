@@ -202,6 +202,7 @@ def _prune_two_phase(
     now = time.time()
     new_index = Index()
     held: set[bytes] = set()  # used blobs a pack revived in this prune holds
+    copied: set[bytes] = set()  # blobs copied into new packs by this prune
     due: list[str] = []  # condemned packs to delete once the new index is committed
 
     def stored(pack_id: str, size: int, entries: list[tuple[bytes, BlobLocation]]) -> None:
@@ -249,6 +250,11 @@ def _prune_two_phase(
                 stats.packs_repacked += 1
                 raw = repo.storage.read(pack_name(pack_id), length=size)
                 for blob_id, loc in live:
+                    # A blob two packs hold (stored by two writers, or adopted after a crash)
+                    # is copied once: a pack that holds a blob twice is waste.
+                    if blob_id in copied:
+                        continue
+                    copied.add(blob_id)
                     # Sealed blobs are bound to their id, not their pack: copied as they are.
                     writer.add(loc.kind, blob_id, raw[loc.offset : loc.offset + loc.length])
             stats.packs_condemned += 1
