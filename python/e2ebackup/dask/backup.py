@@ -135,15 +135,7 @@ class _WorkerKeys(Hidden):
     def __init__(
         self, keys: RepoKeys, chunker: dict[str, int], spec: StorageSpec, known: KnownBlobs
     ) -> None:
-        self._keys = RepoKeys(
-            keys.repo_id,
-            config=b"",
-            metadata=b"",
-            blob=keys.blob,
-            blob_id=keys.blob_id,
-            chunker=keys.chunker,
-            pack=keys.pack,
-        )
+        self._keys = keys.only("blob", "blob_id", "chunker", "pack")
         self._chunker = dict(chunker)
         self._spec = spec
         self._known = known

@@ -81,15 +81,7 @@ class _BlobKeys(Hidden):
     __slots__ = ("_keys", "_max_chunk", "_spec")
 
     def __init__(self, keys: RepoKeys, max_chunk: int, spec: StorageSpec) -> None:
-        self._keys = RepoKeys(
-            keys.repo_id,
-            config=b"",
-            metadata=b"",
-            blob=keys.blob,
-            blob_id=keys.blob_id,
-            chunker=b"",
-            pack=b"",
-        )
+        self._keys = keys.only("blob", "blob_id")
         self._max_chunk = max_chunk
         self._spec = spec
 

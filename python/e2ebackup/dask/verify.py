@@ -95,15 +95,7 @@ class _PackKeys(Hidden):
     __slots__ = ("_keys",)
 
     def __init__(self, keys: RepoKeys) -> None:
-        self._keys = RepoKeys(
-            keys.repo_id,
-            config=b"",
-            metadata=b"",
-            blob=keys.blob,
-            blob_id=keys.blob_id,
-            chunker=b"",
-            pack=keys.pack,
-        )
+        self._keys = keys.only("blob", "blob_id", "pack")
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_PackKeys, (self._keys,))

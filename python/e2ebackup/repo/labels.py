@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from e2ebackup import _core
+from e2ebackup.errors import InvalidArgument
 
 __all__ = [
     "KIND_DATA",
@@ -60,6 +61,15 @@ class RepoKeys:
             derive(data_key, LABEL_CHUNKER),
             derive(data_key, LABEL_PACK),
         )
+
+    def only(self, *names: str) -> RepoKeys:
+        """These keys with every other one blanked: what a worker that needs only ``names``
+        (``"blob"``, ``"pack"``...) is sent, so that it never holds the rest."""
+        fields = ("config", "metadata", "blob", "blob_id", "chunker", "pack")
+        unknown = set(names) - set(fields)
+        if unknown:
+            raise InvalidArgument(f"no such repository key: {', '.join(sorted(unknown))}")
+        return RepoKeys(self.repo_id, *(getattr(self, f) if f in names else b"" for f in fields))
 
     def codec(self) -> _core.BlobCodec:
         return _core.BlobCodec(self.blob_id, self.blob, self.repo_id)
