@@ -65,10 +65,10 @@ step "pytest"
 campaigns=tests/adversarial/test_crash_campaign.py
 coverage_mode="${E2EBACKUP_COVERAGE:-auto}"
 if [ "$coverage_mode" = auto ]; then
-    if [ "$SECONDS" -le 700 ]; then
+    if [ "$SECONDS" -le 560 ]; then
         coverage_mode=1
     else
-        echo "!!! coverage NOT measured: ${SECONDS} s spent before pytest (budget 700 s); pytest runs without it"
+        echo "!!! coverage NOT measured: ${SECONDS} s spent before pytest (budget 560 s); pytest runs without it"
         coverage_mode=0
     fi
 fi
