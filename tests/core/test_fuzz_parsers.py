@@ -31,6 +31,7 @@ from e2ebackup.keyring.slots import KeySlots
 from e2ebackup.keys import RecoveryKey
 from e2ebackup.recipients import Identity, Recipient, parse_recipients
 from e2ebackup.repo.codec import MAGIC, decode_config, parse_config_header, seal_json
+from e2ebackup.repo.drops import WriterToken, open_drop, seal_drop
 from e2ebackup.repo.index import Index
 from e2ebackup.repo.labels import LABEL_CONFIG, LABEL_PACK, RepoKeys
 from e2ebackup.repo.pack import parse_pack_header, read_pack_header
@@ -322,7 +323,7 @@ head_docs = st.fixed_dictionaries(
 
 
 @fuzz_settings(400)
-@given(value=head_docs | json_values, seq=st.integers(0, 3), version=st.integers(1, 3))
+@given(value=head_docs | json_values, seq=st.integers(0, 3), version=st.integers(1, 4))
 def test_head_objects(value: object, seq: int, version: int) -> None:
     parse = _parse_head()
     if parse is None:
@@ -497,3 +498,69 @@ def test_pack_headers_read_from_storage(repo: Repository, body: bytes, size_delt
         )
     finally:
         repo.storage.delete(name)
+
+
+# ---- drops (version 4): what the storage and a token holder can write -----------------------
+
+_DROP_KEY = bytes(range(32))
+_DROP_REPO = bytes(16)
+_TOKEN = WriterToken.issue(_DROP_KEY, _DROP_REPO)
+_DROP_NAME = "drops/" + "d" * 64
+_GOOD_DROP: dict[str, Any] = {
+    "writer": _TOKEN.writer_id.hex(),
+    "seq": 1,
+    "prev": None,
+    "time": 1.5e9,
+    "snapshot": {
+        "id": "a" * 64,
+        "time": 1.5e9,
+        "hostname": "h",
+        "paths": ["/x"],
+        "tree": "b" * 64,
+    },
+    "packs": [{"id": "c" * 64, "size": 100, "blobs": [[0, "e" * 64, 0, 100]]}],
+    "chunker": {"min": 64, "avg": 256, "max": 1024},
+}
+_DROP_BYTES = seal_drop(_DROP_NAME, _TOKEN, bytes(32), _GOOD_DROP)
+
+
+def _open(stored: bytes, name: str = _DROP_NAME) -> object:
+    return open_drop(name, stored, repo_id=_DROP_REPO, data_key=_DROP_KEY)
+
+
+def test_the_drop_seed_opens() -> None:
+    assert _open(_DROP_BYTES) is not None
+
+
+@fuzz_settings(300)
+@given(mutated([_DROP_BYTES]) | st.binary(max_size=120))
+def test_drop_bytes(stored: bytes) -> None:
+    """What the storage can write: any bytes under a drop's name."""
+    drop = parsed_or_refused(lambda: _open(stored))
+    assert drop is None or stored == _DROP_BYTES
+
+
+drop_docs = st.fixed_dictionaries(
+    {},
+    optional={
+        "writer": st.just(_TOKEN.writer_id.hex()),
+        **{k: st.just(v) | json_values for k, v in _GOOD_DROP.items() if k != "writer"},
+    },
+)
+
+
+@fuzz_settings(300)
+@given(value=drop_docs | json_values)
+def test_drop_contents(value: Any) -> None:
+    """What a token holder can write: any JSON, sealed and authenticated as its writer would."""
+    stored = parsed_or_refused(lambda: seal_drop(_DROP_NAME, _TOKEN, bytes(32), value))
+    if stored is not None:
+        parsed_or_refused(lambda: _open(stored))
+
+
+@fuzz_settings(300)
+@given(mutated([_TOKEN.secret().encode()]) | st.binary(max_size=80))
+def test_writer_token_texts(data: bytes) -> None:
+    token = parsed_or_refused(lambda: WriterToken.parse(data.decode("utf-8", "replace")))
+    if token is not None:
+        assert WriterToken.parse(token.secret()).writer_id == token.writer_id

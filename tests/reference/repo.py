@@ -109,7 +109,7 @@ from reference import c2sp, sealed as sref
 
 MAGIC = b"E2EBREPO"
 VERSION = 1  # the writer's default: the repo_v1 vectors
-VERSIONS = (1, 2, 3)
+VERSIONS = (1, 2, 3, 4)  # 4: version 3's heads, and drops (tests/reference/drops.py)
 REPO_ID_SIZE = 16
 CONFIG_FIXED_SIZE = len(MAGIC) + 1 + REPO_ID_SIZE  # 25
 
@@ -140,6 +140,7 @@ HEX64 = re.compile(r"[0-9a-f]{64}")
 INDEX_NAME = re.compile(r"index/[0-9a-f]{64}")
 HEAD_NAME = re.compile(r"heads/([0-9a-f]{16})-([0-9a-f]{64})")
 TOMBSTONE_NAME = re.compile(r"(snapshots|index)/[0-9a-f]{64}")
+TOMBSTONE_NAME_V4 = re.compile(r"(snapshots|index|drops)/[0-9a-f]{64}")
 MAX_PARENTS = 64  # version 3: 1 to 64 parents for seq > 0
 MAX_TIME = 2**34  # Unix seconds
 
@@ -487,7 +488,7 @@ def _is_time(x: Any) -> bool:
     return type(x) in (int, float) and 0 <= x <= MAX_TIME
 
 
-def parse_head_v3(name: str, seq: int, doc: Any, stored: bytes) -> Head:
+def parse_head_v3(name: str, seq: int, doc: Any, stored: bytes, *, version: int = 3) -> Head:
     """A version-3 head from its JSON, with every rule of section "Many writers" checked."""
 
     def bad(why: str) -> Corrupt:
@@ -534,7 +535,7 @@ def parse_head_v3(name: str, seq: int, doc: Any, stored: bytes) -> Head:
     for t in dropped:
         if not (isinstance(t, list) and len(t) == 2 and isinstance(t[0], str)):
             raise bad(f"bad tombstone {t!r}")
-        if not TOMBSTONE_NAME.fullmatch(t[0]):
+        if not (TOMBSTONE_NAME_V4 if version >= 4 else TOMBSTONE_NAME).fullmatch(t[0]):
             raise bad(f"bad tombstone name {t[0]!r}")
         if not _is_time(t[1]):
             raise bad(f"bad tombstone time {t[1]!r}")
@@ -759,7 +760,7 @@ class Repository:
             doc = self.metadata(name)
         except ValueError:  # JSON
             raise Corrupt(f"{name}: not JSON") from None
-        return parse_head_v3(name, int(m.group(1), 16), doc, stored)
+        return parse_head_v3(name, int(m.group(1), 16), doc, stored, version=self.version)
 
     def reach(self, start: list[Head]) -> tuple[dict[str, Head | None], set[int]]:
         """What following ``parents`` from ``start`` through stored heads reaches: hash -> the
@@ -1476,7 +1477,7 @@ class Writer:
         }
         name, stored = self.seal_head_doc(seq, doc)
         self.put(name, stored)
-        self.v3_heads[name] = parse_head_v3(name, seq, doc, stored)
+        self.v3_heads[name] = parse_head_v3(name, seq, doc, stored, version=self.version)
         self.head_name = name
         self.seq = seq
         self.snapshots, self.indexes = snaps, indexes

@@ -763,7 +763,7 @@ def test_e2ebackup_head_chain_read_by_the_reference(
     backup(repo, [str(src)])
     forget(repo, keep_last=1)
     r = ref.Repository.open(path, password=PASSWORD, trusted_heads=(0, [(first.name, first.hash)]))
-    assert r.version == 3
+    assert r.version == 4
     assert r.head.seq == 3
     heads = [r.read_head_v3(n) for _, n in r.heads()]
     assert [h.seq for h in heads] == [0, 1, 2, 3]
@@ -972,7 +972,7 @@ def test_reference_reads_e2ebackup_repository(e2e_repo: tuple[Path, Path, Recove
         "indexes",
         "dropped",
     }
-    assert r.config["version"] == 3
+    assert r.config["version"] == 4
     [sid] = r.snapshot_ids()
     assert set(r.snapshot(sid)) == {
         "id",
@@ -1422,7 +1422,7 @@ def test_key_object_with_trailing_bytes_is_damaged(tmp_path: Path) -> None:
 def test_unknown_config_version_is_refused(tmp_path: Path) -> None:
     w = craft(tmp_path / "repo", {"f": ref.File(b"x")})
     config = bytearray((w.root / "config").read_bytes())
-    config[8] = 4
+    config[8] = 5
     (w.root / "config").write_bytes(bytes(config))
     with pytest.raises(ref.NotARepository):
         ref.Repository.open(w.root, password=PASSWORD)

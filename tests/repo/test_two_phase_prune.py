@@ -43,7 +43,7 @@ def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def v3_repo(path: Path) -> Repository:
     repo = new_repo(path)
-    assert repo.version == 3
+    assert repo.version >= 3
     return repo
 
 

@@ -253,7 +253,12 @@ def restore(
                     progress(stats, os.path.join(where_to, unit.jobs[-1].path))
 
     with repo.read_lock():
-        _, snapshot = repo.find_snapshot(snapshot_ref, where)
+        sid, snapshot = repo.find_snapshot(snapshot_ref, where)
+        if repo.drop_of(sid) is not None:
+            raise InvalidArgument(
+                f"snapshot {sid[:8]} came from a writer (a drop); restore it without --dask "
+                "(its packs are under the drop's own keys, which workers are not sent yet)"
+            )
         restorer = Restorer(
             repo,
             overwrite=overwrite,

@@ -34,7 +34,7 @@ import distributed
 
 from e2ebackup._parallel import ordered_map
 from e2ebackup.dask.runner import Hidden, auto_unit_bytes, run_units, split_by_bytes
-from e2ebackup.errors import E2EBackupError
+from e2ebackup.errors import E2EBackupError, InvalidArgument
 from e2ebackup.keys import Password, RecoveryKey
 from e2ebackup.repo.check import (
     Expected,
@@ -143,6 +143,11 @@ def _cluster_reader(
     into units of about ``unit_bytes``, one task each; per pack, what the worker found."""
 
     def read(packs: list[str]) -> Iterator[tuple[str, PackCheck]]:
+        if any(repo.is_drop_pack(p) for p in packs):
+            raise InvalidArgument(
+                "the repository holds writers' drops, whose packs are under their own keys, "
+                "which workers are not sent yet: verify it without --dask"
+            )
         sizes = repo.index.pack_sizes
         expected = expected_blobs(repo)
         listed = [(p, sizes[p], expected.get(p, {})) for p in packs]

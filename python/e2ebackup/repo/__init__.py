@@ -12,11 +12,13 @@ from __future__ import annotations
 from e2ebackup.repo.backup import BackupStats, backup, backup_stream
 from e2ebackup.repo.check import VerifyReport, verify
 from e2ebackup.repo.diff import Change, diff
+from e2ebackup.repo.drops import WriterToken
 from e2ebackup.repo.find import Found, find
 from e2ebackup.repo.prune import PruneStats, forget
 from e2ebackup.repo.repository import Repository, SnapshotFilter
 from e2ebackup.repo.restore import RestoreStats, restore
 from e2ebackup.repo.retention import Retention
+from e2ebackup.repo.writer import backup_as_writer
 
 __all__ = [
     "BackupStats",
@@ -28,7 +30,9 @@ __all__ = [
     "Retention",
     "SnapshotFilter",
     "VerifyReport",
+    "WriterToken",
     "backup",
+    "backup_as_writer",
     "backup_stream",
     "diff",
     "find",

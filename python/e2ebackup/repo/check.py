@@ -138,9 +138,13 @@ def _structure(
     try:
         head = repo.head(refresh=True)
         index = repo.index
+        drops = repo.drop_view()
     except (RepositoryCorrupted, ObjectNotFound) as e:
         report.errors.append(str(e))
         return
+    # Version 4: a damaged, missing or conflicting drop (docs/FORMAT.md, Writers that cannot
+    # read) is damage, though listings go on without it.
+    report.errors += drops.problems
     stored = {o.name.split("/", 1)[1] for o in repo.storage.list("snapshots/")}
     # Version 3: forgotten snapshots stay stored until a prune past the grace period.
     forgotten = {name.split("/", 1)[1] for name in head.dropped if name.startswith("snapshots/")}
@@ -186,6 +190,9 @@ def _structure(
             continue
         report.snapshots += 1
         roots.append((str(snap["tree"]), f"snapshot {sid[:8]}"))
+    for drop in drops.live:
+        report.snapshots += 1
+        roots.append((str(drop.snapshot["tree"]), f"snapshot {drop.snapshot_id[:8]}"))
     _walk(repo, roots, report, pool, gone=index.condemned.keys() - sizes.keys())
 
 
@@ -231,7 +238,8 @@ def _check_headers(
 
     def header(pack_id: str) -> list[tuple[bytes, BlobLocation]] | E2EBackupError:
         try:
-            return read_pack_header(repo.storage, repo.keys, pack_id, sizes[pack_id])
+            keys = repo.keys_for(pack_id)
+            return read_pack_header(repo.storage, keys, pack_id, sizes[pack_id])
         except E2EBackupError as e:  # RepositoryCorrupted, StorageError
             return e
 
@@ -336,9 +344,8 @@ def _reader(repo: Repository, pool: ThreadPoolExecutor, threads: int) -> PackRea
 
     def check(pack_id: str) -> tuple[str, PackCheck]:
         found = expected.get(pack_id, {})
-        return pack_id, check_pack(
-            repo.storage, repo.keys, pack_id, sizes[pack_id], found, codec=repo.codec
-        )
+        keys, codec = repo.keys_for(pack_id), repo.codec_for(pack_id)
+        return pack_id, check_pack(repo.storage, keys, pack_id, sizes[pack_id], found, codec=codec)
 
     return lambda packs: ordered_map(check, packs, threads=threads, pool=pool)
 

@@ -42,8 +42,8 @@ __all__ = [
 ]
 
 MAGIC = b"E2EBREPO"
-VERSION = 3  # new repositories: many writers, merged heads (docs/FORMAT.md, Many writers)
-VERSIONS = (1, 2, 3)  # what this version opens
+VERSION = 4  # new repositories: many writers, and writers that cannot read (drops)
+VERSIONS = (1, 2, 3, 4)  # what this version opens
 REPO_ID_SIZE = 16
 _FIXED = struct.Struct(">8sB16s")
 

@@ -32,10 +32,10 @@ from e2ebackup.repo.codec import open_json
 from e2ebackup.repo.labels import RepoKeys
 from e2ebackup.storage.base import Storage
 
-HEAD_NAME = re.compile(r"^heads/([0-9a-f]{16})-[0-9a-f]{64}$")
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_INDEX_NAME = re.compile(r"^index/[0-9a-f]{64}$")
-_PIN = re.compile(r"^[0-9a-f]{16,64}$")
+HEAD_NAME = re.compile(r"^heads/([0-9a-f]{16})-[0-9a-f]{64}\Z")
+_HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
+_INDEX_NAME = re.compile(r"^index/[0-9a-f]{64}\Z")
+_PIN = re.compile(r"^[0-9a-f]{16,64}\Z")
 
 #: Heads a commit keeps (the newest and those before it). A device that last saw a head older
 #: than these cannot check the chain and says so (HistoryUnverifiable); ``trust`` accepts.
@@ -174,7 +174,7 @@ def write_trust(repo_id: bytes, head: Head, pins: tuple[str, ...] = ()) -> None:
 def parse_head(name: str, value: object, stored: bytes, *, version: int) -> Head:
     """A head from its authenticated JSON; ``version`` is the repository's format version."""
     if version >= 3:
-        return _parse_head_v3(name, value, stored)
+        return _parse_head_v3(name, value, stored, drops=version >= 4)
     m = HEAD_NAME.match(name)
     if m is None:
         raise RepositoryCorrupted(f"{name} is not a head name")
@@ -201,7 +201,8 @@ def parse_head(name: str, value: object, stored: bytes, *, version: int) -> Head
 
 #: Version 3: a head merges at most this many heads (FORMAT.md, Many writers).
 MAX_PARENTS = 64
-_DROPPED_NAME = re.compile(r"^(snapshots|index)/[0-9a-f]{64}$")
+_DROPPED_NAME = re.compile(r"^(snapshots|index)/[0-9a-f]{64}\Z")
+_DROPPED_NAME_V4 = re.compile(r"^(snapshots|index|drops)/[0-9a-f]{64}\Z")
 _MAX_TIME = 1 << 34
 
 
@@ -209,7 +210,7 @@ def _is_time(value: object) -> bool:
     return type(value) in (int, float) and 0 <= value <= _MAX_TIME  # type: ignore[operator]
 
 
-def _parse_head_v3(name: str, value: object, stored: bytes) -> Head:
+def _parse_head_v3(name: str, value: object, stored: bytes, *, drops: bool) -> Head:
     """A version-3 head: every MUST of FORMAT.md, Many writers, checked before any use."""
     m = HEAD_NAME.match(name)
     if m is None:
@@ -243,7 +244,7 @@ def _parse_head_v3(name: str, value: object, stored: bytes) -> Head:
             isinstance(d, list)
             and len(d) == 2
             and isinstance(d[0], str)
-            and _DROPPED_NAME.match(d[0])
+            and (_DROPPED_NAME_V4 if drops else _DROPPED_NAME).match(d[0])
             and _is_time(d[1])
             for d in dropped
         )

@@ -16,6 +16,8 @@ from e2ebackup.repo.names import is_id, new_id
 from e2ebackup.repo.pack import BlobLocation
 from e2ebackup.storage.base import Storage
 
+__all__ = ["Index", "parse_pack"]
+
 
 class Index:
     """Which blob is where. In a version-3 repository a pack may be *condemned* (a prune marked
@@ -206,6 +208,20 @@ class Index:
                 raise RepositoryCorrupted(f"{name} is malformed") from None
             index.names.append(name)
         return index
+
+
+def parse_pack(pack: Any, *, condemned: bool) -> tuple[str, int, list[tuple[bytes, BlobLocation]]]:
+    """One ``{"id", "size", "blobs"}`` entry of an index object (or a drop), checked; a
+    ``condemned`` time is refused unless allowed (it is not read here). Raises KeyError,
+    TypeError, ValueError or IndexError on anything malformed."""
+    if not isinstance(pack, dict):
+        raise TypeError
+    pack_id, size = pack["id"], pack["size"]
+    if not is_id(pack_id) or not _count(size):
+        raise ValueError
+    if "condemned" in pack and (not condemned or not _time(pack["condemned"])):
+        raise ValueError
+    return pack_id, size, [_entry(b, pack_id, size) for b in pack["blobs"]]
 
 
 def _time(value: object) -> bool:

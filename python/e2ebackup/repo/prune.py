@@ -197,8 +197,8 @@ def _prune_two_phase(
     index = repo.index  # the index objects of ``head``: the ones this prune replaces
     read = list(index.names)
     stored_packs = {i.name.rsplit("/", 1)[-1] for i in repo.storage.list("data/")}
-    # 1. The blobs the live snapshots use.
-    used = _used_blobs(repo, head.snapshots)
+    # 1. The blobs the live snapshots use (version 4: the drops' too).
+    used = _used_blobs(repo, repo.snapshot_ids())
     now = time.time()
     new_index = Index()
     held: set[bytes] = set()  # used blobs a pack revived in this prune holds
@@ -224,6 +224,8 @@ def _prune_two_phase(
     writer = PackWriter(repo.storage, repo.keys, stored)
     try:
         for pack_id, entries in index.pack_entries().items():
+            if repo.is_drop_pack(pack_id):
+                continue  # version 4: a drop's packs are listed by the drop, and kept
             size = index.pack_sizes[pack_id]
             when = index.condemned.get(pack_id)
             if when is not None:
@@ -267,7 +269,12 @@ def _prune_two_phase(
     # 4. One index for every pack read, as decided, and the new packs, replacing those read.
     # Tombstones of objects deleted earlier and old enough are left out now.
     present = _stored_names(repo)
-    clear = [n for n, t in head.dropped.items() if n not in present and now - t >= TOMBSTONE_KEEP]
+    # A drop's tombstone stays: the drop is kept (its packs may serve the writer's later drops).
+    clear = [
+        n
+        for n, t in head.dropped.items()
+        if n not in present and now - t >= TOMBSTONE_KEEP and not n.startswith("drops/")
+    ]
     new_name = new_index.save_new(repo.storage, repo.keys) if new_index.has_new() else None
     committed = repo.commit(
         remove_indexes=read, add_indexes=[new_name] if new_name else [], clear_tombstones=clear

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -25,6 +26,7 @@ from e2ebackup.keyring import policy
 from e2ebackup.keyring.policy import Credentials, Opened
 from e2ebackup.keyring.slots import KeySlots
 from e2ebackup.keys import KdfParams, Password, RecoveryKey
+from e2ebackup.recipients import Identity, Recipient
 from e2ebackup.repo.codec import (
     REPO_ID_SIZE,
     VERSION,
@@ -36,6 +38,8 @@ from e2ebackup.repo.codec import (
     seal_json,
     write_json,
 )
+from e2ebackup.repo.drop_view import DropView, check_writer_trust, load_drops, write_writer_trust
+from e2ebackup.repo.drops import Drop, WriterToken, writer_identity
 from e2ebackup.repo.heads import (
     Head,
     History,
@@ -65,7 +69,7 @@ from e2ebackup.repo.merge import (
 )
 from e2ebackup.repo.names import is_id, new_id, pack_name
 from e2ebackup.repo.pack import read_pack_header
-from e2ebackup.repo.tree import Entry, decode_tree
+from e2ebackup.repo.tree import Entry, decode_tree, snapshot_fields_valid
 from e2ebackup.storage.base import Storage
 
 if TYPE_CHECKING:
@@ -113,6 +117,11 @@ class Repository:
         self._index: Index | None = None
         self._head: Head | None = None
         self._codec: _core.BlobCodec | None = None
+        # Version 4: the drops, loaded with the index (their packs are indexed with it).
+        self._drops: DropView | None = None
+        self._codecs: dict[int, _core.BlobCodec] = {}  # by id() of a drop's RepoKeys
+        self._accept_writers = False
+        self._index_lock = threading.RLock()
 
     def __repr__(self) -> str:
         return f"Repository({self.storage.location!r}, id={self.id})"
@@ -135,14 +144,20 @@ class Repository:
         vault: VaultClient | None = None,
         credentials: Credentials | None = None,
         publish: bool = True,
+        recipients: Sequence[Recipient | str] = (),
     ) -> Repository:
         """A new repository. With ``vault``, the password is registered with that key vault
-        (a guess limit, no offline guessing) instead of getting a password slot.
-        ``credentials`` (from ``keyring.policy.rotate``) stands for all three."""
+        (a guess limit, no offline guessing) instead of getting a password slot. Each of
+        ``recipients`` gets a slot its identity opens (with no password at all, only those
+        identities open it). ``credentials`` (from ``keyring.policy.rotate``) stands for all."""
         if credentials is None:
-            credentials = Credentials.of(password, recovery_key, vault=vault)
-        if credentials.password is None and credentials.recovery_key is None:
-            raise InvalidArgument("a repository needs a password or a recovery key")
+            credentials = Credentials.of(password, recovery_key, vault=vault, recipients=recipients)
+        if (
+            credentials.password is None
+            and credentials.recovery_key is None
+            and not credentials.recipients
+        ):
+            raise InvalidArgument("a repository needs a password, a recovery key or a recipient")
         if storage.exists("config"):
             raise InvalidArgument(f"there is already a repository at {storage.location}")
         if any(True for prefix in ("keys/", "heads/") for _ in storage.list(prefix)):
@@ -180,9 +195,11 @@ class Repository:
         *,
         password: str | bytes | Password | None = None,
         recovery_key: RecoveryKey | None = None,
+        identity: Identity | None = None,
     ) -> Repository:
-        """Opens the repository with a recovery key, else a password (through its key vault,
-        if it has one): the one credential policy of keyring.policy."""
+        """Opens the repository with a recovery key, else an identity (a recipient slot), else
+        a password (through its key vault, if it has one): the one credential policy of
+        keyring.policy."""
         try:
             blob = storage.read("config")
         except ObjectNotFound:
@@ -192,7 +209,9 @@ class Repository:
         slots = store.load()
         if not slots.slots and not slots.damaged:
             raise RepositoryCorrupted("the repository has no key slots")
-        data_key = policy.unlock(store, Credentials.of(password, recovery_key)).data_key
+        data_key = policy.unlock(
+            store, Credentials.of(password, recovery_key, identity=identity)
+        ).data_key
         keys = RepoKeys.from_data_key(data_key, repo_id)
         config = decode_config(keys, blob)
         sizes = config.get("chunker")
@@ -277,6 +296,26 @@ class Repository:
     def many_writers(self) -> bool:
         """Whether backups run beside each other (format version 3: merged heads)."""
         return self.version >= 3
+
+    @property
+    def takes_drops(self) -> bool:
+        """Whether writers that cannot read may back up into it (format version 4: drops)."""
+        return self.version >= 4
+
+    def writer_recipient(self) -> Recipient:
+        """The recipient every drop is sealed to (in every writer token)."""
+        return writer_identity(self._data_key).recipient
+
+    def issue_writer_token(self) -> WriterToken:
+        """A token for a new writer: it can back up into this repository and read nothing
+        (docs/FORMAT.md, Writers that cannot read). Keep it as secret as a password: its holder
+        can add snapshots under this writer's name."""
+        if not self.takes_drops:
+            raise InvalidArgument(
+                f"this repository is format version {self.version}; writers need version 4 "
+                "(make a new repository, or `e2ebackup rotate` this one into one)"
+            )
+        return WriterToken.issue(self._data_key, self.keys.repo_id)
 
     def _history(self) -> History:
         return History(self.storage, self.keys, self.version)
@@ -377,6 +416,10 @@ class Repository:
             )
         write_trust(self.keys.repo_id, newest, (check_pin(expected),) if expected else ())
         self._head = newest
+        if self.takes_drops:  # the writers' drops as they are now, too
+            self._accept_writers = True
+            self.reload_index()
+            self.drop_view()
         return newest
 
     def _continue_branch(self, pin: str) -> Head:
@@ -409,9 +452,16 @@ class Repository:
         removals become tombstones (``clear_tombstones`` leaves some out: prune's, once their
         objects are deleted), and others may commit at the same time (:meth:`_commit_merged`)."""
         if self.many_writers:
+            drops = self.drop_view() if remove_snapshots else DropView()
+            gone = [d.name for sid in remove_snapshots if (d := drops.snapshot(sid)) is not None]
             head = self._commit_merged(
                 Changes(
-                    add_snapshots, remove_snapshots, add_indexes, remove_indexes, clear_tombstones
+                    add_snapshots,
+                    [sid for sid in remove_snapshots if drops.snapshot(sid) is None],
+                    add_indexes,
+                    remove_indexes,
+                    clear_tombstones,
+                    gone,
                 )
             )
             self._delete_old_heads(head.seq)
@@ -459,15 +509,140 @@ class Repository:
 
     @property
     def index(self) -> Index:
-        if self._index is None:
-            self._index = Index.load(
-                self.storage, self.keys, self.head().indexes, condemned=self.many_writers
-            )
-        return self._index
+        # Pack writers' threads add to it: the first use must load it once, not once each.
+        with self._index_lock:
+            if self._index is None:
+                index = Index.load(
+                    self.storage, self.keys, self.head().indexes, condemned=self.many_writers
+                )
+                self._drops = self._load_drops(index) if self.takes_drops else DropView()
+                self._index = index
+            return self._index
 
     def reload_index(self) -> None:
-        """Forgets the loaded index; the next use reads the head's index objects again."""
+        """Forgets the loaded index (and drops); the next use reads them again."""
         self._index = None
+        self._drops = None
+        self._codecs = {}
+
+    # -- drops (version 4)
+
+    def drop_view(self) -> DropView:
+        """The writers' drops (docs/FORMAT.md, Writers that cannot read): loaded with the
+        index, since their packs are indexed with it; without loading it when there are none."""
+        if self._drops is None:
+            if not self.takes_drops or not any(True for _ in self.storage.list("drops/")):
+                self._drops = DropView()
+            else:
+                self.index  # noqa: B018 (loads the drops with it)
+        assert self._drops is not None
+        return self._drops
+
+    def _load_drops(self, index: Index) -> DropView:
+        """Opens every drop, checks the writers' chains against this device's trust, and
+        indexes the drops' packs (FORMAT.md, Writers that cannot read)."""
+        drops, problems = load_drops(
+            self.storage,
+            self.keys.repo_id,
+            self._data_key,
+            threads=self.storage.read_concurrency,
+        )
+        if self._accept_writers:
+            self._accept_writers = False
+        else:
+            check_writer_trust(self.keys.repo_id, drops)
+        write_writer_trust(self.keys.repo_id, drops, replace=not drops)
+        view = DropView(problems=problems)
+        owners = self._pack_owners(index, drops, view.problems)
+        present = {i.name: i.size for i in self.storage.list("data/")}
+        forgotten = set(self.head().dropped)
+        taken = set(self.head().snapshots)
+        for drop in drops:
+            refused = [p for p, _, _ in drop.packs if owners.get(p) is not drop]
+            if refused:
+                view.problems.append(
+                    f"{drop.name} is refused: its pack {refused[0][:16]} is another's (its "
+                    "header opens with another drop's or the repository's key, or none)"
+                )
+                continue
+            for pack_id, size, entries in drop.packs:
+                if present.get(pack_name(pack_id)) != size:
+                    # Lost by the storage: the writer stores its blobs again (a later drop).
+                    view.problems.append(
+                        f"pack {pack_id[:16]} of {drop.name} is missing from the storage"
+                    )
+                    continue
+                index.add_pack(pack_id, size, entries, new=False)
+                view.pack_keys[pack_id] = drop.keys
+            view.drops.append(drop)
+            if drop.name in forgotten:
+                continue
+            sid = drop.snapshot_id
+            if sid in taken:
+                view.problems.append(f"{drop.name} is refused: its snapshot id is taken")
+                continue
+            taken.add(sid)
+            view.live.append(drop)
+        return view
+
+    def _pack_owners(
+        self, index: Index, drops: list[Drop], problems: list[str]
+    ) -> dict[str, Drop | None]:
+        """Which drop each pack named by a drop belongs to. A pack the repository's index
+        lists is the repository's (None); a pack two drops name is the one whose header opens
+        with its keys (a writer cannot make a header under another drop's session key), else
+        nobody's. So a writer naming another's pack hides nothing but its own drop."""
+        claims: dict[str, list[Drop]] = {}
+        for drop in drops:
+            for pack_id, _, _ in drop.packs:
+                claims.setdefault(pack_id, []).append(drop)
+        owners: dict[str, Drop | None] = {}
+        for pack_id, claimants in claims.items():
+            if pack_id in index.pack_sizes:
+                owners[pack_id] = None
+            elif len(claimants) == 1:
+                owners[pack_id] = claimants[0]
+            else:
+                owners[pack_id] = next(
+                    (d for d in claimants if self._header_opens(d, pack_id)), None
+                )
+                if owners[pack_id] is None:
+                    problems.append(f"pack {pack_id[:16]} is named by several drops, owned by none")
+        return owners
+
+    def _header_opens(self, drop: Drop, pack_id: str) -> bool:
+        size = next(size for p, size, _ in drop.packs if p == pack_id)
+        try:
+            read_pack_header(self.storage, drop.keys, pack_id, size)
+        except (RepositoryCorrupted, StorageError, InvalidArgument):
+            return False
+        return True
+
+    def keys_for(self, pack_id: str) -> RepoKeys:
+        """The keys a pack is under: a drop's, or the repository's."""
+        if self._drops is None or not self._drops.pack_keys:
+            return self.keys
+        return self._drops.pack_keys.get(pack_id, self.keys)
+
+    def codec_for(self, pack_id: str) -> _core.BlobCodec:
+        """The blob codec of a pack's blobs (:meth:`keys_for`), one per drop."""
+        keys = self.keys_for(pack_id)
+        if keys is self.keys:
+            return self.codec
+        codec = self._codecs.get(id(keys))
+        if codec is None:
+            codec = self._codecs[id(keys)] = keys.codec()
+        return codec
+
+    def chunker_max(self, sid: str) -> int:
+        """The largest data blob the snapshot ``sid`` may hold: its drop's chunker ``max`` for a
+        writer's snapshot (a writer cannot read the config), else the config's."""
+        drop = self.drop_of(sid)
+        sizes = drop.chunker if drop is not None else self.config["chunker"]
+        return int(sizes["max"])
+
+    def is_drop_pack(self, pack_id: str) -> bool:
+        return self._drops is not None and pack_id in self._drops.pack_keys
 
     def recover_orphan_packs(self) -> int:
         """Adds packs that a crashed backup stored but never indexed (their headers are
@@ -509,7 +684,7 @@ class Repository:
         """Every live snapshot (listed in the head), oldest first. A listed snapshot whose
         object is missing is skipped and reported (``on_missing_snapshot``), so that the others
         stay listed and ``latest`` restorable; one that does not authenticate raises."""
-        sids = self.head().snapshots
+        sids = self.snapshot_ids()
         loaded = ordered_map(self._read_snapshot, sids, threads=self.storage.read_concurrency)
         items = []
         for sid, value in zip(sids, loaded, strict=True):
@@ -524,8 +699,21 @@ class Repository:
                 self.on_missing_snapshot(message)
             else:
                 warnings.warn(message, RuntimeWarning, stacklevel=2)
+        for problem in self.drop_view().problems:
+            if self.on_missing_snapshot is not None:
+                self.on_missing_snapshot(problem)
+            else:
+                warnings.warn(problem, RuntimeWarning, stacklevel=2)
         items.sort(key=lambda kv: kv[1]["time"])
         return iter(items)
+
+    def snapshot_ids(self) -> list[str]:
+        """Every live snapshot's id: the head's, then the live drops' (version 4)."""
+        return self.head().snapshots + [d.snapshot_id for d in self.drop_view().live]
+
+    def drop_of(self, sid: str) -> Drop | None:
+        """The drop a snapshot came in (None for a snapshot of the repository's own)."""
+        return self.drop_view().snapshot(sid) if self.takes_drops else None
 
     def load_snapshot(self, sid: str) -> dict[str, Any]:
         value = self._read_snapshot(sid)
@@ -535,13 +723,16 @@ class Repository:
 
     def _read_snapshot(self, sid: str) -> dict[str, Any] | None:
         """A snapshot object, checked; None if it is not stored."""
+        drop = self.drop_of(sid)
+        if drop is not None:
+            return drop.snapshot  # checked when the drop was loaded
         try:
             value = read_json(self.storage, self.keys, f"snapshots/{sid}")
         except ObjectNotFound:
             return None
         if not isinstance(value, dict) or value.get("id") != sid:
             raise RepositoryCorrupted(f"snapshot {sid[:8]} is malformed or was swapped")
-        if not _snapshot_fields_valid(value):
+        if not snapshot_fields_valid(value):
             raise RepositoryCorrupted(f"snapshot {sid[:8]} is malformed")
         return value
 
@@ -552,7 +743,7 @@ class Repository:
         admits: of a host, of some paths, with some tags; a listed snapshot that is missing
         from the storage is skipped, with a warning). An id loads only that snapshot, so a
         damaged or deleted other snapshot does not stand in the way of restoring it."""
-        ids = self.head().snapshots
+        ids = self.snapshot_ids()
         if not ids:
             raise InvalidArgument("the repository has no snapshots yet")
         if ref == "latest":
@@ -581,7 +772,7 @@ class Repository:
             raise RepositoryCorrupted(f"blob {blob_id.hex()[:16]} has the wrong type")
         sealed = self.storage.read(pack_name(loc.pack), offset=loc.offset, length=loc.length)
         try:
-            return self.codec.open(kind, blob_id, sealed)
+            return self.codec_for(loc.pack).open(kind, blob_id, sealed)
         except InvalidTag:
             raise RepositoryCorrupted(
                 f"blob {blob_id.hex()[:16]} in pack {loc.pack[:16]} is damaged"
@@ -597,34 +788,3 @@ class Repository:
         if self._codec is None:
             self._codec = self.keys.codec()
         return self._codec
-
-
-def _snapshot_fields_valid(value: dict[str, Any]) -> bool:
-    """Whether the fields that listings, filters, retention and restore act on have the types
-    of docs/FORMAT.md (Trees and snapshots): a holder of the key may have written anything."""
-
-    def number(v: object) -> bool:  # seconds since the epoch, up to the year 2514
-        return type(v) in (int, float) and 0 <= v < 2**34  # type: ignore[operator]
-
-    def count(v: object) -> bool:  # a statistic: a byte or file count
-        return type(v) in (int, float) and 0 <= v < 2**63  # type: ignore[operator]
-
-    def strings(v: object) -> bool:
-        return isinstance(v, list) and all(isinstance(x, str) for x in v)
-
-    def hex64(v: object) -> bool:
-        return isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)
-
-    stats = value.get("stats", {})
-    return (
-        number(value.get("time"))
-        and number(value.get("started", 0))
-        and hex64(value.get("tree"))
-        and strings(value.get("paths"))
-        and strings(value.get("tags", []))
-        and isinstance(value.get("hostname"), str)
-        and isinstance(value.get("username", ""), str)
-        and (value.get("parent") is None or hex64(value.get("parent")))
-        and isinstance(stats, dict)
-        and all(count(v) for v in stats.values())
-    )

@@ -481,10 +481,12 @@ class Restorer:
         ids = [blob_id for blob_id, _ in read.blobs]
         spans = [(loc.offset - read.start, loc.length) for _, loc in read.blobs]
         try:
-            out = self.repo.codec.open_many(KIND_DATA, ids, spans, raw, limit=READ_PLAINTEXT)
+            out = self.repo.codec_for(read.pack).open_many(
+                KIND_DATA, ids, spans, raw, limit=READ_PLAINTEXT
+            )
         except InvalidTag:
             for blob_id, loc in read.blobs:  # which one: for the message
-                self._open(blob_id, self._sealed(raw, read, loc))
+                self._open(read.pack, blob_id, self._sealed(raw, read, loc))
             raise RepositoryCorrupted(f"a blob of pack {read.pack[:16]} is damaged") from None
         for (blob_id, _), blob in zip(read.blobs, out, strict=True):
             if blob is not None and len(blob) > self.max_chunk:
@@ -495,9 +497,9 @@ class Restorer:
     def _sealed(raw: bytes, read: _Read, loc: BlobLocation) -> memoryview:
         return memoryview(raw)[loc.offset - read.start : loc.offset - read.start + loc.length]
 
-    def _open(self, blob_id: bytes, sealed: memoryview) -> bytes:
+    def _open(self, pack_id: str, blob_id: bytes, sealed: memoryview) -> bytes:
         try:
-            blob = self.repo.codec.open(KIND_DATA, blob_id, sealed)
+            blob = self.repo.codec_for(pack_id).open(KIND_DATA, blob_id, sealed)
         except InvalidTag:
             raise RepositoryCorrupted(
                 f"blob {blob_id.hex()[:16]} is damaged or was swapped"
@@ -545,7 +547,8 @@ class Restorer:
                 assert raw is not None
                 blob_id, loc = read.blobs[i]
                 if self._last is None or self._last[0] != blob_id:  # a repeat is opened once
-                    self._last = (blob_id, self._open(blob_id, self._sealed(raw, read, loc)))
+                    sealed = self._sealed(raw, read, loc)
+                    self._last = (blob_id, self._open(read.pack, blob_id, sealed))
                 blob = self._last[1]
             out.write(blob)
         self._report(writing)
@@ -621,6 +624,8 @@ class Restorer:
         """Restores all of ``snapshot``, or the files or folders at ``subpath`` (one path or
         several), each at its path in the snapshot under ``target`` (``Pictures/2026`` into
         ``target/Pictures/2026``, its parent folders with the snapshot's metadata)."""
+        # A writer's snapshot holds blobs up to its own chunker's max (FORMAT.md, version 4).
+        self.max_chunk = self.repo.chunker_max(str(snapshot.get("id")))
         with ThreadPoolExecutor(self.threads, thread_name_prefix="e2ebackup-restore") as pool:
             steps = self._prepare(snapshot, target, subpath, pool)
             self._out = self._extractor(target)

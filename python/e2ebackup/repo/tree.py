@@ -119,3 +119,34 @@ def _check_entry(e: Any) -> None:
         target = e.get("target")
         if not isinstance(target, str) or not target or "\0" in target:
             raise TypeError
+
+
+def snapshot_fields_valid(value: dict[str, Any]) -> bool:
+    """Whether the fields that listings, filters, retention and restore act on have the types
+    of docs/FORMAT.md (Trees and snapshots): a holder of the key may have written anything."""
+
+    def number(v: object) -> bool:  # seconds since the epoch, up to the year 2514
+        return type(v) in (int, float) and 0 <= v <= 2**34  # type: ignore[operator]
+
+    def count(v: object) -> bool:  # a statistic: a byte or file count
+        return type(v) in (int, float) and 0 <= v <= 2**63  # type: ignore[operator]
+
+    def strings(v: object) -> bool:
+        return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+    def hex64(v: object) -> bool:
+        return isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)
+
+    stats = value.get("stats", {})
+    return (
+        number(value.get("time"))
+        and number(value.get("started", 0))
+        and hex64(value.get("tree"))
+        and strings(value.get("paths"))
+        and strings(value.get("tags", []))
+        and isinstance(value.get("hostname"), str)
+        and isinstance(value.get("username", ""), str)
+        and (value.get("parent") is None or hex64(value.get("parent")))
+        and isinstance(stats, dict)
+        and all(count(v) for v in stats.values())
+    )

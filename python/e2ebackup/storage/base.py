@@ -45,6 +45,7 @@ _WHOLE_READ_LIMITS = {
     "heads": 64 * _MIB,
     "snapshots": 64 * _MIB,
     "index": 1024 * _MIB,
+    "drops": 1024 * _MIB,  # a drop lists its packs as an index does
 }
 _OTHER_LIMIT = 256 * _MIB
 

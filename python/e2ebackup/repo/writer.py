@@ -1,0 +1,292 @@
+"""Backing up with a writer token: a writer that cannot read (docs/FORMAT.md, "Writers that
+cannot read (version 4)").
+
+Each backup is one drop, under a fresh session key sealed to the repository's writer
+recipient. The writer keeps, between backups, only what FORMAT.md allows: its token, the name
+and hash of its last drop, and the ids of the blobs it stored by pack (to deduplicate against
+itself). No file metadata is kept (it would remember the names of files since deleted), so
+every file is read again; unchanged chunks are not uploaded again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from e2ebackup import _core
+from e2ebackup.errors import InvalidArgument, NotARepository, ObjectNotFound
+from e2ebackup.paths import atomic_output
+from e2ebackup.repo.backup import Archiver, BackupStats, Progress, root_name
+from e2ebackup.repo.codec import MAGIC, parse_config_header
+from e2ebackup.repo.drops import MAX_SEQ, WriterToken, drop_keys, is_drop_name, seal_drop
+from e2ebackup.repo.exclude import Excludes
+from e2ebackup.repo.heads import state_dir
+from e2ebackup.repo.index import Index, parse_pack
+from e2ebackup.repo.names import new_id, pack_name
+from e2ebackup.repo.pack import BlobLocation
+from e2ebackup.repo.repository import DEFAULT_CHUNKER, Repository
+from e2ebackup.repo.tree import Entry
+from e2ebackup.storage.base import Storage
+
+__all__ = ["WriterState", "backup_as_writer"]
+
+#: The first format version whose repositories take drops.
+DROPS_VERSION = 4
+
+_Packs = dict[str, tuple[int, list[tuple[bytes, BlobLocation]]]]
+
+
+@dataclass
+class WriterState:
+    """What a writer keeps between backups (in its state folder, mode 0600)."""
+
+    seq: int = 0
+    prev: tuple[str, str] | None = None
+    #: The packs this writer stored, each with its size and blobs: what it deduplicates against.
+    packs: _Packs = field(default_factory=dict)
+    #: A drop being stored (name, SHA-256, its packs): settled by the next backup, which looks
+    #: whether it reached the storage.
+    pending: tuple[str, str, _Packs] | None = None
+
+    @staticmethod
+    def path(token: WriterToken) -> Path:
+        return state_dir(token.repo_id) / "writers" / f"{token.writer_id.hex()}.json"
+
+    @classmethod
+    def load(cls, token: WriterToken) -> WriterState:
+        try:
+            raw = cls.path(token).read_bytes()
+        except FileNotFoundError:
+            return cls()
+        try:
+            value = json.loads(raw)
+            prev = value["prev"]
+            pending = value.get("pending")
+            state = cls(
+                int(value["seq"]),
+                (str(prev[0]), str(prev[1])) if prev else None,
+                _packs_from(value["packs"]),
+                (str(pending[0]), str(pending[1]), _packs_from(pending[2])) if pending else None,
+            )
+        except (ValueError, KeyError, TypeError, IndexError):
+            raise InvalidArgument(
+                f"the writer state {cls.path(token)} is damaged; move it away to start this "
+                "writer afresh (its next drop then starts a new chain, which readers report)"
+            ) from None
+        if (
+            not 0 <= state.seq < MAX_SEQ
+            or (state.prev is not None and not is_drop_name(state.prev[0]))
+            or (state.pending is not None and not is_drop_name(state.pending[0]))
+        ):
+            raise InvalidArgument(f"the writer state {cls.path(token)} is damaged")
+        return state
+
+    def save(self, token: WriterToken) -> None:
+        path = self.path(token)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        value = {
+            "seq": self.seq,
+            "prev": list(self.prev) if self.prev else None,
+            "packs": _packs_json(self.packs),
+            "pending": (
+                [self.pending[0], self.pending[1], _packs_json(self.pending[2])]
+                if self.pending
+                else None
+            ),
+        }
+        with atomic_output(path) as f:
+            os.fchmod(f.fileno(), 0o600)
+            f.write(json.dumps(value, separators=(",", ":")).encode())
+
+    def settle(self, storage: Storage) -> None:
+        """A drop the last backup was storing when it stopped: kept if the storage has it."""
+        if self.pending is None:
+            return
+        name, digest, packs = self.pending
+        try:
+            stored = storage.read(name)
+        except ObjectNotFound:
+            stored = None
+        if stored is not None and hashlib.sha256(stored).hexdigest() == digest:
+            self.seq += 1
+            self.prev = (name, digest)
+            self.packs.update(packs)
+        self.pending = None
+
+
+def _packs_json(packs: _Packs) -> list[Any]:
+    return [
+        {
+            "id": pack_id,
+            "size": size,
+            "blobs": [[loc.kind, bid.hex(), loc.offset, loc.length] for bid, loc in entries],
+        }
+        for pack_id, (size, entries) in packs.items()
+    ]
+
+
+def _packs_from(value: Any) -> _Packs:
+    packs: _Packs = {}
+    for pack in value:
+        pack_id, size, entries = parse_pack(pack, condemned=False)
+        packs[pack_id] = (size, entries)
+    return packs
+
+
+class _Session(Repository):
+    """The repository as a writer sees it: a session's keys, no head, nothing to read."""
+
+    def __init__(self, storage: Storage, keys: Any, known: Index) -> None:
+        super().__init__(storage, keys, {"version": DROPS_VERSION, "chunker": DEFAULT_CHUNKER}, b"")
+        self._index = known
+
+    def read_tree(self, tree_id: str | bytes) -> list[Entry]:
+        raise InvalidArgument("a writer cannot read the repository")
+
+
+class _DropArchiver(Archiver):
+    """An Archiver whose commit is a drop."""
+
+    def __init__(
+        self, session: _Session, token: WriterToken, state: WriterState, sk: bytes, **kw: Any
+    ) -> None:
+        super().__init__(session, **kw)
+        self._token = token
+        self._state = state
+        self._sk = sk
+        self.stored: _Packs = {}
+        self.drop_name = ""
+
+    def _stored(self, pack_id: str, size: int, entries: list[tuple[bytes, BlobLocation]]) -> None:
+        super()._stored(pack_id, size, entries)
+        self.stored[pack_id] = (size, entries)
+
+    def _commit(
+        self,
+        tree: str,
+        paths: list[str],
+        start: float,
+        parent: tuple[str, dict[str, Any]] | None,
+        tags: list[str] | None,
+    ) -> str:
+        sid = new_id()
+        now = time.time()
+        snapshot = {
+            "id": sid,
+            "time": now,
+            "started": start,
+            "hostname": socket.gethostname(),
+            "username": "",
+            "paths": paths,
+            "tree": tree,
+            "parent": None,
+            "tags": tags or [],
+            "stats": asdict(self.stats),
+        }
+        state = self._state
+        value = {
+            "writer": self._token.writer_id.hex(),
+            "seq": state.seq + 1,
+            "prev": list(state.prev) if state.prev else None,
+            "time": now,
+            "snapshot": snapshot,
+            "packs": _packs_json(self.stored),
+            "chunker": self.repo.config["chunker"],
+        }
+        name = f"drops/{new_id()}"
+        stored = seal_drop(name, self._token, self._sk, value)
+        digest = hashlib.sha256(stored).hexdigest()
+        # Recorded before it is stored: a crash in between is settled by the next backup,
+        # which would otherwise reuse this seq (a fork that readers report).
+        state.pending = (name, digest, self.stored)
+        state.save(self._token)
+        self.repo.storage.put_bytes(name, stored)
+        state.pending = None
+        state.seq += 1
+        state.prev = (name, digest)
+        state.packs.update(self.stored)
+        state.save(self._token)
+        self.drop_name = name
+        self._report("")
+        return sid
+
+
+def check_repository(storage: Storage, token: WriterToken) -> None:
+    """The one thing a writer reads: the config's fixed header, to check the token is this
+    repository's and the repository takes drops."""
+    try:
+        blob = storage.read("config")
+    except ObjectNotFound:
+        raise NotARepository(f"no e2ebackup repository at {storage.location}") from None
+    repo_id = parse_config_header(blob)
+    if repo_id != token.repo_id:
+        raise InvalidArgument(
+            f"this writer token is for repository {token.repo_id.hex()}, not {repo_id.hex()}"
+        )
+    version = blob[len(MAGIC)]
+    if version < DROPS_VERSION:
+        raise InvalidArgument(
+            f"this repository is format version {version}; writers need version "
+            f"{DROPS_VERSION} (a repository made by e2ebackup 0.4 or later)"
+        )
+
+
+def backup_as_writer(
+    storage: Storage,
+    token: WriterToken,
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    threads: int | None = None,
+    progress: Progress | None = None,
+    on_error: Callable[[str, Exception], None] | None = None,
+    tags: list[str] | None = None,
+    exclude: Sequence[str] = (),
+    exclude_caches: bool = False,
+    one_file_system: bool = False,
+) -> tuple[str, BackupStats, str]:
+    """Backs up ``paths`` as the writer ``token`` names; returns the snapshot id, the
+    statistics and the drop's object name. The writer can read none of it afterwards."""
+    path_strings = [os.fspath(p) for p in paths]
+    names = [root_name(os.path.abspath(p)) for p in path_strings]
+    if len(set(names)) != len(names):
+        raise InvalidArgument("two of the paths have the same name; back them up separately")
+    check_repository(storage, token)
+    state = WriterState.load(token)
+    state.settle(storage)
+    # Reuse only blobs whose pack the storage still shows (prune or the storage may have
+    # removed it: then the blob is stored again).
+    present = {info.name: info.size for info in storage.list("data/")}
+    known = Index()
+    for pack_id, (size, entries) in state.packs.items():
+        if present.get(pack_name(pack_id)) == size:
+            known.add_pack(pack_id, size, entries, new=False)
+    session_key = _core.generate_key()
+    session = _Session(storage, drop_keys(token.repo_id, token.auth, session_key), known)
+    archiver = _DropArchiver(
+        session,
+        token,
+        state,
+        session_key,
+        threads=threads,
+        progress=progress,
+        on_error=on_error,
+        excludes=Excludes(exclude, exclude_caches=exclude_caches),
+        one_file_system=one_file_system,
+    )
+    try:
+        sid = archiver.run(path_strings, tags=tags)
+    finally:
+        # The session's keys go with the session (FORMAT.md: forward secrecy). Python cannot
+        # overwrite bytes; the codec's copy is in Rust and zeroized when it is dropped.
+        archiver._sk = b""
+        session.keys = drop_keys(token.repo_id, token.auth, bytes(32))
+        session._codec = None
+        del session_key
+    return sid, archiver.stats, archiver.drop_name
