@@ -24,7 +24,13 @@ def _snapshots(args: argparse.Namespace) -> int:
     repo = open_repo(args)
     where = snapshot_filter(args)
     with repo.read_lock():
-        snaps = [dict(s, id=sid) for sid, s in repo.snapshots() if where.admits(s)]
+        snaps = [
+            # A writer's snapshot says which writer (its authenticated id: the hostname in it
+            # is whatever that writer wrote).
+            dict(s, id=sid, writer=drop.writer if (drop := repo.drop_of(sid)) else None)
+            for sid, s in repo.snapshots()
+            if where.admits(s)
+        ]
     lines = [f"{'ID':<10}{'TIME':<21}{'HOST':<16}{'SIZE':>10}  {'TAGS':<12}PATHS"]
     # What a user notes to pin on a new device (--expect-head): see docs/FORMAT.md, Heads.
     footer = f"head seq {repo.head().seq} {repo.head().digest}"
@@ -34,7 +40,7 @@ def _snapshots(args: argparse.Namespace) -> int:
         tags = ",".join(s.get("tags", []))[:11]
         lines.append(
             f"{s['id'][:8]:<10}{when:<21}{s['hostname'][:15]:<16}{size:>10}  {tags:<12}"
-            f"{' '.join(s['paths'])}"
+            f"{' '.join(s['paths'])}" + (f"  (writer {s['writer'][:8]})" if s["writer"] else "")
         )
     out(args, snaps, "\n".join([*lines, footer]))
     return Exit.OK

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from e2ebackup.cli.credentials import read_password, read_recovery_key
+from e2ebackup.cli.recipients import read_opening_credential
 from e2ebackup.errors import InvalidArgument
 from e2ebackup.repo.repository import Repository
 from e2ebackup.storage import Storage, open_storage
@@ -89,13 +89,9 @@ def storage_of(
 
 def open_repo(args: argparse.Namespace) -> Repository:
     """The repository of ``-r``, opened with the recovery key if one is given, else the
-    password."""
+    identity (``-i FILE``), else the password."""
     storage = storage_of(args)
-    recovery_key = read_recovery_key(args)
-    if recovery_key is not None:
-        repo = Repository.open(storage, recovery_key=recovery_key)
-    else:
-        repo = Repository.open(storage, password=read_password(args))
+    repo = Repository.open(storage, **read_opening_credential(args))
     repo.no_lock = bool(getattr(args, "no_lock", False))
     repo.expect_head = getattr(args, "expect_head", None) or os.environ.get(EXPECT_HEAD_ENV)
     repo.on_missing_snapshot = lambda text: print(f"e2ebackup: warning: {text}", file=sys.stderr)

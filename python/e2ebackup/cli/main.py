@@ -35,6 +35,7 @@ TABLE: tuple[Command, ...] = (
     repo.RESTORE,
     repo.VERIFY,
     repo.FORGET,
+    repo.WRITER,
     repo.TRUST,
     keys.ROTATE,
     vault.VAULT,

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any
+from typing import Any, cast
 
 from e2ebackup.cli.cluster import dask_client
 from e2ebackup.cli.common import (
@@ -37,9 +37,21 @@ from e2ebackup.cli.credentials import (
     show_recovery_key,
 )
 from e2ebackup.cli.progress import progress_bar
+from e2ebackup.cli.recipients import (
+    add_decrypt_options,
+    password_given,
+    read_recipients,
+)
 from e2ebackup.cli.vault import add_encrypt_options, vault_from_args
+from e2ebackup.cli.writers import (
+    add_writer_options,
+    add_writer_token_option,
+    issue_writer,
+    read_writer_token,
+)
 from e2ebackup.errors import E2EBackupError, HistoryForked, HistoryNotTrusted, InvalidArgument
 from e2ebackup.keys import Password, RecoveryKey
+from e2ebackup.repo import backup_as_writer
 from e2ebackup.repo.backup import BackupStats, backup, backup_stream, scan_size
 from e2ebackup.repo.check import Progress, VerifyReport, parse_subset, verify
 from e2ebackup.repo.exclude import Excludes, read_lines
@@ -85,6 +97,7 @@ def add_repo_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     add_password_options(parser)
     add_recovery_key_options(parser)
+    add_decrypt_options(parser)  # -i/--identity FILE: a recipient slot's identity
 
 
 def add_no_lock_option(parser: argparse.ArgumentParser) -> None:
@@ -120,7 +133,27 @@ def _register_init(init: argparse.ArgumentParser) -> None:
     init.add_argument(
         "--recovery-key", action="store_true", help="also make a recovery key (shown once)"
     )
-    init.add_argument("--no-password", action="store_true", help="recovery key only")
+    init.add_argument(
+        "--no-password",
+        action="store_true",
+        help="no password slot: the recovery key and/or the recipients only",
+    )
+    init.add_argument(
+        "--recipient",
+        action="append",
+        default=[],
+        metavar="RECIPIENT",
+        help="the identity of this public key (e2ebackup1..., from `keygen --identity`) opens "
+        "the repository too (-i FILE); repeatable; no password is asked unless one is given",
+    )
+    init.add_argument(
+        "-R",
+        "--recipients-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="every recipient in FILE (one per line, # comments); repeatable",
+    )
     init.add_argument("--qr", metavar="PATH", help="QR code of the recovery key (.png, .svg or -)")
     add_kdf_option(init)
     add_encrypt_options(init)
@@ -179,6 +212,7 @@ def _register_backup(b: argparse.ArgumentParser) -> None:
         help="leave out the contents of folders tagged with a CACHEDIR.TAG file",
     )
     b.add_argument("--threads", type=int, default=None, help="worker threads (all cores)")
+    add_writer_token_option(b)
     b.add_argument(
         "--dask",
         metavar="ADDRESS",
@@ -325,6 +359,11 @@ def _grace(text: str) -> float:
     return float(m[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m[2]]
 
 
+def _register_writer(w: argparse.ArgumentParser) -> None:
+    add_repo_option(w)
+    add_writer_options(w)
+
+
 def _register_trust(t: argparse.ArgumentParser) -> None:
     add_repo_option(t)
     t.add_argument("--head", metavar="HASH", help="only if its newest head is this one")
@@ -399,16 +438,24 @@ def _init(args: argparse.Namespace) -> int:
     recovery_key = read_recovery_key(args)
     if args.recovery_key:
         recovery_key = RecoveryKey.generate()
-    if args.no_password and recovery_key is None:
-        raise InvalidArgument("--no-password needs --recovery-key")
-    password = None if args.no_password else read_password(args, confirm=True)
+    recipients = read_recipients(args)
+    if args.no_password and recovery_key is None and not recipients:
+        raise InvalidArgument("--no-password needs --recovery-key or a recipient")
+    # With recipients and no password option, no password is asked (as for encrypt).
+    no_password = args.no_password or (recipients and not password_given(args))
+    password = None if no_password else read_password(args, confirm=True)
     kdf = kdf_from_args(args)
     vault = vault_from_args(args, has_recovery_key=recovery_key is not None)
     storage = storage_of(args, create=True)
     if storage.exists("config"):
         return _already_there(args, storage, password, recovery_key)
     repo = Repository.init(
-        storage, password=password, recovery_key=recovery_key, kdf=kdf, vault=vault
+        storage,
+        password=password,
+        recovery_key=recovery_key,
+        kdf=kdf,
+        vault=vault,
+        recipients=recipients,
     )
     value: dict[str, Any] = {"repository": storage.location, "id": repo.id, "created": True}
     if args.recovery_key and recovery_key is not None:
@@ -462,8 +509,28 @@ def _backup(args: argparse.Namespace) -> int:
     for path in args.exclude_file:
         patterns += read_lines(path)
     excludes = Excludes(patterns, exclude_caches=args.exclude_caches)  # bad patterns fail first
-    run = _backup_on_dask(args) if args.dask else backup  # a missing extra fails first too
-    repo = open_repo(args)
+    token = read_writer_token(args)
+    drop: list[str] = []
+    repo: Repository | None = None
+    run: Callable[..., tuple[str, BackupStats]]
+    if token is not None:
+        if args.dask or args.dry_run:
+            raise InvalidArgument("--writer-token backs up here and stores: no --dask or --dry-run")
+        storage = storage_of(args)
+
+        def as_writer(_: object, paths: list[str], **kw: Any) -> tuple[str, BackupStats]:
+            del kw["lock_wait"], kw["dry_run"]  # a writer takes no lock; it always stores
+            assert token is not None
+            sid, stats, name = backup_as_writer(storage, token, paths, **kw)
+            drop.append(name)
+            return sid, stats
+
+        run = as_writer
+    else:
+        # A missing extra (Dask) fails before the repository is opened.
+        chosen = _backup_on_dask(args) if args.dask else backup
+        run = cast(Callable[..., tuple[str, BackupStats]], chosen)
+        repo = open_repo(args)
     warnings: list[str] = []
 
     def on_error(path: str, e: Exception) -> None:
@@ -510,7 +577,8 @@ def _backup(args: argparse.Namespace) -> int:
     elapsed = time.monotonic() - start
     value = {
         "snapshot": sid,
-        "head": None if args.dry_run else _head_value(repo.head()),
+        "head": None if args.dry_run or repo is None else _head_value(repo.head()),
+        "drop": drop[0] if drop else None,
         "stats": asdict(stats),
         "seconds": round(elapsed, 3),
         "warnings": warnings,
@@ -854,6 +922,12 @@ FORGET = Command(
     _register_forget,
     _forget,
     interrupted="interrupted; run forget again to finish",
+)
+WRITER = Command(
+    "writer",
+    "issue a writer token: a device that backs up and reads nothing",
+    _register_writer,
+    issue_writer,
 )
 TRUST = Command(
     "trust",
