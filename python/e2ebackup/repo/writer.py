@@ -54,6 +54,8 @@ class WriterState:
     #: A drop being stored (name, SHA-256, its packs): settled by the next backup, which looks
     #: whether it reached the storage.
     pending: tuple[str, str, _Packs] | None = None
+    #: ``packs`` as the state file lists them, kept so that saving does not convert them again.
+    _docs: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @staticmethod
     def path(token: WriterToken) -> Path:
@@ -74,6 +76,7 @@ class WriterState:
                 (str(prev[0]), str(prev[1])) if prev else None,
                 _packs_from(value["packs"]),
                 (str(pending[0]), str(pending[1]), _packs_from(pending[2])) if pending else None,
+                {str(p["id"]): p for p in value["packs"]},
             )
         except (ValueError, KeyError, TypeError, IndexError):
             raise InvalidArgument(
@@ -91,12 +94,15 @@ class WriterState:
     def save(self, token: WriterToken) -> None:
         path = self.path(token)
         path.parent.mkdir(parents=True, exist_ok=True)
+        pending = self.pending[2] if self.pending else {}
+        missing = {p: e for p, e in (*self.packs.items(), *pending.items()) if p not in self._docs}
+        self._docs.update(_packs_json(missing))
         value = {
             "seq": self.seq,
             "prev": list(self.prev) if self.prev else None,
-            "packs": _packs_json(self.packs),
+            "packs": [self._docs[p] for p in self.packs],
             "pending": (
-                [self.pending[0], self.pending[1], _packs_json(self.pending[2])]
+                [self.pending[0], self.pending[1], [self._docs[p] for p in pending]]
                 if self.pending
                 else None
             ),
@@ -121,13 +127,17 @@ class WriterState:
         self.pending = None
 
 
-def _packs_json(packs: _Packs) -> list[Any]:
+def _packs_json(packs: _Packs) -> list[tuple[str, dict[str, Any]]]:
+    """Each pack's id and its entry as an index object (and a drop) lists it."""
     return [
-        {
-            "id": pack_id,
-            "size": size,
-            "blobs": [[loc.kind, bid.hex(), loc.offset, loc.length] for bid, loc in entries],
-        }
+        (
+            pack_id,
+            {
+                "id": pack_id,
+                "size": size,
+                "blobs": [[loc.kind, bid.hex(), loc.offset, loc.length] for bid, loc in entries],
+            },
+        )
         for pack_id, (size, entries) in packs.items()
     ]
 
@@ -191,13 +201,15 @@ class _DropArchiver(Archiver):
             "stats": asdict(self.stats),
         }
         state = self._state
+        docs = _packs_json(self.stored)  # converted once: for the drop and the state file
+        state._docs.update(docs)
         value = {
             "writer": self._token.writer_id.hex(),
             "seq": state.seq + 1,
             "prev": list(state.prev) if state.prev else None,
             "time": now,
             "snapshot": snapshot,
-            "packs": _packs_json(self.stored),
+            "packs": [doc for _, doc in docs],
             "chunker": self.repo.config["chunker"],
         }
         name = f"drops/{new_id()}"
