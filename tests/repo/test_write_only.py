@@ -161,6 +161,46 @@ def test_second_backup_deduplicates_and_a_lost_pack_is_stored_again(tmp_path: Pa
     assert restored_equal(repo, sid3, src, tmp_path / "out3")
 
 
+def test_an_unchanged_backup_skips_files_and_the_device_names_only_its_last_backup(
+    tmp_path: Path,
+) -> None:
+    """The writer keeps the listings of its last backup (FORMAT.md: the only file metadata it
+    may keep): an unchanged re-run reads no file and stores nothing, a changed file is read
+    again, and a file deleted before a backup is named nowhere in the writer's state folder
+    afterwards. With ``file_list=False`` nothing is kept and every file is read again."""
+    src, repo_path, wstate = tmp_path / "src", tmp_path / "repo", tmp_path / "state-writer"
+    make_tree(src, small_files=8)
+    (src / "secret-plans-2027.txt").write_text("moving to Lisbon\n")
+    rk = RecoveryKey.generate()
+    token_text = new_repo(repo_path, recovery_key=rk).issue_writer_token().secret()
+
+    _, first, _ = write(repo_path, token_text, src, wstate)
+    _, again, _ = write(repo_path, token_text, src, wstate)
+    assert again.files_unmodified == first.files_new > 0
+    assert again.bytes_read == 0
+    assert again.blobs_added == 0
+    (src / "secret-plans-2027.txt").unlink()
+    (src / "empty-file").write_bytes(b"now with content")
+    sid3, third, _ = write(repo_path, token_text, src, wstate)
+    assert third.files_changed == 1
+    assert third.bytes_read == len(b"now with content")
+    kept = b"".join(p.read_bytes() for p in wstate.rglob("*") if p.is_file())
+    assert b"secret-plans-2027" not in kept
+    assert b"Lisbon" not in kept
+
+    with device(wstate):
+        token = WriterToken.parse(token_text)
+        sid4, fourth, _ = backup_as_writer(
+            LocalStorage(repo_path, create=False), token, [src], file_list=False
+        )
+    assert fourth.files_unmodified == 0
+    assert fourth.bytes_read > 0
+    assert not any("listings" in p.name for p in wstate.rglob("*"))
+    repo = Repository.open(LocalStorage(repo_path, create=False), recovery_key=rk)
+    assert restored_equal(repo, sid3, src, tmp_path / "out3")
+    assert restored_equal(repo, sid4, src, tmp_path / "out4")
+
+
 def test_two_writers_beside_a_reader_backup(tmp_path: Path) -> None:
     repo_path = tmp_path / "repo"
     rk = RecoveryKey.generate()

@@ -521,6 +521,7 @@ def _backup(args: argparse.Namespace) -> int:
         def as_writer(_: object, paths: list[str], **kw: Any) -> tuple[str, BackupStats]:
             del kw["lock_wait"], kw["dry_run"]  # a writer takes no lock; it always stores
             assert token is not None
+            kw["file_list"] = not args.no_file_list
             sid, stats, name = backup_as_writer(storage, token, paths, **kw)
             drop.append(name)
             return sid, stats

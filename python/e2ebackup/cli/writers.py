@@ -27,6 +27,12 @@ def add_writer_token_option(parser: argparse.ArgumentParser) -> None:
         help="back up as a writer that cannot read (a token from `e2ebackup writer`): no "
         f"password or key is asked, and nothing stored can be read back (or ${TOKEN_FILE_ENV})",
     )
+    parser.add_argument(
+        "--no-file-list",
+        action="store_true",
+        help="with --writer-token: keep no list of the files backed up on this device (the "
+        "next backup reads every file again)",
+    )
 
 
 def read_writer_token(args: argparse.Namespace) -> WriterToken | None:

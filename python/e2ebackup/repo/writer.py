@@ -3,13 +3,14 @@ cannot read (version 4)").
 
 Each backup is one drop, under a fresh session key sealed to the repository's writer
 recipient. The writer keeps, between backups, only what FORMAT.md allows: its token, the name
-and hash of its last drop, and the ids of the blobs it stored by pack (to deduplicate against
-itself). No file metadata is kept (it would remember the names of files since deleted), so
-every file is read again; unchanged chunks are not uploaded again.
+and hash of its last drop, the ids of the blobs it stored by pack (to deduplicate against
+itself), and the folder listings of its last backup only (to skip unchanged files; a file
+deleted before that backup is named nowhere on the device). None of it opens a drop.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from e2ebackup import _core
-from e2ebackup.errors import InvalidArgument, NotARepository, ObjectNotFound
+from e2ebackup.errors import InvalidArgument, NotARepository, ObjectNotFound, RepositoryCorrupted
 from e2ebackup.paths import atomic_output
 from e2ebackup.repo.backup import Archiver, BackupStats, Progress, root_name
 from e2ebackup.repo.codec import MAGIC, parse_config_header
@@ -29,13 +30,13 @@ from e2ebackup.repo.drops import MAX_SEQ, WriterToken, drop_keys, is_drop_name, 
 from e2ebackup.repo.exclude import Excludes
 from e2ebackup.repo.heads import state_dir
 from e2ebackup.repo.index import Index, parse_pack
-from e2ebackup.repo.names import new_id, pack_name
+from e2ebackup.repo.names import is_id, new_id, pack_name
 from e2ebackup.repo.pack import BlobLocation
 from e2ebackup.repo.repository import DEFAULT_CHUNKER, Repository
-from e2ebackup.repo.tree import Entry
+from e2ebackup.repo.tree import Entry, decode_tree, encode_tree
 from e2ebackup.storage.base import Storage
 
-__all__ = ["WriterState", "backup_as_writer"]
+__all__ = ["Listings", "WriterState", "backup_as_writer"]
 
 #: The first format version whose repositories take drops.
 DROPS_VERSION = 4
@@ -150,15 +151,65 @@ def _packs_from(value: Any) -> _Packs:
     return packs
 
 
-class _Session(Repository):
-    """The repository as a writer sees it: a session's keys, no head, nothing to read."""
+class Listings:
+    """The folder listings of a writer's last backup, kept on the writer's device (FORMAT.md:
+    the only file metadata a writer may keep), so that its next backup of the same paths skips
+    unchanged files as any backup does. Only the last backup's: a file deleted before that
+    backup is named nowhere on the device. ``file_list=False`` keeps none."""
 
-    def __init__(self, storage: Storage, keys: Any, known: Index) -> None:
+    def __init__(self, paths: list[str], root: str | None, trees: dict[str, str]) -> None:
+        self.paths, self.root, self.trees = paths, root, trees
+
+    @staticmethod
+    def path(token: WriterToken) -> Path:
+        return state_dir(token.repo_id) / "writers" / f"{token.writer_id.hex()}.listings.json"
+
+    @classmethod
+    def load(cls, token: WriterToken) -> Listings:
+        """The last backup's listings; none if there are none or they do not parse (the files
+        are then read again: nothing is lost)."""
+        try:
+            value = json.loads(cls.path(token).read_bytes())
+            paths, root, trees = value["paths"], value["root"], value["trees"]
+            if not (
+                isinstance(paths, list)
+                and all(isinstance(p, str) for p in paths)
+                and is_id(root)
+                and isinstance(trees, dict)
+                and all(is_id(k) and isinstance(v, str) for k, v in trees.items())
+            ):
+                raise TypeError
+        except (OSError, ValueError, KeyError, TypeError):
+            return cls([], None, {})
+        return cls(paths, root, trees)
+
+    def save(self, token: WriterToken) -> None:
+        value = {"paths": self.paths, "root": self.root, "trees": self.trees}
+        with atomic_output(self.path(token)) as f:
+            os.fchmod(f.fileno(), 0o600)
+            f.write(json.dumps(value, separators=(",", ":")).encode())
+
+    @classmethod
+    def forget(cls, token: WriterToken) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            cls.path(token).unlink()
+
+
+class _Session(Repository):
+    """The repository as a writer sees it: a session's keys, no head, nothing to read but
+    the writer's own listings of its last backup."""
+
+    def __init__(self, storage: Storage, keys: Any, known: Index, listings: Listings) -> None:
         super().__init__(storage, keys, {"version": DROPS_VERSION, "chunker": DEFAULT_CHUNKER}, b"")
         self._index = known
+        self._listings = listings
 
     def read_tree(self, tree_id: str | bytes) -> list[Entry]:
-        raise InvalidArgument("a writer cannot read the repository")
+        tid = tree_id.hex() if isinstance(tree_id, bytes) else tree_id
+        text = self._listings.trees.get(tid)
+        if text is None:
+            raise RepositoryCorrupted(f"listing {tid[:16]} is not in this writer's last backup")
+        return decode_tree(text.encode())
 
 
 class _DropArchiver(Archiver):
@@ -173,6 +224,14 @@ class _DropArchiver(Archiver):
         self._sk = sk
         self.stored: _Packs = {}
         self.drop_name = ""
+        self.root = ""
+        #: The listings of this backup, by id (JSON text): the next backup's parent.
+        self.trees: dict[str, str] = {}
+
+    def _add_tree(self, entries: list[Entry]) -> str:
+        tree_id = super()._add_tree(entries)
+        self.trees[tree_id] = encode_tree(entries).decode()
+        return tree_id
 
     def _stored(self, pack_id: str, size: int, entries: list[tuple[bytes, BlobLocation]]) -> None:
         super()._stored(pack_id, size, entries)
@@ -188,6 +247,7 @@ class _DropArchiver(Archiver):
     ) -> str:
         sid = new_id()
         now = time.time()
+        self.root = tree
         snapshot = {
             "id": sid,
             "time": now,
@@ -262,9 +322,14 @@ def backup_as_writer(
     exclude: Sequence[str] = (),
     exclude_caches: bool = False,
     one_file_system: bool = False,
+    file_list: bool = True,
 ) -> tuple[str, BackupStats, str]:
     """Backs up ``paths`` as the writer ``token`` names; returns the snapshot id, the
-    statistics and the drop's object name. The writer can read none of it afterwards."""
+    statistics and the drop's object name. The writer can read none of it afterwards.
+
+    With ``file_list`` (the default) the device keeps the folder listings of this backup
+    (names, sizes, times, blob ids: what a backup needs to skip unchanged files next time) and
+    nothing of earlier ones; without it, it keeps none and the next backup reads every file."""
     path_strings = [os.fspath(p) for p in paths]
     names = [root_name(os.path.abspath(p)) for p in path_strings]
     if len(set(names)) != len(names):
@@ -279,8 +344,14 @@ def backup_as_writer(
     for pack_id, (size, entries) in state.packs.items():
         if present.get(pack_name(pack_id)) == size:
             known.add_pack(pack_id, size, entries, new=False)
+    absolute = [os.path.abspath(p) for p in path_strings]
+    listings = Listings.load(token) if file_list else Listings([], None, {})
+    parent = None
+    if listings.root is not None and sorted(listings.paths) == sorted(absolute):
+        parent = ("", {"tree": listings.root})
     session_key = _core.generate_key()
-    session = _Session(storage, drop_keys(token.repo_id, token.auth, session_key), known)
+    keys = drop_keys(token.repo_id, token.auth, session_key)
+    session = _Session(storage, keys, known, listings)
     archiver = _DropArchiver(
         session,
         token,
@@ -293,7 +364,12 @@ def backup_as_writer(
         one_file_system=one_file_system,
     )
     try:
-        sid = archiver.run(path_strings, tags=tags)
+        sid = archiver.run(path_strings, parent=parent, tags=tags)
+        with contextlib.suppress(OSError):  # the backup is stored: this only saves time
+            if file_list:
+                Listings(absolute, archiver.root, archiver.trees).save(token)
+            else:
+                Listings.forget(token)
     finally:
         # The session's keys go with the session (FORMAT.md: forward secrecy). Python cannot
         # overwrite bytes; the codec's copy is in Rust and zeroized when it is dropped.
