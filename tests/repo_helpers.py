@@ -6,6 +6,8 @@ import os
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from e2ebackup.keys import Argon2idParams
@@ -23,6 +25,20 @@ def env(tmp: Path, **extra: str) -> dict[str, str]:
     e.update({"E2EBACKUP_PASSWORD": "pw", "E2EBACKUP_STATE_DIR": str(tmp / "state")})
     e.update(extra)
     return e
+
+
+@contextmanager
+def device(state: Path) -> Iterator[None]:
+    """Runs as the device whose state folder is ``state`` (its trust, its writer state)."""
+    old = os.environ.get("E2EBACKUP_STATE_DIR")
+    os.environ["E2EBACKUP_STATE_DIR"] = str(state)
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["E2EBACKUP_STATE_DIR"]
+        else:
+            os.environ["E2EBACKUP_STATE_DIR"] = old
 
 
 def cli(

@@ -20,7 +20,7 @@ import json
 import os
 import struct
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -49,22 +49,9 @@ from e2ebackup.repo.tree import encode_tree
 from e2ebackup.repo.writer import WriterState, backup_as_writer
 from e2ebackup.storage import LocalStorage, base as storage_base
 from e2ebackup.storage.base import ObjectInfo, Storage
-from repo_helpers import make_tree, snapshot_of
+from repo_helpers import device, make_tree, snapshot_of
 
 # ---- the world: a reader's repository, its own backup and two writers ---------------------------
-
-
-@contextmanager
-def device(state: Path) -> Iterator[None]:
-    old = os.environ.get("E2EBACKUP_STATE_DIR")
-    os.environ["E2EBACKUP_STATE_DIR"] = str(state)
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ["E2EBACKUP_STATE_DIR"]
-        else:
-            os.environ["E2EBACKUP_STATE_DIR"] = old
 
 
 @pytest.fixture(autouse=True)

@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,21 +37,7 @@ from e2ebackup.repo.repository import Repository
 from e2ebackup.repo.restore import restore
 from e2ebackup.repo.writer import WriterState, backup_as_writer
 from e2ebackup.storage import LocalStorage
-from repo_helpers import FAST, PASSWORD, make_tree, snapshot_of
-
-
-@contextmanager
-def device(state: Path) -> Iterator[None]:
-    """Runs as the device whose state folder is ``state``."""
-    old = os.environ.get("E2EBACKUP_STATE_DIR")
-    os.environ["E2EBACKUP_STATE_DIR"] = str(state)
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ["E2EBACKUP_STATE_DIR"]
-        else:
-            os.environ["E2EBACKUP_STATE_DIR"] = old
+from repo_helpers import FAST, PASSWORD, device, make_tree, snapshot_of
 
 
 @pytest.fixture(autouse=True)

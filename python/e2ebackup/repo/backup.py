@@ -432,6 +432,23 @@ class Archiver:
         self._seal_batch()
         self.writer.finish()
 
+    def snapshot_record(
+        self, tree: str, paths: list[str], start: float, tags: list[str] | None, now: float
+    ) -> dict[str, Any]:
+        """The snapshot object of this run (FORMAT.md, Trees and snapshots), without ``id``;
+        ``parent`` None."""
+        return {
+            "time": now,
+            "started": start,
+            "hostname": socket.gethostname(),
+            "username": _username(),
+            "paths": paths,
+            "tree": tree,
+            "parent": None,
+            "tags": tags or [],
+            "stats": asdict(self.stats),
+        }
+
     def _commit(
         self,
         tree: str,
@@ -441,17 +458,8 @@ class Archiver:
         tags: list[str] | None,
     ) -> str:
         index_name = self.repo.index.save_new(self.repo.storage, self.repo.keys)
-        snapshot = {
-            "time": time.time(),
-            "started": start,
-            "hostname": socket.gethostname(),
-            "username": _username(),
-            "paths": paths,
-            "tree": tree,
-            "parent": parent[0] if parent else None,
-            "tags": tags or [],
-            "stats": asdict(self.stats),
-        }
+        snapshot = self.snapshot_record(tree, paths, start, tags, time.time())
+        snapshot["parent"] = parent[0] if parent else None
         sid = self.repo.write_snapshot(snapshot)
         self.repo.commit(add_snapshots=[sid], add_indexes=[index_name] if index_name else [])
         self._report("")

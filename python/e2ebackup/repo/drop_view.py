@@ -6,11 +6,8 @@ others' snapshots. A writer's chain shown older than this device saw is refused,
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -22,9 +19,8 @@ from e2ebackup.errors import (
     RepositoryCorrupted,
     RolledBack,
 )
-from e2ebackup.paths import fsync_directory
 from e2ebackup.repo.drops import Drop, is_drop_name, open_drop
-from e2ebackup.repo.heads import state_dir
+from e2ebackup.repo.heads import state_dir, write_state_file
 from e2ebackup.repo.labels import RepoKeys
 from e2ebackup.storage.base import Storage
 
@@ -186,18 +182,4 @@ def write_writer_trust(repo_id: bytes, drops: list[Drop], *, replace: bool = Fal
     if merged == old:
         return
     body = json.dumps({w: list(t) for w, t in sorted(merged.items())})
-    with contextlib.suppress(OSError):
-        folder = state_dir(repo_id)
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{_TRUST_FILE}.", dir=folder)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(body)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, folder / _TRUST_FILE)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        fsync_directory(str(folder))
+    write_state_file(repo_id, _TRUST_FILE, body)

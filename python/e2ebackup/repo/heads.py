@@ -151,17 +151,23 @@ def write_trust(repo_id: bytes, head: Head, pins: tuple[str, ...] = ()) -> None:
     }
     if head.time is not None or head.members:  # version 3: every head accepted
         value["heads"] = [[h.name, h.digest] for h in stored]
-    body = json.dumps(value)
+    write_state_file(repo_id, _TRUST_FILE, json.dumps(value))
+
+
+def write_state_file(repo_id: bytes, name: str, body: str) -> None:
+    """Writes ``body`` to ``name`` in the repository's state folder: a temporary file,
+    fsynced, renamed over the old one, so a crash leaves the old record or the new one.
+    Without a writable state folder nothing is kept (the checks are limited to this run)."""
     try:
         folder = state_dir(repo_id)
         folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{_TRUST_FILE}.", dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=folder)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(body)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, folder / _TRUST_FILE)
+            os.replace(tmp, folder / name)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)

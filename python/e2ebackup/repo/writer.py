@@ -14,10 +14,9 @@ import contextlib
 import hashlib
 import json
 import os
-import socket
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -248,18 +247,7 @@ class _DropArchiver(Archiver):
         sid = new_id()
         now = time.time()
         self.root = tree
-        snapshot = {
-            "id": sid,
-            "time": now,
-            "started": start,
-            "hostname": socket.gethostname(),
-            "username": "",
-            "paths": paths,
-            "tree": tree,
-            "parent": None,
-            "tags": tags or [],
-            "stats": asdict(self.stats),
-        }
+        snapshot = dict(self.snapshot_record(tree, paths, start, tags, now), id=sid)
         state = self._state
         docs = _packs_json(self.stored)  # converted once: for the drop and the state file
         state._docs.update(docs)
