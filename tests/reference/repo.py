@@ -140,7 +140,9 @@ HEX64 = re.compile(r"[0-9a-f]{64}")
 INDEX_NAME = re.compile(r"index/[0-9a-f]{64}")
 HEAD_NAME = re.compile(r"heads/([0-9a-f]{16})-([0-9a-f]{64})")
 TOMBSTONE_NAME = re.compile(r"(snapshots|index)/[0-9a-f]{64}")
-TOMBSTONE_NAME_V4 = re.compile(r"(snapshots|index|drops)/[0-9a-f]{64}")
+TOMBSTONE_NAME_V4 = re.compile(
+    r"(snapshots|index|drops)/[0-9a-f]{64}|data/([0-9a-f]{2})/\2[0-9a-f]{62}"
+)
 MAX_PARENTS = 64  # version 3: 1 to 64 parents for seq > 0
 MAX_TIME = 2**34  # Unix seconds
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Set as AbstractSet
 from dataclasses import dataclass, field
 
 from e2ebackup._parallel import ordered_map
@@ -49,10 +49,16 @@ class DropView:
 
 
 def load_drops(
-    storage: Storage, repo_id: bytes, data_key: bytes, *, threads: int
+    storage: Storage,
+    repo_id: bytes,
+    data_key: bytes,
+    *,
+    threads: int,
+    pruned: AbstractSet[str] = frozenset(),
 ) -> tuple[list[Drop], list[str]]:
     """Every ``drops/`` object opened and checked, and the problems found (FORMAT.md: reader
-    steps 1 to 4 per drop, then the chains)."""
+    steps 1 to 4 per drop, then the chains; a drop named in ``pruned``, the heads'
+    tombstones, may be gone without breaking its writer's chain)."""
     names = sorted(i.name for i in storage.list("drops/"))
     problems = [f"{n} is not a drop name; ignored" for n in names if not is_drop_name(n)]
     names = [n for n in names if is_drop_name(n)]
@@ -72,10 +78,10 @@ def load_drops(
         elif result is not None:
             problems.append(result)
     drops.sort(key=lambda d: (d.writer, d.seq, d.name))
-    return drops, problems + _chain_problems(drops)
+    return drops, problems + _chain_problems(drops, pruned)
 
 
-def _chain_problems(drops: Iterable[Drop]) -> list[str]:
+def _chain_problems(drops: Iterable[Drop], pruned: AbstractSet[str]) -> list[str]:
     """A writer's drops form a chain through ``prev``, each naming the drop one seq below: a
     drop deleted from the middle, two drops with one seq, or two naming one ``prev`` (a fork:
     the writer's state copied, or its token used elsewhere) is reported."""
@@ -101,6 +107,8 @@ def _chain_problems(drops: Iterable[Drop]) -> list[str]:
             )
         children[d.prev] = d.name
         below = by_name.get(d.prev[0])
+        if below is None and d.prev[0] in pruned:
+            continue  # forgotten, then deleted by a prune
         if (
             below is None
             or below.digest != d.prev[1]
@@ -135,16 +143,19 @@ def _read_trust(repo_id: bytes) -> dict[str, tuple[int, str, str]]:
         return {}
 
 
-def check_writer_trust(repo_id: bytes, drops: list[Drop]) -> None:
+def check_writer_trust(
+    repo_id: bytes, drops: list[Drop], pruned: AbstractSet[str] = frozenset()
+) -> None:
     """Raises RolledBack or HistoryForked when a writer's drops are older than, or do not
-    reach, the newest drop of that writer this device accepted (FORMAT.md, Chains)."""
+    reach, the newest drop of that writer this device accepted (FORMAT.md, Chains). A trusted
+    drop named in ``pruned`` (the heads' tombstones) was forgotten, and may be deleted."""
     hint = "If this is expected (the repository was restored on purpose), run `e2ebackup trust`."
     by_name = {d.name: d for d in drops}
     tops = _tops(drops)
     for writer, (seq, name, digest) in _read_trust(repo_id).items():
         held = by_name.get(name)
-        if held is not None and held.digest == digest:
-            continue  # still stored: newer drops that do not descend from it are a reported fork
+        if (held is not None and held.digest == digest) or name in pruned:
+            continue  # still stored (newer drops not descending from it: a reported fork)
         top = tops.get(writer)
         if top is None or top[0] < seq:
             raise RolledBack(

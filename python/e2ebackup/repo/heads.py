@@ -208,7 +208,10 @@ def parse_head(name: str, value: object, stored: bytes, *, version: int) -> Head
 #: Version 3: a head merges at most this many heads (FORMAT.md, Many writers).
 MAX_PARENTS = 64
 _DROPPED_NAME = re.compile(r"^(snapshots|index)/[0-9a-f]{64}\Z")
-_DROPPED_NAME_V4 = re.compile(r"^(snapshots|index|drops)/[0-9a-f]{64}\Z")
+# Version 4 adds drops and drops' packs (FORMAT.md, Writers that cannot read).
+_DROPPED_NAME_V4 = re.compile(
+    r"^(?:(?:snapshots|index|drops)/[0-9a-f]{64}|data/([0-9a-f]{2})/\1[0-9a-f]{62})\Z"
+)
 _MAX_TIME = 1 << 34
 
 

@@ -78,6 +78,8 @@ class Changes:
     clear_tombstones: Sequence[str] = ()
     #: Version 4: drops whose snapshot is forgotten (their names, ``drops/<id>``).
     remove_drops: Sequence[str] = ()
+    #: Version 4: drops' packs a prune condemned (their names, ``data/<2>/<id>``).
+    condemn: Sequence[str] = ()
 
 
 def next_head(view: Head, changes: Changes = Changes(), *, now: float | None = None) -> Head:
@@ -94,7 +96,7 @@ def next_head(view: Head, changes: Changes = Changes(), *, now: float | None = N
     gone_snaps, gone_indexes = set(c.remove_snapshots), set(c.remove_indexes)
     for sid in gone_snaps:
         dropped[f"snapshots/{sid}"] = now
-    for name in (*gone_indexes, *c.remove_drops):
+    for name in (*gone_indexes, *c.remove_drops, *c.condemn):
         dropped[name] = now
     snapshots = [s for s in view.snapshots if s not in gone_snaps]
     snapshots += [s for s in c.add_snapshots if s not in snapshots]

@@ -204,6 +204,12 @@ def _prune_two_phase(
     held: set[bytes] = set()  # used blobs a pack revived in this prune holds
     copied: set[bytes] = set()  # blobs copied into new packs by this prune
     due: list[str] = []  # condemned packs to delete once the new index is committed
+    # Version 4: drops' packs are listed by their drops, not by the index: one is condemned
+    # by a tombstone of its name, made live again by clearing it (FORMAT.md, Writers that
+    # cannot read). It is kept whole while any of its blobs is used (never repacked).
+    condemned_drop_packs: list[str] = []
+    revived_drop_packs: list[str] = []
+    marked_drop_packs: list[str] = []  # condemned, waiting: their writers' marks
 
     def stored(pack_id: str, size: int, entries: list[tuple[bytes, BlobLocation]]) -> None:
         new_index.add_pack(pack_id, size, entries)
@@ -224,9 +230,26 @@ def _prune_two_phase(
     writer = PackWriter(repo.storage, repo.keys, stored)
     try:
         for pack_id, entries in index.pack_entries().items():
-            if repo.is_drop_pack(pack_id):
-                continue  # version 4: a drop's packs are listed by the drop, and kept
             size = index.pack_sizes[pack_id]
+            if repo.is_drop_pack(pack_id):
+                name = pack_name(pack_id)
+                when = head.dropped.get(name)
+                if any(b in used for b, _ in entries):
+                    if when is not None:
+                        revived_drop_packs.append(name)
+                        stats.packs_revived += 1
+                    continue
+                if when is None:
+                    condemned_drop_packs.append(name)
+                    stats.packs_condemned += 1
+                    when = now
+                if now - when >= grace:
+                    due.append(pack_id)
+                else:
+                    marked_drop_packs.append(pack_id)
+                    stats.packs_kept_condemned += 1
+                    stats.bytes_condemned += size
+                continue
             when = index.condemned.get(pack_id)
             if when is not None:
                 # 3. Condemned: live again when it holds a used blob no live pack holds (a
@@ -269,21 +292,40 @@ def _prune_two_phase(
     # 4. One index for every pack read, as decided, and the new packs, replacing those read.
     # Tombstones of objects deleted earlier and old enough are left out now.
     present = _stored_names(repo)
-    # A drop's tombstone stays: the drop is kept (its packs may serve the writer's later drops).
+    # A drop's tombstone stays (its writer's chain names it); a drop's pack's stays while a
+    # stored drop names the pack (its absence is then no damage).
+    named = {pack_name(p) for d in repo.drop_view().drops for p, _, _ in d.packs}
     clear = [
         n
         for n, t in head.dropped.items()
-        if n not in present and now - t >= TOMBSTONE_KEEP and not n.startswith("drops/")
+        if n not in present
+        and now - t >= TOMBSTONE_KEEP
+        and not n.startswith("drops/")
+        and n not in named
     ]
     new_name = new_index.save_new(repo.storage, repo.keys) if new_index.has_new() else None
     committed = repo.commit(
-        remove_indexes=read, add_indexes=[new_name] if new_name else [], clear_tombstones=clear
+        remove_indexes=read,
+        add_indexes=[new_name] if new_name else [],
+        clear_tombstones=clear + revived_drop_packs,
+        condemn=condemned_drop_packs,
     )
+    # Writers cannot read the heads: an empty ``condemned/<pack id>`` tells them not to reuse
+    # a condemned drop pack (its tombstone tells readers). Made again if a crash lost it.
+    marks = {i.name for i in repo.storage.list("condemned/")}
+    for pack_id in marked_drop_packs:
+        if f"condemned/{pack_id}" not in marks:
+            repo.storage.put_bytes(f"condemned/{pack_id}", b"")
+    for name in revived_drop_packs:
+        repo.storage.delete(f"condemned/{name.rsplit('/', 1)[1]}")
     # 5. From here on, what is deleted is past its grace period.
     for pack_id in due:
         repo.storage.delete(pack_name(pack_id))
+        if repo.is_drop_pack(pack_id):
+            repo.storage.delete(f"condemned/{pack_id}")
         stats.packs_deleted += 1
         stats.bytes_freed += index.pack_sizes[pack_id]
+    _delete_spent_drops(repo, committed.dropped, due, grace)
     stats.bytes_freed -= stats.bytes_repacked
     now = time.time()
     listed = set(committed.indexes) | {f"snapshots/{sid}" for sid in committed.snapshots}
@@ -297,6 +339,22 @@ def _prune_two_phase(
     if old:
         repo.commit(clear_tombstones=old)
     repo.reload_index()
+
+
+def _delete_spent_drops(
+    repo: Repository, dropped: dict[str, float], deleted_packs: list[str], grace: float
+) -> None:
+    """Deletes each drop forgotten at least ``grace`` ago none of whose packs is stored any
+    more: nothing of it can serve a restore or the writer's later drops. Its tombstone stays
+    (the writer's next drop names it as ``prev``)."""
+    now = time.time()
+    stored = {i.name for i in repo.storage.list("data/")} - {pack_name(p) for p in deleted_packs}
+    for drop in repo.drop_view().drops:
+        when = dropped.get(drop.name)
+        if when is None or now - when < grace:
+            continue
+        if all(pack_name(p) not in stored for p, _, _ in drop.packs):
+            repo.storage.delete(drop.name)
 
 
 def _stored_names(repo: Repository) -> set[str]:

@@ -445,6 +445,7 @@ class Repository:
         add_indexes: Sequence[str] = (),
         remove_indexes: Sequence[str] = (),
         clear_tombstones: Sequence[str] = (),
+        condemn: Sequence[str] = (),
     ) -> Head:
         """Writes the next head, naming the current one as its parent; then deletes the heads
         older than the last KEEP_HEADS (a crash before that leaves a few extra old heads, which
@@ -462,6 +463,7 @@ class Repository:
                     remove_indexes,
                     clear_tombstones,
                     gone,
+                    condemn,
                 )
             )
             self._delete_old_heads(head.seq)
@@ -546,11 +548,12 @@ class Repository:
             self.keys.repo_id,
             self._data_key,
             threads=self.storage.read_concurrency,
+            pruned=set(self.head().dropped),
         )
         if self._accept_writers:
             self._accept_writers = False
         else:
-            check_writer_trust(self.keys.repo_id, drops)
+            check_writer_trust(self.keys.repo_id, drops, set(self.head().dropped))
         write_writer_trust(self.keys.repo_id, drops, replace=not drops)
         view = DropView(problems=problems)
         owners = self._pack_owners(index, drops, view.problems)
@@ -567,10 +570,12 @@ class Repository:
                 continue
             for pack_id, size, entries in drop.packs:
                 if present.get(pack_name(pack_id)) != size:
-                    # Lost by the storage: the writer stores its blobs again (a later drop).
-                    view.problems.append(
-                        f"pack {pack_id[:16]} of {drop.name} is missing from the storage"
-                    )
+                    # Deleted by a prune (condemned, so tombstoned), or lost by the storage:
+                    # then the writer stores its blobs again (a later drop).
+                    if pack_name(pack_id) not in forgotten:
+                        view.problems.append(
+                            f"pack {pack_id[:16]} of {drop.name} is missing from the storage"
+                        )
                     continue
                 index.add_pack(pack_id, size, entries, new=False)
                 view.pack_keys[pack_id] = drop.keys

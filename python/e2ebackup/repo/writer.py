@@ -328,9 +328,12 @@ def backup_as_writer(
     # Reuse only blobs whose pack the storage still shows (prune or the storage may have
     # removed it: then the blob is stored again).
     present = {info.name: info.size for info in storage.list("data/")}
+    # Nor a pack a prune condemned (deleted after the grace period, maybe before this drop
+    # is stored): the prune marks it with condemned/<pack id>, since a writer reads no head.
+    condemned = {i.name.split("/", 1)[1] for i in storage.list("condemned/")}
     known = Index()
     for pack_id, (size, entries) in state.packs.items():
-        if present.get(pack_name(pack_id)) == size:
+        if present.get(pack_name(pack_id)) == size and pack_id not in condemned:
             known.add_pack(pack_id, size, entries, new=False)
     absolute = [os.path.abspath(p) for p in path_strings]
     listings = Listings.load(token) if file_list else Listings([], None, {})
