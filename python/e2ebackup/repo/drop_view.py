@@ -45,7 +45,11 @@ class DropView:
     pack_keys: dict[str, RepoKeys] = field(default_factory=dict)
 
     def snapshot(self, sid: str) -> Drop | None:
-        return next((d for d in self.live if d.snapshot_id == sid), None)
+        if len(self._by_sid) != len(self.live):  # built once the view is filled
+            self._by_sid = {d.snapshot_id: d for d in self.live}
+        return self._by_sid.get(sid)
+
+    _by_sid: dict[str, Drop] = field(default_factory=dict, repr=False)
 
 
 def load_drops(
