@@ -286,3 +286,26 @@ def test_on_a_real_s3_server(
     alone, spread = both()
     assert any("is damaged" in e for e in alone.errors), alone.errors
     assert spread == alone
+
+
+def test_writers_drops_are_read_with_their_own_keys(copy: Path, client: distributed.Client) -> None:
+    """A writer's drop (format version 4) holds packs under the drop's own keys: the workers get
+    them with the repository's (scattered, never through the scheduler) and report what the
+    single process reports; a damaged drop pack is found on the cluster too."""
+    from e2ebackup.repo import WriterToken, backup_as_writer
+
+    src = copy.parent / "phone"
+    write_files(src, {"DCIM/a.jpg": os.urandom(3 << 20), "notes.txt": b"n\n" * 100})
+    token = WriterToken.parse(open_repo(copy).issue_writer_token().secret())
+    backup_as_writer(open_storage(str(copy)), token, [src])
+    expected = single(copy)
+    assert expected.ok, expected.errors
+    assert expected.snapshots == 4
+    assert on_cluster(copy, client) == expected
+    repo = open_repo(copy)
+    sizes = repo.index.pack_sizes
+    drop_pack = max((p for p in sizes if repo.is_drop_pack(p)), key=lambda p: sizes[p])
+    _flip(copy / pack_name(drop_pack), 100)
+    damaged = single(copy)
+    assert not damaged.ok
+    assert on_cluster(copy, client).errors == damaged.errors

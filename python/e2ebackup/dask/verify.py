@@ -34,7 +34,7 @@ import distributed
 
 from e2ebackup._parallel import ordered_map
 from e2ebackup.dask.runner import Hidden, auto_unit_bytes, run_units, split_by_bytes
-from e2ebackup.errors import E2EBackupError, InvalidArgument
+from e2ebackup.errors import E2EBackupError
 from e2ebackup.keys import Password, RecoveryKey
 from e2ebackup.repo.check import (
     Expected,
@@ -90,19 +90,24 @@ def _storage(spec: StorageSpec) -> Storage:
 class _PackKeys(Hidden):
     """The keys reading packs needs (pack header, blob, blob id; the repository id), as they
     travel from the client to the workers; the others (config, metadata, chunker, the data
-    key) never leave the coordinator."""
+    key) never leave the coordinator. Version 4: the same keys of each writer's drop whose
+    packs are read, by pack (a drop's packs are under its own keys)."""
 
-    __slots__ = ("_keys",)
+    __slots__ = ("_drops", "_keys")
 
-    def __init__(self, keys: RepoKeys) -> None:
+    def __init__(self, keys: RepoKeys, drops: dict[str, RepoKeys] | None = None) -> None:
         self._keys = keys.only("blob", "blob_id", "pack")
+        self._drops = {p: k.only("blob", "blob_id", "pack") for p, k in (drops or {}).items()}
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_PackKeys, (self._keys,))
+        return (_PackKeys, (self._keys, self._drops))
 
     @property
     def keys(self) -> RepoKeys:
         return self._keys
+
+    def for_pack(self, pack_id: str) -> RepoKeys:
+        return self._drops.get(pack_id, self._keys)
 
 
 @dataclass(frozen=True)
@@ -119,11 +124,12 @@ def _check_unit(
     default), checked as the single-process verify checks it. A storage error is raised (Dask
     retries the task)."""
     storage = _storage(spec)
-    repo_keys = keys.keys
-    codec = repo_keys.codec()
+    codecs: dict[int, Any] = {}  # one codec per key set (the repository's, each drop's)
 
     def one(pack: tuple[str, int, Expected]) -> tuple[str, PackCheck]:
         pack_id, size, expected = pack
+        repo_keys = keys.for_pack(pack_id)
+        codec = codecs.get(id(repo_keys)) or codecs.setdefault(id(repo_keys), repo_keys.codec())
         return pack_id, check_pack(storage, repo_keys, pack_id, size, expected, codec=codec)
 
     width = threads or storage.read_concurrency
@@ -143,11 +149,6 @@ def _cluster_reader(
     into units of about ``unit_bytes``, one task each; per pack, what the worker found."""
 
     def read(packs: list[str]) -> Iterator[tuple[str, PackCheck]]:
-        if any(repo.is_drop_pack(p) for p in packs):
-            raise InvalidArgument(
-                "the repository holds writers' drops, whose packs are under their own keys, "
-                "which workers are not sent yet: verify it without --dask"
-            )
         sizes = repo.index.pack_sizes
         expected = expected_blobs(repo)
         listed = [(p, sizes[p], expected.get(p, {})) for p in packs]
@@ -161,7 +162,7 @@ def _cluster_reader(
         cut = split_by_bytes(listed, lambda p: p[1], target=target, most=MAX_UNIT_PACKS)
         done = run_units(
             client,
-            _PackKeys(repo.keys),
+            _PackKeys(repo.keys, {p: repo.keys_for(p) for p in packs if repo.is_drop_pack(p)}),
             _check_unit,
             [_Unit(tuple(packs)) for packs in cut],
             name="verify",
