@@ -312,7 +312,7 @@ def _prune_two_phase(
     )
     # Writers cannot read the heads: an empty ``condemned/<pack id>`` tells them not to reuse
     # a condemned drop pack (its tombstone tells readers). Made again if a crash lost it.
-    marks = {i.name for i in repo.storage.list("condemned/")}
+    marks = {i.name for i in repo.storage.list("condemned/")} if marked_drop_packs else set()
     for pack_id in marked_drop_packs:
         if f"condemned/{pack_id}" not in marks:
             repo.storage.put_bytes(f"condemned/{pack_id}", b"")
@@ -325,7 +325,7 @@ def _prune_two_phase(
             repo.storage.delete(f"condemned/{pack_id}")
         stats.packs_deleted += 1
         stats.bytes_freed += index.pack_sizes[pack_id]
-    _delete_spent_drops(repo, committed.dropped, due, grace)
+    _delete_spent_drops(repo, committed.dropped, stored_packs - set(due), grace)
     stats.bytes_freed -= stats.bytes_repacked
     now = time.time()
     listed = set(committed.indexes) | {f"snapshots/{sid}" for sid in committed.snapshots}
@@ -342,18 +342,17 @@ def _prune_two_phase(
 
 
 def _delete_spent_drops(
-    repo: Repository, dropped: dict[str, float], deleted_packs: list[str], grace: float
+    repo: Repository, dropped: dict[str, float], stored: set[str], grace: float
 ) -> None:
-    """Deletes each drop forgotten at least ``grace`` ago none of whose packs is stored any
-    more: nothing of it can serve a restore or the writer's later drops. Its tombstone stays
-    (the writer's next drop names it as ``prev``)."""
+    """Deletes each drop forgotten at least ``grace`` ago none of whose packs is ``stored``
+    (ids) any more: nothing of it can serve a restore or the writer's later drops. Its
+    tombstone stays (the writer's next drop names it as ``prev``)."""
     now = time.time()
-    stored = {i.name for i in repo.storage.list("data/")} - {pack_name(p) for p in deleted_packs}
     for drop in repo.drop_view().drops:
         when = dropped.get(drop.name)
         if when is None or now - when < grace:
             continue
-        if all(pack_name(p) not in stored for p, _, _ in drop.packs):
+        if all(p not in stored for p, _, _ in drop.packs):
             repo.storage.delete(drop.name)
 
 

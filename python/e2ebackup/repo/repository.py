@@ -454,11 +454,12 @@ class Repository:
         objects are deleted), and others may commit at the same time (:meth:`_commit_merged`)."""
         if self.many_writers:
             drops = self.drop_view() if remove_snapshots else DropView()
-            gone = [d.name for sid in remove_snapshots if (d := drops.snapshot(sid)) is not None]
+            of = {sid: drops.snapshot(sid) for sid in remove_snapshots}
+            gone = [d.name for d in of.values() if d is not None]
             head = self._commit_merged(
                 Changes(
                     add_snapshots,
-                    [sid for sid in remove_snapshots if drops.snapshot(sid) is None],
+                    [sid for sid, d in of.items() if d is None],
                     add_indexes,
                     remove_indexes,
                     clear_tombstones,
@@ -543,22 +544,22 @@ class Repository:
     def _load_drops(self, index: Index) -> DropView:
         """Opens every drop, checks the writers' chains against this device's trust, and
         indexes the drops' packs (FORMAT.md, Writers that cannot read)."""
+        forgotten = set(self.head().dropped)
         drops, problems = load_drops(
             self.storage,
             self.keys.repo_id,
             self._data_key,
             threads=self.storage.read_concurrency,
-            pruned=set(self.head().dropped),
+            pruned=forgotten,
         )
         if self._accept_writers:
             self._accept_writers = False
         else:
-            check_writer_trust(self.keys.repo_id, drops, set(self.head().dropped))
+            check_writer_trust(self.keys.repo_id, drops, forgotten)
         write_writer_trust(self.keys.repo_id, drops, replace=not drops)
         view = DropView(problems=problems)
         owners = self._pack_owners(index, drops, view.problems)
         present = {i.name: i.size for i in self.storage.list("data/")}
-        forgotten = set(self.head().dropped)
         taken = set(self.head().snapshots)
         for drop in drops:
             refused = [p for p, _, _ in drop.packs if owners.get(p) is not drop]
@@ -696,21 +697,20 @@ class Repository:
             if value is not None:
                 items.append((sid, value))
                 continue
-            message = (
+            self._report_missing(
                 f"snapshot {sid[:8]} is listed but missing from the storage (deleted?); "
                 "skipped, the other snapshots are not affected"
             )
-            if self.on_missing_snapshot is not None:
-                self.on_missing_snapshot(message)
-            else:
-                warnings.warn(message, RuntimeWarning, stacklevel=2)
         for problem in self.drop_view().problems:
-            if self.on_missing_snapshot is not None:
-                self.on_missing_snapshot(problem)
-            else:
-                warnings.warn(problem, RuntimeWarning, stacklevel=2)
+            self._report_missing(problem)
         items.sort(key=lambda kv: kv[1]["time"])
         return iter(items)
+
+    def _report_missing(self, message: str) -> None:
+        if self.on_missing_snapshot is not None:
+            self.on_missing_snapshot(message)
+        else:
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
 
     def snapshot_ids(self) -> list[str]:
         """Every live snapshot's id: the head's, then the live drops' (version 4)."""
