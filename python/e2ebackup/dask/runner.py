@@ -8,6 +8,9 @@ run one task per unit and collect what they return.
   ``repr`` hides it. With ``scatter_units`` the units themselves travel the same way (each to
   one worker, not broadcast), so the scheduler sees their names and sizes only. Results are
   fetched from the workers directly, not through the scheduler.
+- **A window of tasks in flight:** at most ``WINDOW_PER_THREAD`` tasks a worker thread are
+  submitted at a time (their units scattered with them), so what the scheduler and the
+  workers hold stays the same for ten units or a million.
 - **Lost holders are sent again:** when every worker holding the holder dies, Dask cancels the
   tasks that need it; they are sent again, with the holder scattered anew, in the next round
   (``retries`` rounds at most). A task that still fails is yielded with its exception.
@@ -15,6 +18,7 @@ run one task per unit and collect what they return.
 
 from __future__ import annotations
 
+import itertools
 import pickle
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -31,6 +35,13 @@ __all__ = ["Hidden", "auto_unit_bytes", "run_units", "split_by_bytes"]
 T = TypeVar("T")
 U = TypeVar("U")
 R = TypeVar("R")
+
+#: Tasks submitted at once, per worker thread of the cluster (at least ``MIN_WINDOW``): the
+#: rest wait in this process, so the scheduler and the workers hold a few tasks (and their
+#: scattered units) a thread, whatever the number of units; a window is topped up when half
+#: of it finished, in one scatter and one submit round.
+WINDOW_PER_THREAD = 4
+MIN_WINDOW = 8
 
 
 class Hidden:
@@ -130,7 +141,7 @@ def run_units(
         last = attempt == retries
         again: list[tuple[int, U]] = []
         for entry, result in _round(
-            client, secret, task, todo, name, run, args, retries, scatter_units
+            client, secret, task, todo, name, run, args, retries, scatter_units, last=last
         ):
             if isinstance(result, CancelledError) and not last:
                 again.append(entry)
@@ -151,31 +162,59 @@ def _round(
     args: tuple[Any, ...],
     retries: int,
     scatter_units: bool,
+    *,
+    last: bool,
 ) -> Iterator[tuple[tuple[int, U], R | BaseException]]:
     # Straight to the workers (direct=True): the scheduler learns the name and the size of the
     # scattered object, never its bytes; hash=False keeps a hash of the secret out of the name.
     held = client.scatter(secret, direct=True, hash=False, broadcast=True)  # type: ignore[no-untyped-call]
-    sent: list[Any] = []
-    try:
-        if scatter_units:
-            sent = client.scatter([u for _, u in todo], direct=True, hash=False)  # type: ignore[no-untyped-call]
-        inputs = sent or [u for _, u in todo]
-        entries: dict[str, tuple[int, U]] = {}
-        pending = []
-        for (i, unit), given in zip(todo, inputs, strict=True):
+    window = max(MIN_WINDOW, WINDOW_PER_THREAD * sum(client.nthreads().values()))  # type: ignore[no-untyped-call]
+    queue = iter(todo)
+    running: dict[str, tuple[tuple[int, U], Any]] = {}  # key: (entry, its scattered unit)
+    finished = distributed.as_completed()  # type: ignore[no-untyped-call]
+
+    def submit(n: int) -> None:
+        batch = list(itertools.islice(queue, n))
+        sent: list[Any] = [None] * len(batch)
+        if scatter_units and batch:
+            sent = client.scatter([u for _, u in batch], direct=True, hash=False)  # type: ignore[no-untyped-call]
+        for (i, unit), given in zip(batch, sent, strict=True):
             key = f"e2ebackup-{name}-{i}-{run}-{uuid.uuid4().hex[:8]}"
-            pending.append(
-                client.submit(task, held, given, *args, key=key, retries=retries, pure=False)
+            future = client.submit(
+                task,
+                held,
+                unit if given is None else given,
+                *args,
+                key=key,
+                retries=retries,
+                pure=False,
             )
-            entries[key] = (i, unit)
-        for future in distributed.as_completed(pending):  # type: ignore[no-untyped-call]
-            entry = entries[str(future.key)]
-            yield entry, _outcome(client, future)
+            running[key] = ((i, unit), given)
+            finished.add(future)  # type: ignore[no-untyped-call]
+
+    lost = False
+    try:
+        submit(window)
+        for future in finished:
+            entry, given = running.pop(str(future.key))
+            outcome = _outcome(client, future)
             future.release()
+            if given is not None:
+                given.release()
+            # A cancelled task lost the holder (every worker that had it died): the tasks not
+            # yet submitted wait for the next round, which scatters it anew (not the last
+            # round: it has no next).
+            lost = lost or (isinstance(outcome, CancelledError) and not last)
+            yield entry, outcome
+            if not lost and len(running) <= window // 2:
+                submit(window - len(running))
+        for entry in queue:  # left when the holder was lost
+            yield entry, CancelledError()
     finally:
         held.release()
-        for future in sent:
-            future.release()
+        for _, given in running.values():
+            if given is not None:
+                given.release()
 
 
 def _outcome(client: distributed.Client, future: distributed.Future[Any]) -> Any:
