@@ -88,6 +88,23 @@ def test_writer_options_are_checked_before_anything_is_stored(tmp_path: Path) ->
     for bad in (("--dry-run",), ("--dask", "local")):
         r = _writer(tmp_path, "backup", "-r", repo, "--writer-token", token, str(src), *bad)
         assert r.returncode == 2, r.stderr
+    # A stream backup of a writer is refused, the token given either way (not a prompt for a
+    # password the device does not have).
+    r = _writer(tmp_path, "backup", "-r", repo, "--writer-token", token, "--stdin")
+    assert r.returncode == 2, r.stderr
+    assert "writer token" in r.stderr
+    r = cli(
+        tmp_path,
+        "backup",
+        "-r",
+        repo,
+        "--stdin",
+        E2EBACKUP_WRITER_TOKEN_FILE=token,
+        E2EBACKUP_STATE_DIR=str(tmp_path / "writer-state"),
+        E2EBACKUP_PASSWORD="",
+    )
+    assert r.returncode == 2, r.stderr
+    assert "writer token" in r.stderr
     (tmp_path / "garbage").write_text("E2EBACKUP-WRITER-1qqqq\n")
     r = _writer(
         tmp_path, "backup", "-r", repo, "--writer-token", str(tmp_path / "garbage"), str(src)

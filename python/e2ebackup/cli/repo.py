@@ -44,6 +44,7 @@ from e2ebackup.cli.recipients import (
 )
 from e2ebackup.cli.vault import add_encrypt_options, vault_from_args
 from e2ebackup.cli.writers import (
+    TOKEN_FILE_ENV,
     add_writer_options,
     add_writer_token_option,
     issue_writer,
@@ -497,6 +498,13 @@ def _backup(args: argparse.Namespace) -> int:
     if args.dask and (args.stdin or args.dry_run):
         raise InvalidArgument("--dask backs up files and stores them: no --stdin or --dry-run")
     if args.stdin:
+        if args.writer_token or os.environ.get(TOKEN_FILE_ENV):
+            # Not a password prompt on a device that holds only a token: stream backups of
+            # writers are not built yet.
+            raise InvalidArgument(
+                f"--stdin cannot back up with a writer token (--writer-token or "
+                f"{TOKEN_FILE_ENV}): back up files, or use a reader's credential"
+            )
         return _backup_stdin(args)
     if not args.paths:
         raise InvalidArgument("nothing to back up: give at least one path, or --stdin")
