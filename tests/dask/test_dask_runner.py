@@ -64,11 +64,11 @@ def test_a_window_of_tasks_at_a_time(client: distributed.Client, scatter_units: 
         most_tasks = max(most_tasks, tasks)
         most_scattered = max(most_scattered, scattered)
     assert sorted(results) == units
-    for unit, result in results.items():
-        if unit == 13:
-            assert isinstance(result, InvalidArgument)
+    for number, outcome in results.items():
+        if number == 13:
+            assert isinstance(outcome, InvalidArgument)
         else:
-            assert result == 3 * unit
+            assert outcome == 3 * number
     # Releasing is a message of its own, so the scheduler may still hold a few finished ones
     # when asked: bounded by two windows, far below the run's 60 units.
     assert 0 < most_tasks <= 2 * window < len(units)
