@@ -37,14 +37,19 @@ def add_keygen_options(keygen: argparse.ArgumentParser) -> None:
     )
 
 
-def add_encrypt_options(cmd: argparse.ArgumentParser) -> None:
+def add_encrypt_options(
+    cmd: argparse.ArgumentParser, *, short: str | None = "-r", recipient_help: str | None = None
+) -> None:
+    """``--recipient`` (short flag ``short``: None where ``-r`` names the repository) and
+    ``-R/--recipients-file``, read by :func:`read_recipients`."""
+    flags = [short, "--recipient"] if short else ["--recipient"]
     cmd.add_argument(
-        "-r",
-        "--recipient",
+        *flags,
         action="append",
         default=[],
         metavar="RECIPIENT",
-        help="also seal to this public key (e2ebackup1...); repeatable; no password is asked "
+        help=recipient_help
+        or "also seal to this public key (e2ebackup1...); repeatable; no password is asked "
         "unless a password option is given",
     )
     cmd.add_argument(

@@ -39,6 +39,7 @@ from e2ebackup.cli.credentials import (
 from e2ebackup.cli.progress import progress_bar
 from e2ebackup.cli.recipients import (
     add_decrypt_options,
+    add_encrypt_options as add_recipient_options,
     password_given,
     read_recipients,
 )
@@ -139,21 +140,12 @@ def _register_init(init: argparse.ArgumentParser) -> None:
         action="store_true",
         help="no password slot: the recovery key and/or the recipients only",
     )
-    init.add_argument(
-        "--recipient",
-        action="append",
-        default=[],
-        metavar="RECIPIENT",
-        help="the identity of this public key (e2ebackup1..., from `keygen --identity`) opens "
-        "the repository too (-i FILE); repeatable; no password is asked unless one is given",
-    )
-    init.add_argument(
-        "-R",
-        "--recipients-file",
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="every recipient in FILE (one per line, # comments); repeatable",
+    add_recipient_options(
+        init,
+        short=None,  # -r is the repository
+        recipient_help="the identity of this public key (e2ebackup1..., from `keygen "
+        "--identity`) opens the repository too (-i FILE); repeatable; no password is asked "
+        "unless one is given",
     )
     init.add_argument("--qr", metavar="PATH", help="QR code of the recovery key (.png, .svg or -)")
     add_kdf_option(init)
