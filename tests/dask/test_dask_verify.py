@@ -31,7 +31,7 @@ from e2ebackup.repo.backup import backup
 from e2ebackup.repo.check import VerifyReport, verify
 from e2ebackup.repo.names import pack_name
 from e2ebackup.repo.repository import Repository
-from e2ebackup.storage import open_storage
+from e2ebackup.storage import LocalStorage, open_storage
 from repo_helpers import FAST, PASSWORD, cli, new_repo, open_repo
 
 if TYPE_CHECKING:
@@ -309,3 +309,34 @@ def test_writers_drops_are_read_with_their_own_keys(copy: Path, client: distribu
     damaged = single(copy)
     assert not damaged.ok
     assert on_cluster(copy, client).errors == damaged.errors
+
+
+def test_an_identity_repository_verifies_on_the_cluster(
+    tmp_path: Path, client: distributed.Client
+) -> None:
+    """A repository opened by an identity only (made with a recipient, no password: the owner
+    of writer tokens) verifies with ``-i FILE`` on the cluster as on one process, a writer's
+    drop included, without asking for a password."""
+    from e2ebackup.recipients import Identity
+    from e2ebackup.repo import backup_as_writer
+
+    identity = Identity.generate()
+    id_file = tmp_path / "owner.identity"
+    id_file.write_text(identity.secret() + "\n")
+    where = tmp_path / "repo"
+    owner = Repository.init(LocalStorage(where), recipients=[identity.recipient])
+    src = tmp_path / "phone"
+    write_files(src, {"DCIM/a.jpg": os.urandom(2 << 20), "notes.txt": b"n\n" * 50})
+    backup(owner, [src])
+    backup_as_writer(open_storage(str(where)), owner.issue_writer_token(), [src])
+    report = verify_repository(where, client=client, identity=identity)
+    assert report.ok, report.errors
+    assert report.snapshots == 2
+    single_report = verify(
+        Repository.open(open_storage(str(where)), identity=identity), read_data=True
+    )
+    assert report == single_report
+    r = cli(tmp_path, "verify", "-r", str(where), "--read-data", "-i", str(id_file), "--json",
+            "--dask", client.scheduler_info()["address"], E2EBACKUP_PASSWORD="")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["ok"] is True

@@ -41,6 +41,7 @@ from e2ebackup.cli.recipients import (
     add_decrypt_options,
     add_encrypt_options as add_recipient_options,
     password_given,
+    read_opening_credential,
     read_recipients,
 )
 from e2ebackup.cli.vault import add_encrypt_options, vault_from_args
@@ -713,16 +714,14 @@ def _on_dask(args: argparse.Namespace) -> Callable[[Progress], VerifyReport]:
     from e2ebackup.dask import verify_repository  # the dask extra: a missing one is named
 
     location = storage_location(args)
-    recovery_key = read_recovery_key(args)
-    password = None if recovery_key is not None else read_password(args)
+    credential = read_opening_credential(args)  # as open_repo: recovery key, identity, password
 
     def run(progress: Progress) -> VerifyReport:
         with dask_client(args.dask) as client:
             return verify_repository(
                 location,
                 client=client,
-                password=password,
-                recovery_key=recovery_key,
+                **credential,
                 read_data=args.read_data,
                 subset=args.read_data_subset,
                 s3_endpoint=args.s3_endpoint,

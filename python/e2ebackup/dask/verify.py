@@ -36,6 +36,7 @@ from e2ebackup._parallel import ordered_map
 from e2ebackup.dask.runner import Hidden, auto_unit_bytes, run_units, split_by_bytes
 from e2ebackup.errors import E2EBackupError
 from e2ebackup.keys import Password, RecoveryKey
+from e2ebackup.recipients import Identity
 from e2ebackup.repo.check import (
     Expected,
     PackCheck,
@@ -190,6 +191,7 @@ def verify_repository(
     client: distributed.Client,
     password: str | bytes | Password | None = None,
     recovery_key: RecoveryKey | str | None = None,
+    identity: Identity | None = None,
     read_data: bool = True,
     subset: str | None = None,
     s3_endpoint: str | None = None,
@@ -208,7 +210,8 @@ def verify_repository(
     single-process :func:`e2ebackup.repo.check.verify` gives for the same repository (the same
     counts, the same damage, in the same order).
 
-    ``password`` or ``recovery_key`` opens it, on this process only. ``read_data`` (default)
+    ``password``, ``recovery_key`` or ``identity`` (a repository made with recipients) opens
+    it, on this process only. ``read_data`` (default)
     reads every pack, ``subset`` a part of them (``"n/t"`` or ``"x%"``, as
     ``--read-data-subset``); as in the single process, the packs are read only when the
     structure checks found nothing wrong. ``s3_endpoint``, ``rclone_config`` and
@@ -234,7 +237,9 @@ def verify_repository(
     )
     if isinstance(recovery_key, str):
         recovery_key = RecoveryKey.parse(recovery_key)
-    repo = Repository.open(spec.open(), password=password, recovery_key=recovery_key)
+    repo = Repository.open(
+        spec.open(), password=password, recovery_key=recovery_key, identity=identity
+    )
     repo.no_lock = no_lock
     repo.expect_head = expect_head
     reader = _cluster_reader(
