@@ -1,5 +1,5 @@
 """The index: which blob is in which pack, at which offset. Kept in memory while the
-repository is open (about 150 bytes a blob: 100k blobs is about 15 MB) and stored as
+repository is open (about 160 bytes a blob: 1M blobs is about 160 MB) and stored as
 encrypted ``index/`` objects, one per backup or prune."""
 
 from __future__ import annotations
@@ -18,6 +18,16 @@ from e2ebackup.storage.base import Storage
 
 __all__ = ["Index", "parse_pack"]
 
+# A blob's place is held as one integer, not a BlobLocation (161 bytes a blob with its id and
+# the dict's slot, against 286): the pack's number in ``Index._pack_ids``, the offset and the
+# length (each below 2^63, as the index objects' numbers are), and the kind (0 or 1).
+_FIELD = 64
+_MASK = (1 << _FIELD) - 1
+
+
+def _pack_number(code: int) -> int:
+    return code >> (2 * _FIELD + 1)
+
 
 class Index:
     """Which blob is where. In a version-3 repository a pack may be *condemned* (a prune marked
@@ -29,8 +39,10 @@ class Index:
     def __init__(self) -> None:
         # Every (pack, blob) entry is in exactly one of these three: the live location of a
         # blob, the condemned location of a blob no live pack holds, or a further copy.
-        self._blobs: dict[bytes, BlobLocation] = {}
-        self._condemned_blobs: dict[bytes, BlobLocation] = {}
+        self._blobs: dict[bytes, int] = {}  # blob id: its place (see _FIELD)
+        self._condemned_blobs: dict[bytes, int] = {}
+        self._pack_ids: list[str] = []  # by number; one shared string a pack
+        self._pack_numbers: dict[str, int] = {}
         self._copies: dict[str, list[tuple[bytes, BlobLocation]]] = {}
         #: Every listed pack, live or condemned, and its size.
         self.pack_sizes: dict[str, int] = {}
@@ -47,17 +59,36 @@ class Index:
     def __len__(self) -> int:
         return len(self._blobs)
 
+    def _encode(self, loc: BlobLocation) -> int:
+        number = self._pack_numbers.get(loc.pack)
+        if number is None:
+            number = self._pack_numbers[loc.pack] = len(self._pack_ids)
+            self._pack_ids.append(loc.pack)
+        if not (0 <= loc.offset <= _MASK and 0 <= loc.length <= _MASK and loc.kind in (0, 1)):
+            raise ValueError("a blob place out of range")  # parse_pack lets none through
+        return (((number << _FIELD | loc.offset) << _FIELD | loc.length) << 1) | loc.kind
+
+    def _decode(self, code: int) -> BlobLocation:
+        return BlobLocation(
+            code & 1,
+            self._pack_ids[_pack_number(code)],
+            (code >> (_FIELD + 1)) & _MASK,
+            (code >> 1) & _MASK,
+        )
+
     def get(self, blob_id: bytes) -> BlobLocation:
         """The blob's place in a live pack (what a backup may reuse)."""
         try:
-            return self._blobs[blob_id]
+            return self._decode(self._blobs[blob_id])
         except KeyError:
             raise RepositoryCorrupted(f"blob {blob_id.hex()[:16]} is not in the index") from None
 
     def find(self, blob_id: bytes) -> BlobLocation | None:
         """The blob's place for reading: in a live pack, else in a condemned one, else None."""
-        loc = self._blobs.get(blob_id)
-        return loc if loc is not None else self._condemned_blobs.get(blob_id)
+        code = self._blobs.get(blob_id)
+        if code is None:
+            code = self._condemned_blobs.get(blob_id)
+        return None if code is None else self._decode(code)
 
     def locate(self, blob_id: bytes) -> BlobLocation:
         """The blob's place for reading (restore, verify): a condemned pack is read when no
@@ -69,14 +100,20 @@ class Index:
 
     def items(self) -> Iterator[tuple[bytes, BlobLocation]]:
         """Every blob once, at the place :meth:`locate` reads it from."""
-        return iter(list(self._blobs.items()) + list(self._condemned_blobs.items()))
+        held = list(self._blobs.items()) + list(self._condemned_blobs.items())
+        return ((blob_id, self._decode(code)) for blob_id, code in held)
+
+    def live_ids(self) -> list[bytes]:
+        """The ids of the blobs a live pack holds (what a backup may deduplicate against)."""
+        return list(self._blobs)
 
     def pack_entries(self) -> dict[str, list[tuple[bytes, BlobLocation]]]:
         """Every listed pack's blobs, including those another pack holds too (two writers of a
         version-3 repository may store the same blob)."""
         packs: dict[str, list[tuple[bytes, BlobLocation]]] = {p: [] for p in self.pack_sizes}
         for table in (self._blobs, self._condemned_blobs):
-            for blob_id, loc in table.items():
+            for blob_id, code in table.items():
+                loc = self._decode(code)
                 packs[loc.pack].append((blob_id, loc))
         for pack_id, copies in self._copies.items():
             packs[pack_id].extend(copies)
@@ -112,24 +149,32 @@ class Index:
     def _place_live(self, blob_id: bytes, loc: BlobLocation) -> None:
         held = self._blobs.get(blob_id)
         if held is None:
-            self._blobs[blob_id] = loc
+            self._blobs[blob_id] = self._encode(loc)
             other = self._condemned_blobs.pop(blob_id, None)
             if other is not None:
-                self._copies.setdefault(other.pack, []).append((blob_id, other))
-        elif held.pack != loc.pack:
+                moved = self._decode(other)
+                self._copies.setdefault(moved.pack, []).append((blob_id, moved))
+        elif self._pack_ids[_pack_number(held)] != loc.pack:
             self._copies.setdefault(loc.pack, []).append((blob_id, loc))
 
     def _place_condemned(self, blob_id: bytes, loc: BlobLocation) -> None:
-        held = self._blobs.get(blob_id) or self._condemned_blobs.get(blob_id)
+        held = self._blobs.get(blob_id)
         if held is None:
-            self._condemned_blobs[blob_id] = loc
-        elif held.pack != loc.pack:
+            held = self._condemned_blobs.get(blob_id)
+        if held is None:
+            self._condemned_blobs[blob_id] = self._encode(loc)
+        elif self._pack_ids[_pack_number(held)] != loc.pack:
             self._copies.setdefault(loc.pack, []).append((blob_id, loc))
 
     def _revive(self, pack_id: str) -> None:
         """A condemned pack listed live after all: its entries move to the live table."""
         del self.condemned[pack_id]
-        entries = [(b, loc) for b, loc in self._condemned_blobs.items() if loc.pack == pack_id]
+        number = self._pack_numbers.get(pack_id)
+        entries = [
+            (b, self._decode(code))
+            for b, code in self._condemned_blobs.items()
+            if _pack_number(code) == number
+        ]
         for blob_id, _ in entries:
             del self._condemned_blobs[blob_id]
         entries += self._copies.pop(pack_id, [])
