@@ -7,24 +7,33 @@ snapshot made by this process (``pip install 'e2ebackup[dask]'``, docs/SCALE.md)
   :class:`~e2ebackup.repo.backup.Archiver` walks them (the same excludes, ``one_file_system``,
   SQLite side files, special files): it only calls ``stat``. A file unchanged since the parent
   snapshot (same size, mtime, ctime and inode) keeps its chunks without being read; the others
-  are cut into work units of about ``unit_bytes`` (a file larger than that is a unit alone).
+  are cut into work units of about ``unit_bytes``. A file of at least two ``piece_bytes`` (64
+  MiB) is cut into **pieces** at fixed offsets (0, 64 MiB, 128 MiB...), each read by whichever
+  task gets it, so a 4 GiB video keeps every worker busy; the coordinator joins the pieces'
+  chunk ids in order. The offsets depend on the file alone, not on the cluster, so another run
+  on another cluster cuts the same chunks.
   Once the workers named every file's chunks, it stores the folder listings, adds the
   workers' packs to the index and writes the index, the snapshot and the head through the
   single-process backup's commit.
 - **The workers** open the repository's storage themselves (:class:`~e2ebackup.dask.verify.
   StorageSpec`; S3 credentials from their own environment), read their unit's files with
   :meth:`Archiver.read_file <e2ebackup.repo.backup.Archiver.read_file>` (the same chunker, blob
-  ids, compression choice, sealing, SQLite copy and :class:`~e2ebackup.repo.pack.PackWriter`),
+  ids, compression choice, sealing, SQLite copy and :class:`~e2ebackup.repo.pack.PackWriter`)
+  and pieces with :meth:`Archiver.read_range <e2ebackup.repo.backup.Archiver.read_range>` (the
+  chunker starts afresh at the piece and cuts at its end: a few chunks around each cut differ
+  from a single-process backup's, the rest are the same; a piece of a live SQLite database
+  is not read: the task of the first piece captures the whole database, once),
   leave out the chunks the repository holds (a sorted array of the index's blob ids, sent
   once a run to every worker) or that the task stored already, and upload sealed packs
-  straight to the storage. A task returns per file its chunk ids and size (or the error that
-  kept it from being read), and the blob entries of the packs it wrote: no plaintext, no key.
+  straight to the storage. A task returns per file or piece its chunk ids and size (or the
+  error that kept it from being read), and the blob entries of the packs it wrote: no
+  plaintext, no key. A piece that could not be read fails its whole file (reported once).
 - **What the scheduler sees:** task names (``e2ebackup-backup-<unit>-<random run id>-<random>``)
   and the names and sizes of scattered objects: the keys a worker needs (blob, blob id,
   chunker, pack header; never the data key, the config or metadata key or the password) with
-  the storage's location and the array of known blob ids, and the units (file paths and
-  sizes). All are sent by the client straight to the workers (:mod:`e2ebackup.dask.runner`);
-  results are fetched from the workers directly.
+  the storage's location and the array of known blob ids, and the units (file paths, sizes
+  and pieces' offsets). All are sent by the client straight to the workers
+  (:mod:`e2ebackup.dask.runner`); results are fetched from the workers directly.
 - **A worker that dies** has its task run again by Dask (``retries``), which reads and uploads
   the unit again. The packs the dead attempt uploaded are in no index: the next backup adopts
   them (``recover_orphan_packs``), or ``forget --prune`` deletes them. Two units that both
@@ -62,7 +71,13 @@ from e2ebackup.repo.repository import Repository
 from e2ebackup.repo.tree import Entry
 from e2ebackup.storage import LocalStorage, S3Storage, Storage
 
-__all__ = ["DEFAULT_BACKUP_UNIT_BYTES", "KnownBlobs", "backup", "storage_spec"]
+__all__ = [
+    "DEFAULT_BACKUP_UNIT_BYTES",
+    "DEFAULT_PIECE_BYTES",
+    "KnownBlobs",
+    "backup",
+    "storage_spec",
+]
 
 #: The most bytes of files one task reads; fewer when that would leave fewer than
 #: ``UNITS_PER_THREAD`` units per worker thread, but never fewer than ``LEAST_UNIT_BYTES``
@@ -74,6 +89,17 @@ MAX_UNIT_FILES = 10_000
 #: Files at least this large go to the work unit of an earlier file of the same size (likely
 #: a copy: stored once, where two units would each store it).
 SAME_SIZE_BYTES = 1 << 20
+#: A file of at least two pieces of this many bytes is read in pieces, each by the task that
+#: gets it. A constant, not a share of the cluster: the offsets of the cuts (and so the chunks
+#: around them) are the same whatever the cluster, so a run on another cluster stores nothing
+#: new for an unchanged file. Large enough that the chunks cut otherwise than in one process
+#: (about three a cut, 3 MiB of the default 1 MiB chunks: stored again when a file is backed
+#: up by one process and then on Dask) are a few percent of a piece, and that a piece is a
+#: good share of a task's 32 to 256 MiB; a multiple of the read block (8 MiB), though the
+#: chunker, fed a stream, cuts alike whatever the blocks.
+DEFAULT_PIECE_BYTES = 64 << 20
+#: Smaller pieces would hold a chunk or two each: most would differ from a single process's.
+LEAST_PIECE_BYTES = 1 << 20
 
 ID_SIZE = 32
 
@@ -160,11 +186,16 @@ class _WorkerKeys(Hidden):
         return self._known
 
 
+#: What a task reads: (path, the listing's size, offset, length) of a piece of a file, or
+#: (path, size, 0, None) for a whole file.
+_Piece = tuple[str, int, int, int | None]
+
+
 @dataclass(frozen=True)
 class _Unit:
-    """One task's files: (path, size from the listing) each."""
+    """One task's files and pieces of files."""
 
-    files: tuple[tuple[str, int], ...]
+    files: tuple[_Piece, ...]
 
 
 @dataclass(frozen=True)
@@ -188,16 +219,35 @@ class _FileError:
         return E2EBackupError(self.message)
 
 
+@dataclass(frozen=True)
+class _Captured:
+    """The first piece of a file that is an SQLite database: the chunk ids and size of the
+    consistent image of the whole database (``Archiver.read_file``)."""
+
+    content: list[str]
+    size: int
+
+
+@dataclass(frozen=True)
+class _InFirstPiece:
+    """A later piece of an SQLite database: nothing read, the first piece's task captures it
+    whole."""
+
+
+#: How a task read a file (its chunk ids and size) or a piece (chunk ids and bytes read), or
+#: why it could not.
+_Outcome = tuple[list[str], int] | _Captured | _InFirstPiece | _FileError
+
 #: A stored pack as a task reports it: id, size, (blob id, kind, offset, length) each.
 PackEntries = tuple[str, int, list[tuple[bytes, int, int, int]]]
 
 
 @dataclass
 class _Done:
-    """What a task returns: per file its chunk ids and size, or why it was not read; the packs
-    it wrote; its part of the statistics."""
+    """What a task returns: per file or piece of its unit what was read, or why it was not;
+    the packs it wrote; its part of the statistics."""
 
-    files: list[tuple[list[str], int] | _FileError]
+    files: list[_Outcome]
     packs: list[PackEntries]
     bytes_read: int = 0
     blobs_added: int = 0
@@ -237,11 +287,11 @@ def _back_up_unit(held: _WorkerKeys, unit: _Unit, threads: int | None) -> _Done:
     repo = Repository(storage, held.keys, {"chunker": held.chunker}, b"")
     index = _TaskIndex(held.known)
     archiver = Archiver(repo, threads=threads, index=index)
-    files: list[tuple[list[str], int] | _FileError] = []
+    files: list[_Outcome] = []
     try:
-        for path, size in unit.files:
+        for piece in unit.files:
             try:
-                files.append(archiver.read_file(path, size))
+                files.append(_read_piece(archiver, piece))
             except (OSError, E2EBackupError) as e:
                 if isinstance(e, StorageError | RepositoryCorrupted):
                     raise
@@ -261,6 +311,52 @@ def _back_up_unit(held: _WorkerKeys, unit: _Unit, threads: int | None) -> _Done:
     )
 
 
+def _read_piece(archiver: Archiver, piece: _Piece) -> _Outcome:
+    path, size, offset, length = piece
+    if length is None:
+        return archiver.read_file(path, size)
+    # A piece ends at the listing's size, whatever the file grew to since: the joined chunks
+    # are the listed bytes. A file that shrank gives shorter pieces, and the file's size is
+    # what its pieces read: the snapshot says what was stored, and restores it.
+    read = archiver.read_range(path, offset, length)
+    if read is not None:
+        return read
+    if offset:
+        return _InFirstPiece()
+    # The database read whole, as one process reads it: one consistent image, not pieces of
+    # a file that may be written to meanwhile.
+    return _Captured(*archiver.read_file(path, size))
+
+
+def _joined(outcomes: Sequence[_Outcome]) -> tuple[list[str], int] | _FileError:
+    """A file's content and size from its pieces' outcomes, in order; or the error of its
+    first piece that failed (one error for the file however many pieces failed)."""
+    first = outcomes[0]
+    if isinstance(first, _Captured):  # the database is whole in it: the others read nothing
+        return first.content, first.size
+    read: list[tuple[list[str], int]] = []
+    for outcome in outcomes:  # the first piece that failed fails the file
+        if isinstance(outcome, _FileError):
+            return outcome
+        if isinstance(outcome, _Captured | _InFirstPiece):
+            # The first piece read a file, a later one found a database: replaced meanwhile.
+            return _FileError(
+                "E2EBackupError", "it was replaced while it was read; the next backup reads it"
+            )
+        read.append(outcome)
+    # Pieces past the end of a file that shrank read nothing (an empty chunk each): left out.
+    content = [i for ids, n in read if n for i in ids] or read[0][0]
+    return content, sum(n for _, n in read)
+
+
+def _pieces(size: int, piece_bytes: int) -> list[tuple[int, int | None]]:
+    """The (offset, length) of a file's pieces, or [(0, None)] for a file read whole: one
+    smaller than two pieces (the last piece is shorter, or whole)."""
+    if size < 2 * piece_bytes:
+        return [(0, None)]
+    return [(at, min(piece_bytes, size - at)) for at in range(0, size, piece_bytes)]
+
+
 def _file_error(e: Exception) -> _FileError:
     if isinstance(e, OSError) and e.errno is not None:
         return _FileError(
@@ -269,22 +365,26 @@ def _file_error(e: Exception) -> _FileError:
     return _FileError(type(e).__name__, str(e))
 
 
-def _same_size_together(sizes: list[int], target: int) -> list[list[int]]:
-    """The files' numbers in groups, in the order of each group's first file: a file of at
-    least ``SAME_SIZE_BYTES`` joins the group of an earlier file of the same size (up to
-    ``target`` bytes a group), so that copies of one photo or clip in two folders land in one
-    work unit, whose task stores their chunks once; the rest are groups of one."""
+def _same_size_together(
+    keys: Sequence[tuple[int, int]], costs: Sequence[int], target: int
+) -> list[list[int]]:
+    """The numbers of the files and pieces in groups, in the order of each group's first: one
+    of a file of at least ``SAME_SIZE_BYTES`` joins the group of an earlier one of the same
+    key (its file's size and its offset), up to ``target`` bytes (``costs``) a group, so that
+    copies of one photo or clip in two folders, or the same piece of two copies of a video
+    (the short last one too), land in one work unit, whose task stores their chunks once; the
+    rest are groups of one."""
     groups: list[list[int]] = []
-    open_group: dict[int, tuple[list[int], int]] = {}
-    for i, size in enumerate(sizes):
-        if size >= SAME_SIZE_BYTES:
-            held = open_group.get(size)
-            if held is not None and held[1] + size <= target:
+    open_group: dict[tuple[int, int], tuple[list[int], int]] = {}
+    for i, (key, cost) in enumerate(zip(keys, costs, strict=True)):
+        if key[0] >= SAME_SIZE_BYTES:
+            held = open_group.get(key)
+            if held is not None and held[1] + cost <= target:
                 held[0].append(i)
-                open_group[size] = (held[0], held[1] + size)
+                open_group[key] = (held[0], held[1] + cost)
                 continue
-            open_group[size] = ([i], size)
-            groups.append(open_group[size][0])
+            open_group[key] = ([i], cost)
+            groups.append(open_group[key][0])
         else:
             groups.append([i])
     return groups
@@ -305,6 +405,7 @@ class _Coordinator(Archiver):
         client: distributed.Client,
         spec: StorageSpec,
         unit_bytes: int | None,
+        piece_bytes: int,
         threads: int | None,
         retries: int,
         **options: Any,
@@ -313,6 +414,7 @@ class _Coordinator(Archiver):
         self.client = client
         self.spec = spec
         self.unit_bytes = unit_bytes
+        self.piece_bytes = piece_bytes
         self.task_threads = threads
         self.retries = retries
         # The files to read: path, entry, and whether it is new (not in the parent snapshot).
@@ -356,15 +458,33 @@ class _Coordinator(Archiver):
             least=LEAST_UNIT_BYTES,
             per_thread=UNITS_PER_THREAD,
         )
-        groups = _same_size_together(sizes, target)
+        # Every file's pieces (or the file whole), in walk order: (file number, offset, length).
+        pieces = [
+            (i, at, length)
+            for i, size in enumerate(sizes)
+            for at, length in _pieces(size, self.piece_bytes)
+        ]
+        costs = [sizes[i] if length is None else length for i, _, length in pieces]
+        groups = _same_size_together([(sizes[i], at) for i, at, _ in pieces], costs, target)
         cut = [
-            [i for group in part for i in group]
+            [p for group in part for p in group]
             for part in split_by_bytes(
-                groups, lambda g: sum(sizes[i] for i in g), target=target, most=MAX_UNIT_FILES
+                groups, lambda g: sum(costs[p] for p in g), target=target, most=MAX_UNIT_FILES
             )
         ]
-        units = [_Unit(tuple((self._files[i][0], sizes[i]) for i in part)) for part in cut]
+        units = [
+            _Unit(tuple((self._files[i][0], sizes[i], at, n) for i, at, n in in_part))
+            for in_part in ([pieces[p] for p in part] for part in cut)
+        ]
         members = {id(unit): part for unit, part in zip(units, cut, strict=True)}
+        # The outcomes of the pieces of each file read in pieces, filled in as the tasks finish
+        # (in any order, from any task), and how many are still to come: the file is joined,
+        # or failed and reported once, when its last piece is in.
+        waiting: dict[int, list[_Outcome | None]] = {}
+        for i, _, length in pieces:
+            if length is not None:
+                waiting.setdefault(i, []).append(None)
+        missing = {i: len(parts) for i, parts in waiting.items()}
         done = run_units(
             self.client,
             held,
@@ -390,20 +510,37 @@ class _Coordinator(Archiver):
             self.stats.blobs_added += result.blobs_added
             self.stats.bytes_added += result.bytes_added
             self.stats.sqlite_captured += result.sqlite_captured
-            for i, outcome in zip(members[id(unit)], result.files, strict=True):
-                path, entry, new = self._files[i]
-                if isinstance(outcome, _FileError):
-                    failed.add(id(entry))
-                    if new:
-                        self.stats.files_new -= 1
-                    else:
-                        self.stats.files_changed -= 1
-                    self._error(path, outcome.exception(path))
-                else:
-                    entry["content"], entry["size"] = outcome
+            for p, outcome in zip(members[id(unit)], result.files, strict=True):
+                i, at, length = pieces[p]
+                if length is None:
+                    # What read_file returned (or its error): no piece's outcome.
+                    assert not isinstance(outcome, _Captured | _InFirstPiece)
+                    self._settle(i, outcome, failed)
+                    continue
+                waiting[i][at // self.piece_bytes] = outcome
+                missing[i] -= 1
+                if not missing[i]:
+                    parts = waiting.pop(i)
+                    self._settle(i, _joined([part for part in parts if part is not None]), failed)
             if self.progress is not None:
                 self.progress(self.stats, unit.files[-1][0])
         return failed
+
+    def _settle(
+        self, i: int, outcome: tuple[list[str], int] | _FileError, failed: set[int]
+    ) -> None:
+        """The ``i``-th file's content and size set, or its error reported and its entry
+        added to ``failed``."""
+        path, entry, new = self._files[i]
+        if isinstance(outcome, _FileError):
+            failed.add(id(entry))
+            if new:
+                self.stats.files_new -= 1
+            else:
+                self.stats.files_changed -= 1
+            self._error(path, outcome.exception(path))
+        else:
+            entry["content"], entry["size"] = outcome
 
 
 def backup(
@@ -412,6 +549,7 @@ def backup(
     *,
     client: distributed.Client,
     unit_bytes: int | None = None,
+    piece_bytes: int = DEFAULT_PIECE_BYTES,
     tags: list[str] | None = None,
     exclude: Sequence[str] = (),
     exclude_caches: bool = False,
@@ -434,13 +572,19 @@ def backup(
     endpoint ``repo`` was opened at; S3 credentials come from each worker's environment).
 
     ``unit_bytes``: the bytes of files one task reads (default: up to 256 MiB, and small
-    enough for four tasks per worker thread; a larger file is a task alone); ``threads``: the
+    enough for four tasks per worker thread; a larger file or piece is a task alone);
+    ``piece_bytes``: a file of at least twice this size (default 64 MiB, at least 1 MiB) is
+    read in pieces of this size (the last one shorter), which go to the work units as files
+    do, so several tasks read it; keep it from one run to the next (with another size the
+    chunks around the cuts differ, about three a cut, and are stored again); ``threads``: the
     threads a task chunks and seals with (default 1: the cluster's worker threads are the
     parallelism; None: all the worker machine's cores);
     ``retries``: how often Dask runs a task again whose worker died. A storage error that
     outlasts the retries is raised; the packs stored until then are adopted by the next
     backup.
     """
+    if piece_bytes < LEAST_PIECE_BYTES:
+        raise InvalidArgument(f"pieces of files are at least {LEAST_PIECE_BYTES:,} bytes")
     path_strings = [os.fspath(p) for p in paths]
     excludes = Excludes(exclude, exclude_caches=exclude_caches)
     spec = storage or storage_spec(repo.storage)
@@ -453,6 +597,7 @@ def backup(
             client=client,
             spec=spec,
             unit_bytes=unit_bytes,
+            piece_bytes=piece_bytes,
             threads=threads,
             retries=retries,
             progress=progress,

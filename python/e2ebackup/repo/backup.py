@@ -11,6 +11,7 @@ whatever the tree size (plus the index, about 150 bytes a stored blob).
 from __future__ import annotations
 
 import getpass
+import io
 import os
 import socket
 import stat
@@ -18,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, cast
 
 from e2ebackup import _core
 from e2ebackup.errors import E2EBackupError, InvalidArgument, RepositoryCorrupted, TreeTooDeep
@@ -183,13 +184,17 @@ class Archiver:
         with open(path, "rb") as f:
             return self._chunks_from(f, path, divert_sqlite=divert_sqlite)
 
-    def _chunks_from(self, f: BinaryIO, label: str, *, divert_sqlite: bool) -> list[str] | None:
-        """:meth:`_chunks_of` for an open stream (a file, or a pipe)."""
+    def _chunks_from(
+        self, f: BinaryIO, label: str, *, divert_sqlite: bool, compress: bool | None = None
+    ) -> list[str] | None:
+        """:meth:`_chunks_of` for an open stream (a file, or a pipe). ``compress`` None: decided
+        on the stream's first bytes; given: a piece of a file, decided on the file's."""
         ids: list[str] = []
         self.chunker.reset()
         carry = bytearray()
         block, view = self._block, self._view
-        compress = True
+        decide = compress is None
+        compress = True if compress is None else compress
         first = True
         while n := readinto(f, block):
             data = view[:n]
@@ -197,7 +202,8 @@ class Archiver:
                 if divert_sqlite and data[: len(SQLITE_MAGIC)] == SQLITE_MAGIC:
                     return None
                 # Decided once per file: only the first chunk carries JPEG/MP4/ZIP magic.
-                compress = not _core.looks_compressed(data[:64])
+                if decide:
+                    compress = not _core.looks_compressed(data[:64])
                 first = False
             chunks = []
             prev = 0
@@ -259,6 +265,33 @@ class Archiver:
             self.stats.sqlite_captured += 1
         assert content is not None  # the copy is read without diverting
         return content, size
+
+    def read_range(self, path: str, offset: int, length: int) -> tuple[list[str], int] | None:
+        """The ids of the chunks of the file's ``length`` bytes from ``offset`` (fewer where it
+        ends sooner), stored as needed, and the bytes read: a piece of a large file that several
+        processes read apart (the Dask backup), joined by the caller in order. The chunker
+        starts afresh at ``offset`` and cuts at the piece's end, so the chunks differ from the
+        whole file's only around the cut (the content-defined cuts fall in step again after
+        the first one of the piece). Whether the chunks are compressed is decided on the
+        file's first bytes, as :meth:`read_file` decides it, so every piece of a file is stored
+        alike. None for an SQLite database (its magic at the file's start), whose bytes are
+        not read: it is read whole and consistent by :meth:`read_file`, once."""
+        if offset < 0 or length < 0:
+            raise InvalidArgument("a piece of a file starts and ends within it")
+        with open(path, "rb") as f:
+            head = f.read(64)
+            if head[: len(SQLITE_MAGIC)] == SQLITE_MAGIC:
+                return None
+            f.seek(offset)
+            before = self.stats.bytes_read
+            content = self._chunks_from(
+                cast(BinaryIO, _Bounded(f, length)),
+                path,
+                divert_sqlite=False,
+                compress=not _core.looks_compressed(head),
+            )
+        assert content is not None  # not diverted
+        return content, self.stats.bytes_read - before
 
     def _entry(self, path: str, name: str, old: Entry | None) -> Entry | None:
         st = os.lstat(path)
@@ -467,6 +500,27 @@ class Archiver:
 
 
 _SIDECARS = ("-journal", "-wal", "-shm")
+
+
+class _Bounded(io.RawIOBase):
+    """At most ``left`` bytes of ``f`` from where it stands (:meth:`Archiver.read_range`):
+    ``readinto`` fills no more than what is left, then reports the end."""
+
+    def __init__(self, f: io.BufferedIOBase, left: int) -> None:
+        super().__init__()
+        self._f = f
+        self._left = left
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._left <= 0:
+            return 0
+        with memoryview(buffer) as whole, whole[: self._left] as view:
+            n = self._f.readinto(view) or 0
+        self._left -= n
+        return n
 
 
 class _Discard:
