@@ -229,7 +229,7 @@ def _register_backup(b: argparse.ArgumentParser) -> None:
 def _register_restore(r: argparse.ArgumentParser) -> None:
     add_repo_option(r)
     r.add_argument("snapshot", metavar="SNAPSHOT", help="id, unique prefix, or latest")
-    r.add_argument("--target", required=True, help="folder to restore into")
+    r.add_argument("--target", help="folder to restore into")
     r.add_argument(
         "--include",
         action="append",
@@ -279,6 +279,25 @@ def _register_restore(r: argparse.ArgumentParser) -> None:
         "system), and each worker opens the repository's storage itself (S3 credentials from "
         "its environment); the keys go to the workers, never through the scheduler; needs "
         "pip install 'e2ebackup[dask]' (docs/SCALE.md)",
+    )
+    r.add_argument(
+        "--to-s3",
+        metavar="s3://BUCKET/PREFIX",
+        help="with --dask, instead of --target: each file of the snapshot becomes the object "
+        "PREFIX/<its path>, DECRYPTED (whoever can read the bucket reads the files); needs "
+        "--plaintext-to-s3; the workers take the bucket's credentials from their environment; "
+        "modification times and modes kept as metadata, owners, symlinks and empty folders "
+        "not (docs/SCALE.md)",
+    )
+    r.add_argument(
+        "--to-s3-endpoint",
+        metavar="URL",
+        help="the S3-compatible endpoint of --to-s3 (default: the workers' $AWS_ENDPOINT_URL)",
+    )
+    r.add_argument(
+        "--plaintext-to-s3",
+        action="store_true",
+        help="agree that --to-s3 writes the files unencrypted into the bucket",
     )
     add_filter_options(r)
     add_no_lock_option(r)
@@ -627,6 +646,10 @@ def _restore_on_dask(args: argparse.Namespace) -> Callable[..., RestoreStats]:
 
 
 def _restore(args: argparse.Namespace) -> int:
+    if args.to_s3 or args.plaintext_to_s3 or args.to_s3_endpoint:
+        return _restore_to_s3(args)
+    if not args.target:
+        raise InvalidArgument("give --target FOLDER (or, with --dask, --to-s3)")
     run = _restore_on_dask(args) if args.dask else restore  # a missing extra fails first
     repo = open_repo(args)
     with progress_bar(args, "restore") as bar:
@@ -659,6 +682,69 @@ def _restore(args: argparse.Namespace) -> int:
         f"{stats.bytes / 1e6:,.1f} MB into {args.target}",
     )
     return Exit.INCOMPLETE if stats.skipped_existing else Exit.OK
+
+
+def _restore_to_s3(args: argparse.Namespace) -> int:
+    """``restore --dask ADDRESS --to-s3 s3://bucket/prefix --plaintext-to-s3``: the files as
+    plaintext objects, written by the cluster's workers; refused (before any password is
+    asked) without each of those options."""
+    if not args.to_s3:
+        raise InvalidArgument("--plaintext-to-s3 and --to-s3-endpoint go with --to-s3")
+    if args.target or not args.dask:
+        raise InvalidArgument("--to-s3 is written by a Dask cluster: give --dask, not --target")
+    if not args.plaintext_to_s3:
+        raise InvalidArgument(
+            "--to-s3 writes the files decrypted into the bucket: whoever can read it reads "
+            "them; give --plaintext-to-s3 to agree"
+        )
+    if args.keep_special_bits or args.no_same_owner:
+        raise InvalidArgument("objects keep no owner and no special bits: not with --to-s3")
+    from e2ebackup.dask import restore_to_s3  # the dask extra: a missing one is named
+
+    repo = open_repo(args)
+    with progress_bar(args, "restore") as bar:
+
+        def progress(stats: RestoreStats, path: str) -> None:
+            if bar is not None:
+                text = f"restore: {count(stats.files, 'object')}"
+                bar(stats.bytes, stats.bytes_total or None, text)
+
+        with dask_client(args.dask) as client:
+            stats = restore_to_s3(
+                repo,
+                args.snapshot,
+                args.to_s3,
+                client=client,
+                plaintext_to_cloud=True,
+                endpoint_url=args.to_s3_endpoint,
+                subpath=args.include or None,
+                overwrite=args.overwrite,
+                progress=progress,
+                where=snapshot_filter(args),
+                exclude=args.exclude,
+                max_size=args.max_size,
+                max_files=args.max_files,
+            )
+    for path in stats.skipped_existing:
+        print(f"e2ebackup: not replaced (exists; use --overwrite): {path}", file=sys.stderr)
+    for path in stats.names_not_kept:
+        print(f"e2ebackup: left out (cannot be an S3 key): {path!r}", file=sys.stderr)
+    left = [
+        count(n, noun)
+        for n, noun in (
+            (stats.symlinks_not_kept, "symlink"),
+            (stats.empty_dirs_not_kept, "empty folder"),
+            (stats.special_bits_not_kept, "setuid/setgid/sticky file"),
+        )
+        if n
+    ]
+    out(
+        args,
+        asdict(stats),
+        f"restored {count(stats.files, 'file')} as objects, {stats.bytes / 1e6:,.1f} MB into "
+        f"{args.to_s3}" + (f"; not kept: {', '.join(left)}" if left else ""),
+    )
+    return Exit.INCOMPLETE if stats.skipped_existing or stats.names_not_kept else Exit.OK
 
 
 def _verify(args: argparse.Namespace) -> int:

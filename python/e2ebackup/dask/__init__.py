@@ -8,6 +8,10 @@ scheduling, retrying and moving of results are Dask's ``distributed``.
   repository, its packs read and authenticated by the workers.
 - :func:`backup` (:mod:`e2ebackup.dask.backup`): a backup whose files are read, chunked,
   sealed and uploaded by the workers; this process walks the tree and writes the snapshot.
+- :func:`restore` (:mod:`e2ebackup.dask.restore`): a restore whose files are read and written
+  by the workers into a folder they share; :func:`restore_to_s3`
+  (:mod:`e2ebackup.dask.restore_s3`): into an S3 prefix as plaintext objects, only when asked
+  (``plaintext_to_cloud=True``).
 
 In each the key material goes from the client straight to the workers, never through the
 scheduler, and tasks have random names (:mod:`e2ebackup.dask.runner`).
@@ -37,6 +41,7 @@ from e2ebackup.dask.files import (
     split_batches,
 )
 from e2ebackup.dask.restore import restore as restore
+from e2ebackup.dask.restore_s3 import S3RestoreStats, S3Target, restore_to_s3
 from e2ebackup.dask.verify import DEFAULT_UNIT_BYTES, StorageSpec, verify_repository
 
 __all__ = [
@@ -49,10 +54,13 @@ __all__ = [
     "Failure",
     "KnownBlobs",
     "Report",
+    "S3RestoreStats",
+    "S3Target",
     "StorageSpec",
     "backup",
     "decrypt_files",
     "encrypt_files",
+    "restore_to_s3",
     "split_batches",
     "storage_spec",
     "verify_repository",

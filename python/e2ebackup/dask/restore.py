@@ -57,7 +57,14 @@ from e2ebackup.repo.repository import Repository, SnapshotFilter
 from e2ebackup.repo.restore import FileJob, Progress, Restorer, RestoreStats
 from e2ebackup.storage import Storage
 
-__all__ = ["DEFAULT_RESTORE_UNIT_BYTES", "restore"]
+__all__ = [
+    "DEFAULT_RESTORE_UNIT_BYTES",
+    "BlobKeys",
+    "RestoreUnit",
+    "file_units",
+    "file_windows",
+    "restore",
+]
 
 #: The most bytes of files one task writes; fewer when that would leave fewer than
 #: ``UNITS_PER_THREAD`` units per worker thread, never fewer than ``LEAST_UNIT_BYTES``.
@@ -73,7 +80,7 @@ WINDOW_UNITS_PER_THREAD = 16
 MAX_WINDOW_FILES = 200_000
 
 
-class _BlobKeys(Hidden):
+class BlobKeys(Hidden):
     """What a task needs to open blobs: the blob and blob-id keys and the repository id (the
     others, the pack-header key included, never leave the coordinator), the chunker's largest
     chunk, and where the storage is."""
@@ -86,7 +93,7 @@ class _BlobKeys(Hidden):
         self._spec = spec
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_BlobKeys, (self._keys, self._max_chunk, self._spec))
+        return (BlobKeys, (self._keys, self._max_chunk, self._spec))
 
     @property
     def keys(self) -> RepoKeys:
@@ -113,7 +120,7 @@ class _Options:
 
 
 @dataclass(frozen=True)
-class _Unit:
+class RestoreUnit:
     """One task's files, in the order they are written."""
 
     jobs: tuple[FileJob, ...]
@@ -126,7 +133,7 @@ def _storage(spec: StorageSpec) -> Storage:
     return spec.open()
 
 
-def _write_unit(held: _BlobKeys, unit: _Unit, options: _Options) -> RestoreStats:
+def _write_unit(held: BlobKeys, unit: RestoreUnit, options: _Options) -> RestoreStats:
     """A task: the unit's files read, authenticated and written as the single process writes
     them. A storage error or a damaged blob is raised (Dask runs the task again, then the
     coordinator raises it)."""
@@ -151,7 +158,7 @@ def _cost(job: FileJob) -> int:
     return int(job.entry.get("size", 0)) + FILE_COST
 
 
-def _windows(jobs: Iterator[FileJob], window_bytes: int) -> Iterator[list[FileJob]]:
+def file_windows(jobs: Iterator[FileJob], window_bytes: int) -> Iterator[list[FileJob]]:
     """The files in runs of about ``window_bytes`` and at most ``MAX_WINDOW_FILES``."""
     while True:
         window: list[FileJob] = []
@@ -166,11 +173,11 @@ def _windows(jobs: Iterator[FileJob], window_bytes: int) -> Iterator[list[FileJo
         yield window
 
 
-def _units(window: list[FileJob], unit_bytes: int) -> list[_Unit]:
+def file_units(window: list[FileJob], unit_bytes: int) -> list[RestoreUnit]:
     """The files cut into units of about equal bytes, files sharing packs together."""
     ordered = sorted(window, key=lambda j: (j.first_pack, j.order))
     cut = split_by_bytes(ordered, _cost, target=unit_bytes, most=MAX_UNIT_FILES)
-    return [_Unit(tuple(part)) for part in cut]
+    return [RestoreUnit(tuple(part)) for part in cut]
 
 
 def restore(
@@ -218,7 +225,7 @@ def restore(
     options = _Options(where_to, overwrite, keep_special_bits, same_owner, threads)
 
     def write_files(jobs: Iterator[FileJob], stats: RestoreStats) -> None:
-        held = _BlobKeys(repo.keys, int(repo.config["chunker"]["max"]), spec)
+        held = BlobKeys(repo.keys, int(repo.config["chunker"]["max"]), spec)
         threads = max(1, sum(client.nthreads().values()))  # type: ignore[no-untyped-call]
         size = unit_bytes or auto_unit_bytes(
             client,
@@ -227,12 +234,12 @@ def restore(
             least=LEAST_UNIT_BYTES,
             per_thread=UNITS_PER_THREAD,
         )
-        for window in _windows(jobs, WINDOW_UNITS_PER_THREAD * threads * size):
+        for window in file_windows(jobs, WINDOW_UNITS_PER_THREAD * threads * size):
             done = run_units(
                 client,
                 held,
                 _write_unit,
-                _units(window, size),
+                file_units(window, size),
                 name="restore",
                 args=(options,),
                 retries=retries,

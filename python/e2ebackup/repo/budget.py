@@ -31,21 +31,22 @@ class Listing:
 @dataclass
 class Budget:
     """What a restore into ``target`` may write: ``max_size`` bytes and ``max_files`` entries
-    (None: no limit), and no more than the target's file system has free."""
+    (None: no limit), and no more than the target's file system has free (``target`` None:
+    not a file system of this machine, an object store: the limits only)."""
 
-    target: str
+    target: str | None
     max_size: int | None = None
     max_files: int | None = None
 
     def entries(self) -> int | None:
         """The most entries a restore may write, None if no limit is known."""
-        _, free_inodes = free_space(self.target)
+        _, free_inodes = self._free()
         known = [b for b in (self.max_files, free_inodes) if b is not None]
         return min(known) if known else None
 
     def check(self, size: int, entries: int) -> None:
         """Raises RestoreLimitExceeded if ``size`` bytes or ``entries`` entries do not fit."""
-        free_bytes, free_inodes = free_space(self.target)
+        free_bytes, free_inodes = self._free()
         if self.max_size is not None and size > self.max_size:
             raise RestoreLimitExceeded(
                 f"the snapshot holds {size:,} bytes to restore, more than --max-size "
@@ -56,7 +57,7 @@ class Budget:
                 f"the snapshot holds {entries:,} files, folders and links to restore, more than "
                 f"--max-files {self.max_files:,}"
             )
-        if size > free_bytes:
+        if free_bytes is not None and size > free_bytes:
             raise RestoreLimitExceeded(
                 f"the snapshot holds {size:,} bytes to restore; the target's file system has "
                 f"{free_bytes:,} free"
@@ -66,6 +67,9 @@ class Budget:
                 f"the snapshot holds {entries:,} files, folders and links to restore; the "
                 f"target's file system has {free_inodes:,} free inodes"
             )
+
+    def _free(self) -> tuple[int | None, int | None]:
+        return (None, None) if self.target is None else free_space(self.target)
 
 
 def listing_of(entries: list[Entry]) -> Listing:

@@ -32,6 +32,12 @@ folders and symlinks, and hands the files over as :class:`FileJob` (a path, the 
 where its blobs are: the index stays here), setting the folders' metadata once every file is
 written; each writer runs :meth:`Restorer.write_files`, the same reading and writing as
 :meth:`Restorer.run`.
+
+For a target that is not a folder (objects in a bucket: :mod:`e2ebackup.dask.restore_s3`),
+:meth:`Restorer.plan_files` does the same walk without a file system (the budget checked,
+nothing made) and hands out only the files, counting the folders and symlinks it passes; each
+writer runs :meth:`Restorer.write_to`, the same reading with the opened blobs going to a
+:class:`FileSink` instead of an :class:`~e2ebackup.repo.extract.Extractor`.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import NoReturn, Protocol
 
 from e2ebackup._parallel import ordered_map
 from e2ebackup.errors import (
@@ -64,10 +70,12 @@ from e2ebackup.repo.tree import Entry, check_depth, decode_tree
 
 __all__ = [
     "FileJob",
+    "FileSink",
     "RestoreConflict",
     "RestoreLimitExceeded",
     "RestoreStats",
     "Restorer",
+    "Walked",
     "restore",
 ]
 
@@ -231,6 +239,39 @@ class FileJob:
         return self.runs[0][0] if self.runs else ""
 
 
+class FileSink(Protocol):
+    """Where :meth:`Restorer.write_to` puts files, in order: :meth:`start_file`, its blobs
+    (each authenticated, in the file's order) to :meth:`write`, :meth:`finish_file`; then
+    :meth:`finish` once all are handed over, or :meth:`discard` after an error (nothing that
+    was not finished may look complete). An :class:`~e2ebackup.repo.extract.Extractor` is one.
+    """
+
+    @property
+    def writing(self) -> str | None:
+        """The file being written (None: none, or the sink leaves this one out)."""
+        ...
+
+    def start_file(self, entry: Entry, path: str) -> None: ...
+
+    def write(self, blob: bytes) -> None: ...
+
+    def finish_file(self, entry: Entry) -> None: ...
+
+    def finish(self) -> None: ...
+
+    def discard(self) -> None: ...
+
+
+@dataclass
+class Walked:
+    """What :meth:`Restorer.plan_files` passed over without handing it out: folders (those
+    with no file handed out below them also in ``empty_dirs``) and symlinks."""
+
+    dirs: int = 0
+    empty_dirs: int = 0
+    symlinks: int = 0
+
+
 #: What :meth:`Restorer.run_delegated` calls to have the files written: it takes every file
 #: from the iterator (which makes their folders as it goes) and adds what the writers did
 #: (files, bytes, files left as they were) to the statistics it is given.
@@ -262,6 +303,7 @@ class Restorer:
         self.max_chunk = int(repo.config["chunker"]["max"])
         self.stats = RestoreStats()
         self._out: Extractor | None = None
+        self._sink: FileSink | None = None  # write_to's; else the files go to _out
         self._last: tuple[bytes, bytes] | None = None  # the blob the writer opened last
         self._trees: dict[str, bytes] = {}
         self._trees_size = 0
@@ -516,23 +558,31 @@ class Restorer:
 
     # -- writing (handed over by the calling thread, in order) ---------------------------------
 
+    def _files_out(self) -> FileSink:
+        out = self._sink if self._sink is not None else self._out
+        assert out is not None
+        return out
+
     def _do(self, step: _Step) -> None:
+        if isinstance(step, _Run):
+            self._write_run(step, self._files_out())
+            return
+        if isinstance(step, _FileStart):
+            self._files_out().start_file(step.entry, step.path)
+            return
+        if isinstance(step, _FileEnd):
+            self._files_out().finish_file(step.entry)
+            return
         out = self._out
         assert out is not None
-        if isinstance(step, _Run):
-            self._write_run(step, out)
-        elif isinstance(step, _FileStart):
-            out.start_file(step.entry, step.path)
-        elif isinstance(step, _FileEnd):
-            out.finish_file(step.entry)
-        elif isinstance(step, _Link):
+        if isinstance(step, _Link):
             out.symlink(step.entry, step.path)
         elif not step.done:
             out.enter(step.entry, step.path)
         else:
             out.leave(step.entry)
 
-    def _write_run(self, step: _Run, out: Extractor) -> None:
+    def _write_run(self, step: _Run, out: FileSink) -> None:
         read = step.read
         assert read is not None
         assert read.future is not None
@@ -605,14 +655,12 @@ class Restorer:
                     in_flight -= write_next()
             while ahead:
                 in_flight -= write_next()
-            assert self._out is not None
-            self._out.finish()  # every file written and placed, every folder's metadata set
+            self._files_out().finish()  # every file written and placed, folders' metadata set
         except BaseException:
             for pending in ahead:
                 if isinstance(pending, _Run) and pending.read and pending.read.future:
                     pending.read.future.cancel()
-            assert self._out is not None
-            self._out.discard()
+            self._files_out().discard()
             raise
 
     def run(
@@ -642,12 +690,13 @@ class Restorer:
     def _prepare(
         self,
         snapshot: dict[str, object],
-        target: str,
+        target: str | None,
         subpath: str | Sequence[str] | None,
         pool: ThreadPoolExecutor,
     ) -> Iterator[_Step]:
         """Checks the budget (before anything is written), makes the target and returns the
-        plan's steps."""
+        plan's steps (``target`` None: no folder, nothing made, paths relative, nothing in
+        the way)."""
         self.budget.target = target
         root = self.repo.read_tree(str(snapshot["tree"]))
         # Each part with where it sits in the snapshot: excludes match whole snapshot paths.
@@ -660,6 +709,10 @@ class Restorer:
         # The parent folders of each part count against --max-files too.
         extra = sum(len(part.ancestors) for part in selected)
         self.stats.bytes_total = self._measure(parts, pool, extra_entries=extra)
+        if target is None:
+            return itertools.chain.from_iterable(
+                self._plan_part(part, "", True) for part in selected
+            )
         fresh = not os.path.lexists(target)
         os.makedirs(target, exist_ok=True)
         return itertools.chain.from_iterable(
@@ -758,6 +811,75 @@ class Restorer:
         self._out.make_durable()
         return self.stats
 
+    def plan_files(
+        self,
+        snapshot: dict[str, object],
+        subpath: str | Sequence[str] | None,
+        walked: Walked,
+    ) -> Iterator[FileJob]:
+        """The files of ``snapshot`` (or of ``subpath``, less the excludes) for writers into a
+        target that is not a folder of this machine (objects in a bucket): the budget
+        (``max_size``, ``max_files``; no free space to measure) is checked now, before the
+        first file is handed out; nothing is made and nothing is in the way (paths are
+        relative, "/" between names). The folders and symlinks passed over are counted in
+        ``walked``; ``stats.excluded`` counts what the excludes left out."""
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="e2ebackup-restore") as pool:
+            steps = self._prepare(snapshot, None, subpath, pool)
+
+        def files() -> Generator[FileJob]:
+            below: list[int] = []  # files handed out below each open folder
+            started: tuple[_FileStart, list[_Run]] | None = None
+            order = 0
+            for step in steps:
+                if isinstance(step, _FileStart):
+                    started = (step, [])
+                elif isinstance(step, _Run):
+                    assert started is not None
+                    started[1].append(step)
+                elif isinstance(step, _FileEnd):
+                    assert started is not None
+                    yield _job("", *started, order=order)
+                    order += 1
+                    started = None
+                    if below:
+                        below[-1] += 1
+                elif isinstance(step, _Link):
+                    walked.symlinks += 1
+                elif not step.done:
+                    walked.dirs += 1
+                    below.append(0)
+                else:
+                    inside = below.pop()
+                    if inside == 0:
+                        walked.empty_dirs += 1
+                    elif below:
+                        below[-1] += inside
+
+        return files()
+
+    def write_to(
+        self, sink: Callable[[RestoreStats], FileSink], jobs: Sequence[FileJob]
+    ) -> RestoreStats:
+        """Reads and authenticates the blobs of ``jobs`` as :meth:`write_files` does and hands
+        them to the sink that ``sink`` makes (given the statistics it adds what it wrote to),
+        file after file; returns the statistics. A path with an empty, ``.`` or ``..`` name is
+        refused."""
+        self._sink = sink(self.stats)
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="e2ebackup-restore") as pool:
+            self._pipeline(self._plan_flat(jobs), pool)
+        return self.stats
+
+    @staticmethod
+    def _plan_flat(jobs: Sequence[FileJob]) -> Iterator[_Step]:
+        for job in jobs:
+            if any(part in ("", ".", "..") for part in job.path.split("/")):
+                raise InvalidArgument(f"{job.path!r} is not a relative path")
+            yield _FileStart(job.entry, job.path)
+            for pack, start, end, blobs in job.runs:
+                located = [(b, BlobLocation(KIND_DATA, pack, o, n)) for b, o, n in blobs]
+                yield _Run(pack, start, end, located)
+            yield _FileEnd(job.entry, job.path)
+
     def _plan_jobs(self, jobs: Sequence[FileJob], target: str) -> Iterator[_Step]:
         """The steps that write ``jobs``, entering and leaving their folders on the way."""
         opened: list[_Dir] = []
@@ -812,7 +934,7 @@ class Restorer:
 
 
 def _job(target: str, start: _FileStart, runs: list[_Run], *, order: int) -> FileJob:
-    rel = os.path.relpath(start.path, target).replace(os.sep, "/")
+    rel = (os.path.relpath(start.path, target) if target else start.path).replace(os.sep, "/")
     entry = {k: v for k, v in start.entry.items() if k != "content"}
     specs = tuple(
         (r.pack, r.start, r.end, tuple((b, loc.offset, loc.length) for b, loc in r.blobs))

@@ -24,6 +24,10 @@
   retries are off unless ``sdk_retries`` says otherwise): every transient failure surfaces as
   :class:`StorageUnavailable`, and a retried multipart put resumes where it stopped.
 
+Besides the :class:`Storage` interface, :meth:`S3Storage.upload` writes one object at any
+relative path (:func:`check_key_path`), streamed and made visible only when complete: what
+restoring a snapshot into a bucket as plain objects (:mod:`e2ebackup.dask.restore_s3`) writes.
+
 boto3 is imported lazily: ``pip install 'e2ebackup[s3]'`` is needed only to use this backend.
 """
 
@@ -57,7 +61,7 @@ from e2ebackup.errors import (
 )
 from e2ebackup.storage.base import BLOCK, ObjectInfo, Storage, check_name, valid_name
 
-__all__ = ["MIN_PART_SIZE", "S3Storage"]
+__all__ = ["MAX_KEY_BYTES", "MIN_PART_SIZE", "S3Storage", "StreamUpload", "check_key_path"]
 
 log = logging.getLogger("e2ebackup.storage.s3")
 
@@ -108,6 +112,30 @@ _FULL = {"QuotaExceeded", "StorageQuotaExceeded", "XMinioStorageFull", "Insuffic
 _HEX_MD5 = re.compile(r"^[0-9a-f]{32}$")
 _MULTIPART_ETAG = re.compile(r"^[0-9a-f]{32}-[0-9]+$")
 _RANGE = re.compile(r"bytes ([0-9]+)-([0-9]+)/([0-9]+|\*)")
+#: The longest key S3 takes, in bytes of UTF-8.
+MAX_KEY_BYTES = 1024
+# Control characters: S3 takes them in keys, but listings (XML 1.0) cannot carry most of them.
+_KEY_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_key_path(path: str) -> str:
+    """``path`` if it can be the relative part of a key below a prefix: names joined by "/",
+    none empty, ``.`` or ``..`` (so no leading "/"), valid UTF-8 (a name kept through surrogate
+    escapes is not), no control character, at most ``MAX_KEY_BYTES``; else InvalidArgument.
+    Unlike :func:`~e2ebackup.storage.base.check_name` (the repository's own objects), any other
+    character is allowed: these are the paths of restored files."""
+    parts = path.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise InvalidArgument(f"{path!r} is not a relative path of names")
+    if _KEY_UNSAFE.search(path):
+        raise InvalidArgument(f"{path!r} holds a control character")
+    try:
+        encoded = path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgument(f"{path!r} is not valid UTF-8") from None
+    if len(encoded) > MAX_KEY_BYTES:
+        raise InvalidArgument(f"{path[:40]!r}...: longer than {MAX_KEY_BYTES} bytes")
+    return path
 
 
 def _b64(digest: bytes) -> str:
@@ -856,6 +884,32 @@ class S3Storage(Storage):
             if not isinstance(err, ObjectNotFound):
                 raise err from None
 
+    def head_path(self, path: str) -> tuple[int, dict[str, str]] | None:
+        """The size and user metadata (``x-amz-meta-*``, names in lower case: some servers
+        answer ``Mtime``) of the object at ``path`` (:func:`check_key_path`) below the prefix,
+        None if there is none."""
+        head = self._head(self._path_key(path), path)
+        if head is None:
+            return None
+        meta = head.get("Metadata") or {}
+        return int(head["ContentLength"]), {str(k).lower(): str(v) for k, v in meta.items()}
+
+    def upload(
+        self, path: str, *, size: int, metadata: dict[str, str] | None = None, overwrite: bool
+    ) -> StreamUpload:
+        """A new object of ``size`` bytes at ``path`` (:func:`check_key_path`) below the
+        prefix, written by :meth:`StreamUpload.write` and made visible only by
+        :meth:`StreamUpload.complete` (see there)."""
+        if size < 0:
+            raise InvalidArgument("size must not be negative")
+        return StreamUpload(self, path, self._path_key(path), size, metadata or {}, overwrite)
+
+    def _path_key(self, path: str) -> str:
+        key = self.prefix + check_key_path(path)
+        if len(key.encode("utf-8")) > MAX_KEY_BYTES:
+            raise InvalidArgument(f"{path[:40]!r}...: the key is longer than {MAX_KEY_BYTES} bytes")
+        return key
+
     def cleanup_incomplete(self, older_than: float | _dt.timedelta = 86400.0) -> int:
         """Aborts the multipart uploads under this prefix started more than ``older_than``
         (seconds, or a timedelta) ago, freeing the space their parts take; returns how many.
@@ -898,3 +952,162 @@ class S3Storage(Storage):
             executor.shutdown(wait=True)
         with contextlib.suppress(Exception):  # best effort on the way out
             self._client.close()
+
+
+class StreamUpload:
+    """One object written from consecutive :meth:`write` calls that add up to ``size`` bytes,
+    visible at its key only once :meth:`complete` returned: up to the storage's
+    ``multipart_threshold`` it is kept in memory and sent in one ``PutObject`` then; a larger
+    one is a multipart upload whose parts (``part_size``, grown to stay within 10,000 parts)
+    go up as they fill, sharing the storage's ``concurrency`` part buffers with its other
+    uploads (what this holds: about ``part_size x (concurrency + 1)``), and which is completed
+    only after the last part. On any failure (and on :meth:`abort`) the upload is aborted; a
+    process killed meanwhile leaves an incomplete multipart upload, never an object, which
+    :meth:`S3Storage.cleanup_incomplete` or the bucket's lifecycle rule removes.
+
+    Without ``overwrite`` the final request carries ``If-None-Match: *`` where the server
+    takes it (an object that appeared meanwhile: :class:`ObjectExists`); the caller checks
+    for one first (:meth:`S3Storage.head_path`). Nothing is resumed: an interrupted upload
+    starts again."""
+
+    def __init__(
+        self,
+        storage: S3Storage,
+        path: str,
+        key: str,
+        size: int,
+        metadata: dict[str, str],
+        overwrite: bool,
+    ) -> None:
+        self.path = path
+        self.size = size
+        self._s = storage
+        self._key = key
+        self._metadata = dict(metadata)
+        self._overwrite = overwrite
+        self._multipart = size > storage.multipart_threshold
+        self._part_size = storage._part_size_for(size) if self._multipart else 0
+        self._buffer: list[bytes] = []
+        self._buffered = 0
+        self._written = 0
+        self._upload_id: str | None = None
+        self._md5s: list[bytes] = []
+        self._futures: dict[int, concurrent.futures.Future[str]] = {}
+        self._failures: list[BaseException] = []
+        self._closed = False
+
+    def write(self, data: bytes) -> None:
+        if self._closed:
+            raise InvalidArgument(f"{self.path}: the upload is over")
+        if self._failures:
+            raise self._failures[0]
+        if self._written + len(data) > self.size:
+            raise StorageDataMismatch(f"{self.path}: more than the {self.size:,} bytes announced")
+        self._buffer.append(bytes(data))
+        self._buffered += len(data)
+        self._written += len(data)
+        while self._multipart and self._buffered >= self._part_size:
+            self._send_part(self._take(self._part_size))
+
+    def _take(self, n: int) -> bytes:
+        joined = b"".join(self._buffer)
+        part, rest = joined[:n], joined[n:]
+        self._buffer = [rest] if rest else []
+        self._buffered = len(rest)
+        return part
+
+    def _send_part(self, chunk: bytes) -> None:
+        s = self._s
+        if self._upload_id is None:
+            resp = s._call(
+                f"put {self.path}",
+                s._client.create_multipart_upload,
+                Bucket=s.bucket,
+                Key=self._key,
+                ContentType="application/octet-stream",
+                Metadata=self._metadata,
+            )
+            self._upload_id = str(resp["UploadId"])
+        number = len(self._md5s) + 1
+        md5 = hashlib.md5(chunk, usedforsecurity=False).digest()
+        s._buffers.acquire()  # at most `concurrency` parts in flight per storage
+        try:
+            fut = s._pool().submit(
+                s._upload_part, self.path, self._key, self._upload_id, number, chunk, md5
+            )
+        except BaseException:
+            s._buffers.release()
+            raise
+        self._md5s.append(md5)
+        self._futures[number] = fut
+
+        def done(f: concurrent.futures.Future[str]) -> None:
+            s._buffers.release()
+            if not f.cancelled() and f.exception() is not None:
+                self._failures.append(cast(BaseException, f.exception()))
+
+        fut.add_done_callback(done)
+
+    def complete(self) -> None:
+        """Sends what is left and makes the object visible (then checks its size and, where
+        the ETag is one, its MD5); aborts the upload on any failure."""
+        if self._closed:
+            raise InvalidArgument(f"{self.path}: the upload is over")
+        s = self._s
+        try:
+            if self._written != self.size:
+                raise StorageDataMismatch(
+                    f"{self.path}: {self._written:,} bytes written, {self.size:,} announced"
+                )
+            if not self._multipart:
+                body = self._take(self._buffered)
+                md5 = hashlib.md5(body, usedforsecurity=False).digest()
+                self._final(
+                    f"put {self.path}",
+                    s._client.put_object,
+                    Body=body,
+                    ContentMD5=_b64(md5),
+                    ContentType="application/octet-stream",
+                    Metadata=self._metadata,
+                )
+                etag = md5.hex()
+            else:
+                if self._buffered:
+                    self._send_part(self._take(self._buffered))
+                etags = {n: f.result() for n, f in self._futures.items()}
+                self._final(
+                    f"put {self.path} (complete)",
+                    s._client.complete_multipart_upload,
+                    UploadId=self._upload_id,
+                    MultipartUpload={
+                        "Parts": [{"PartNumber": n, "ETag": etags[n]} for n in sorted(etags)]
+                    },
+                )
+                self._upload_id = None  # complete: nothing to abort
+                digest = hashlib.md5(b"".join(self._md5s), usedforsecurity=False).hexdigest()
+                etag = f"{digest}-{len(self._md5s)}"
+            self._closed = True
+            s._verify(self.path, self._key, self.size, etag)
+        except BaseException:
+            self.abort()
+            raise
+
+    def _final(self, what: str, fn: Callable[..., Any], **kwargs: Any) -> None:
+        s = self._s
+        if self._overwrite:
+            s._call(what, fn, Bucket=s.bucket, Key=self._key, **kwargs)
+        else:
+            s._conditional(what, fn, Bucket=s.bucket, Key=self._key, **kwargs)
+
+    def abort(self) -> None:
+        """Stops the upload: its parts are cancelled or waited for, the multipart upload
+        aborted; no object appears."""
+        self._closed = True
+        self._buffer, self._buffered = [], 0
+        futures = list(self._futures.values())
+        for f in futures:
+            f.cancel()
+        concurrent.futures.wait(futures)
+        upload_id, self._upload_id = self._upload_id, None
+        if upload_id is not None:
+            self._s._abort(self._key, upload_id)
