@@ -247,9 +247,21 @@ class Archiver:
         defer it (the Dask coordinator)."""
         entry["content"], entry["size"] = self.read_file(path, entry["size"])
 
-    def read_file(self, path: str, size: int) -> tuple[list[str], int]:
+    def read_file(
+        self, path: str, size: int, *, opener: Callable[[str], BinaryIO] | None = None
+    ) -> tuple[list[str], int]:
         """The ids of the file's chunks (stored as needed) and its size: ``size``, or that of
-        the consistent copy read of a live SQLite database."""
+        the consistent copy read of a live SQLite database.
+
+        ``opener`` opens ``path`` for reading where it is not a local file (a URL source's
+        file, e2ebackup.dask.sources): its bytes are read as they are, an SQLite database too
+        (its consistent capture needs a local path), and the size is that of what was read."""
+        if opener is not None:
+            before = self.stats.bytes_read
+            with opener(path) as f:
+                streamed = self._chunks_from(f, path, divert_sqlite=False)
+            assert streamed is not None  # not diverted
+            return streamed, self.stats.bytes_read - before
         content = self._chunks_of(path, divert_sqlite=True)
         if content is None:
             # A live database is read through SQLite, as of one transaction; the image stays in
@@ -294,7 +306,8 @@ class Archiver:
             return None
         return entry
 
-    def _old_entries(self, tree_id: str | None) -> dict[str, Entry]:
+    def old_entries(self, tree_id: str | None) -> dict[str, Entry]:
+        """The entries of the parent's listing ``tree_id`` by name (none for a damaged one)."""
         if tree_id is None:
             return {}
         try:
@@ -311,7 +324,7 @@ class Archiver:
             self._depth -= 1
 
     def _dir_entries(self, path: str, old_tree: str | None) -> str:
-        old = self._old_entries(old_tree)
+        old = self.old_entries(old_tree)
         entries: list[Entry] = []
         try:
             names = sorted(os.listdir(path))
@@ -352,6 +365,14 @@ class Archiver:
         if self.progress is not None:
             self.progress(self.stats, path)
 
+    def report_error(self, path: str, e: Exception) -> None:
+        """Counts an entry left out and tells ``on_error`` (for a walk of :meth:`run_walk`)."""
+        self._error(path, e)
+
+    def report_progress(self, path: str) -> None:
+        """Tells ``progress`` (for a walk of :meth:`run_walk`)."""
+        self._report(path)
+
     # -- the whole run
 
     def run(
@@ -370,20 +391,37 @@ class Archiver:
         for p in absolute:
             if not os.path.lexists(p):
                 raise FileNotFoundError(2, "No such file or directory", p)
-        old_root = self._old_entries(parent[1]["tree"] if parent else None)
-        start = time.time()
-        # The walk takes three frames a level; MAX_DEPTH levels need more than the default
-        # 1000 frames (Python-to-Python calls use no C stack since 3.11).
-        limit = sys.getrecursionlimit()
-        sys.setrecursionlimit(max(limit, 3 * MAX_DEPTH + 500))
-        try:
+
+        def walk(old_root: dict[str, Entry]) -> list[Entry]:
             root: list[Entry] = []
             for path, name in zip(absolute, names, strict=True):
                 self._device = os.lstat(path).st_dev
                 entry = self._entry(path, name, old_root.get(name))
                 if entry is not None:
                     root.append(entry)
-            tree = self.complete(self.store_tree(root))
+            return root
+
+        return self.run_walk(walk, absolute, parent=parent, tags=tags)
+
+    def run_walk(
+        self,
+        walk: Callable[[dict[str, Entry]], list[Entry]],
+        paths: list[str],
+        *,
+        parent: tuple[str, dict[str, Any]] | None = None,
+        tags: list[str] | None = None,
+    ) -> str:
+        """:meth:`run` with the root listing made by ``walk`` (given the parent's root entries
+        by name; :meth:`run`'s walks the local paths, e2ebackup.dask.sources's a URL listing):
+        the listings stored, the snapshot of ``paths`` committed."""
+        old_root = self.old_entries(parent[1]["tree"] if parent else None)
+        start = time.time()
+        # The walk takes three frames a level; MAX_DEPTH levels need more than the default
+        # 1000 frames (Python-to-Python calls use no C stack since 3.11).
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(limit, 3 * MAX_DEPTH + 500))
+        try:
+            tree = self.complete(self.store_tree(walk(old_root)))
         except BaseException:
             self.writer.abort()
             raise
@@ -391,7 +429,7 @@ class Archiver:
             sys.setrecursionlimit(limit)
         if self.dry_run:
             return ""
-        return self._commit(tree, absolute, start, parent, tags)
+        return self._commit(tree, paths, start, parent, tags)
 
     def run_stream(self, source: BinaryIO, filename: str, *, tags: list[str] | None = None) -> str:
         """Backs up what ``source`` yields as one file named ``filename`` (a database dump
