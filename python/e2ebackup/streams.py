@@ -111,7 +111,7 @@ class HeldOutput(io.BytesIO):
             self.close()
 
 
-def readinto(src: BinaryIO, buf: bytearray) -> int:
+def readinto(src: BinaryIO, buf: bytearray | memoryview) -> int:
     """``readinto`` where the file has it (no copy), ``read`` otherwise."""
     method = getattr(src, "readinto", None)
     if method is not None:

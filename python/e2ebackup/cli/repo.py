@@ -155,7 +155,12 @@ def _register_init(init: argparse.ArgumentParser) -> None:
 
 def _register_backup(b: argparse.ArgumentParser) -> None:
     add_repo_option(b)
-    b.add_argument("paths", nargs="*", metavar="PATH", help="files and folders to back up")
+    b.add_argument(
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="files and folders to back up (with --dask, or fsspec URLs: s3://bucket/media)",
+    )
     b.add_argument(
         "--files-from",
         action="append",
@@ -520,7 +525,11 @@ def _backup(args: argparse.Namespace) -> int:
         return _backup_stdin(args)
     if not args.paths:
         raise InvalidArgument("nothing to back up: give at least one path, or --stdin")
+    # With --dask, fsspec URLs (s3://bucket/media, file:///data): listed by the library.
+    urls = bool(args.dask) and any(_URL.match(path) for path in args.paths)
     for path in args.paths:
+        if urls and _URL.match(path):
+            continue
         if not os.path.lexists(path):  # a typo, not a file that vanished: save nothing
             raise FileNotFoundError(
                 errno.ENOENT, "no such file or folder to back up; no snapshot saved", path
@@ -563,7 +572,7 @@ def _backup(args: argparse.Namespace) -> int:
     with progress_bar(args, "backup") as bar:
         # The total (for the ETA) is counted while the backup already runs.
         total: list[tuple[int, int]] = []
-        if bar is not None:
+        if bar is not None and not urls:
             threading.Thread(
                 target=lambda: total.append(
                     scan_size(args.paths, excludes, one_file_system=args.one_file_system)
@@ -615,6 +624,9 @@ def _backup(args: argparse.Namespace) -> int:
         f"in {elapsed:.1f}s" + (f"; {stats.excluded} excluded" if stats.excluded else ""),
     )
     return Exit.INCOMPLETE if stats.errors else Exit.OK
+
+
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def _backup_on_dask(args: argparse.Namespace) -> Callable[..., tuple[str, BackupStats]]:

@@ -7,7 +7,8 @@ scheduling, retrying and moving of results are Dask's ``distributed``.
 - :func:`verify_repository` (:mod:`e2ebackup.dask.verify`): ``verify --read-data`` of a
   repository, its packs read and authenticated by the workers.
 - :func:`backup` (:mod:`e2ebackup.dask.backup`): a backup whose files are read, chunked,
-  sealed and uploaded by the workers; this process walks the tree and writes the snapshot.
+  sealed and uploaded by the workers; this process walks the tree (or lists an fsspec URL,
+  :mod:`e2ebackup.dask.sources`) and writes the snapshot.
 - :func:`restore` (:mod:`e2ebackup.dask.restore`): a restore whose files are read and written
   by the workers into a folder they share; :func:`restore_to_s3`
   (:mod:`e2ebackup.dask.restore_s3`): into an S3 prefix as plaintext objects, only when asked

@@ -47,14 +47,15 @@ import errno as errnos
 import functools
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import distributed
 
 from e2ebackup import errors
 from e2ebackup.dask.runner import Hidden, auto_unit_bytes, run_units, split_by_bytes
+from e2ebackup.dask.sources import URLSource, is_url, url_parent
 from e2ebackup.dask.verify import StorageSpec
 from e2ebackup.errors import E2EBackupError, InvalidArgument, RepositoryCorrupted, StorageError
 from e2ebackup.repo.backup import (
@@ -154,20 +155,27 @@ def storage_spec(storage: Storage) -> StorageSpec:
 class _WorkerKeys(Hidden):
     """What a task needs and nothing more: the keys that chunk, name, seal and pack (the
     config and metadata keys are left out, and the data key never leaves the coordinator),
-    the chunker's sizes, where the storage is and the ids the repository holds."""
+    the chunker's sizes, where the storage is and the ids the repository holds; for a backup
+    of URLs, the source (its storage options may hold credentials)."""
 
-    __slots__ = ("_chunker", "_keys", "_known", "_spec")
+    __slots__ = ("_chunker", "_keys", "_known", "_source", "_spec")
 
     def __init__(
-        self, keys: RepoKeys, chunker: dict[str, int], spec: StorageSpec, known: KnownBlobs
+        self,
+        keys: RepoKeys,
+        chunker: dict[str, int],
+        spec: StorageSpec,
+        known: KnownBlobs,
+        source: URLSource | None = None,
     ) -> None:
         self._keys = keys.only("blob", "blob_id", "chunker", "pack")
         self._chunker = dict(chunker)
         self._spec = spec
         self._known = known
+        self._source = source
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_WorkerKeys, (self._keys, self._chunker, self._spec, self._known))
+        return (_WorkerKeys, (self._keys, self._chunker, self._spec, self._known, self._source))
 
     @property
     def keys(self) -> RepoKeys:
@@ -184,6 +192,10 @@ class _WorkerKeys(Hidden):
     @property
     def known(self) -> KnownBlobs:
         return self._known
+
+    @property
+    def source(self) -> URLSource | None:
+        return self._source
 
 
 #: What a task reads: (path, the listing's size, offset, length) of a piece of a file, or
@@ -288,10 +300,11 @@ def _back_up_unit(held: _WorkerKeys, unit: _Unit, threads: int | None) -> _Done:
     index = _TaskIndex(held.known)
     archiver = Archiver(repo, threads=threads, index=index)
     files: list[_Outcome] = []
+    opener = held.source.opener() if held.source is not None else None  # a URL backup's
     try:
         for piece in unit.files:
             try:
-                files.append(_read_piece(archiver, piece))
+                files.append(_read_piece(archiver, piece, opener))
             except (OSError, E2EBackupError) as e:
                 if isinstance(e, StorageError | RepositoryCorrupted):
                     raise
@@ -311,14 +324,16 @@ def _back_up_unit(held: _WorkerKeys, unit: _Unit, threads: int | None) -> _Done:
     )
 
 
-def _read_piece(archiver: Archiver, piece: _Piece) -> _Outcome:
+def _read_piece(
+    archiver: Archiver, piece: _Piece, opener: Callable[[str], BinaryIO] | None
+) -> _Outcome:
     path, size, offset, length = piece
     if length is None:
-        return archiver.read_file(path, size)
+        return archiver.read_file(path, size, opener=opener)
     # A piece ends at the listing's size, whatever the file grew to since: the joined chunks
     # are the listed bytes. A file that shrank gives shorter pieces, and the file's size is
     # what its pieces read: the snapshot says what was stored, and restores it.
-    read = archiver.read_range(path, offset, length)
+    read = archiver.read_range(path, offset, length, opener=opener)
     if read is not None:
         return read
     if offset:
@@ -408,9 +423,11 @@ class _Coordinator(Archiver):
         piece_bytes: int,
         threads: int | None,
         retries: int,
+        source: URLSource | None = None,
         **options: Any,
     ) -> None:
         super().__init__(repo, **options)
+        self.source = source
         self.client = client
         self.spec = spec
         self.unit_bytes = unit_bytes
@@ -449,7 +466,9 @@ class _Coordinator(Archiver):
         if not self._files:
             return failed
         known = KnownBlobs.of([b for b, _ in self.repo.index.items() if b in self.repo.index])
-        held = _WorkerKeys(self.repo.keys, self.repo.config["chunker"], self.spec, known)
+        held = _WorkerKeys(
+            self.repo.keys, self.repo.config["chunker"], self.spec, known, self.source
+        )
         sizes = [entry.get("size", 0) for _, entry, _ in self._files]
         target = self.unit_bytes or auto_unit_bytes(
             self.client,
@@ -560,6 +579,7 @@ def backup(
     threads: int | None = 1,
     retries: int = 3,
     lock_wait: float = 0.0,
+    source_options: Mapping[str, Any] | None = None,
 ) -> tuple[str, BackupStats]:
     """Backs up ``paths`` into ``repo`` with the files read, chunked, sealed and uploaded by
     the workers of ``client``'s cluster; returns the snapshot id and the statistics, as
@@ -582,16 +602,33 @@ def backup(
     ``retries``: how often Dask runs a task again whose worker died. A storage error that
     outlasts the retries is raised; the packs stored until then are adopted by the next
     backup.
+
+    ``paths`` may instead all be fsspec URLs (``s3://bucket/media``, ``webdav://photos``,
+    ``file:///data``; :mod:`e2ebackup.dask.sources`): this process lists them, the workers
+    read the files through fsspec with ``source_options`` (the storage options, which go to
+    the workers with the keys, never through the scheduler) or, without them, with the fsspec
+    configuration of their own environment. Names, sizes and modification times are kept; a
+    file of the same size and modification time as in the parent keeps its chunks unread.
+    ``one_file_system`` does not apply, ``exclude_caches`` is refused; the snapshot's paths
+    are the URLs without credentials, query or fragment.
     """
     if piece_bytes < LEAST_PIECE_BYTES:
         raise InvalidArgument(f"pieces of files are at least {LEAST_PIECE_BYTES:,} bytes")
     path_strings = [os.fspath(p) for p in paths]
     excludes = Excludes(exclude, exclude_caches=exclude_caches)
     spec = storage or storage_spec(repo.storage)
+    source = None
+    if any(is_url(p) for p in path_strings):
+        source = URLSource(path_strings, source_options)
+    elif source_options is not None:
+        raise InvalidArgument("source_options are for URLs (s3://..., webdav://...)")
     with backup_lock(repo, wait=lock_wait):
         repo.head(refresh=True)
         recovered = repo.recover_orphan_packs()
-        parent = parent_snapshot(repo, path_strings)
+        if source is not None:
+            parent = url_parent(repo, source.paths)
+        else:
+            parent = parent_snapshot(repo, path_strings)
         coordinator = _Coordinator(
             repo,
             client=client,
@@ -604,7 +641,12 @@ def backup(
             on_error=on_error,
             excludes=excludes,
             one_file_system=one_file_system,
+            source=source,
         )
         coordinator.stats.packs_recovered = recovered
-        sid = coordinator.run(path_strings, parent=parent, tags=tags)
+        if source is not None:
+            walk = source.walk(coordinator, excludes)
+            sid = coordinator.run_walk(walk, source.paths, parent=parent, tags=tags)
+        else:
+            sid = coordinator.run(path_strings, parent=parent, tags=tags)
         return sid, coordinator.stats

@@ -253,20 +253,41 @@ class Archiver:
         defer it (the Dask coordinator)."""
         entry["content"], entry["size"] = self.read_file(path, entry["size"])
 
-    def read_file(self, path: str, size: int) -> tuple[list[str], int]:
-        """The ids of the file's chunks (stored as needed) and its size: ``size``, or that of
-        the consistent copy read of a live SQLite database."""
-        content = self._chunks_of(path, divert_sqlite=True)
-        if content is None:
-            # A live database is read through SQLite, as of one transaction; the image stays in
-            # memory or in an unlinked scratch file beside the database (repo/sqlite.py).
-            with capture(path) as (image, size):
-                content = self._chunks_from(image, path, divert_sqlite=False)
-            self.stats.sqlite_captured += 1
-        assert content is not None  # the copy is read without diverting
-        return content, size
+    def read_file(
+        self, path: str, size: int, *, opener: Callable[[str], BinaryIO] | None = None
+    ) -> tuple[list[str], int]:
+        """The ids of the file's chunks (stored as needed) and its size: that of what was read
+        (a file that grew or shrank since ``size`` was listed is stored as read, so the
+        snapshot's size and chunks agree), or that of the consistent copy read of a live SQLite
+        database.
 
-    def read_range(self, path: str, offset: int, length: int) -> tuple[list[str], int] | None:
+        ``opener`` opens ``path`` for reading where it is not a local file (a URL source's
+        file, e2ebackup.dask.sources): its bytes are read as they are, an SQLite database too
+        (its consistent capture needs a local path)."""
+        before = self.stats.bytes_read
+        if opener is not None:
+            with opener(path) as f:
+                content = self._chunks_from(f, path, divert_sqlite=False)
+        else:
+            content = self._chunks_of(path, divert_sqlite=True)
+        if content is not None:
+            return content, self.stats.bytes_read - before
+        # A live database is read through SQLite, as of one transaction; the image stays in
+        # memory or in an unlinked scratch file beside the database (repo/sqlite.py).
+        with capture(path) as (image, size):
+            captured = self._chunks_from(image, path, divert_sqlite=False)
+        self.stats.sqlite_captured += 1
+        assert captured is not None  # the copy is read without diverting
+        return captured, size
+
+    def read_range(
+        self,
+        path: str,
+        offset: int,
+        length: int,
+        *,
+        opener: Callable[[str], BinaryIO] | None = None,
+    ) -> tuple[list[str], int] | None:
         """The ids of the chunks of the file's ``length`` bytes from ``offset`` (fewer where it
         ends sooner), stored as needed, and the bytes read: a piece of a large file that several
         processes read apart (the Dask backup), joined by the caller in order. The chunker
@@ -275,12 +296,13 @@ class Archiver:
         the first one of the piece). Whether the chunks are compressed is decided on the
         file's first bytes, as :meth:`read_file` decides it, so every piece of a file is stored
         alike. None for an SQLite database (its magic at the file's start), whose bytes are
-        not read: it is read whole and consistent by :meth:`read_file`, once."""
+        not read: it is read whole and consistent by :meth:`read_file`, once. ``opener``: as
+        :meth:`read_file`'s (its files must seek; an SQLite database is read as bytes)."""
         if offset < 0 or length < 0:
             raise InvalidArgument("a piece of a file starts and ends within it")
-        with open(path, "rb") as f:
+        with opener(path) if opener is not None else open(path, "rb") as f:
             head = f.read(64)
-            if head[: len(SQLITE_MAGIC)] == SQLITE_MAGIC:
+            if opener is None and head[: len(SQLITE_MAGIC)] == SQLITE_MAGIC:
                 return None
             f.seek(offset)
             before = self.stats.bytes_read
@@ -327,7 +349,8 @@ class Archiver:
             return None
         return entry
 
-    def _old_entries(self, tree_id: str | None) -> dict[str, Entry]:
+    def old_entries(self, tree_id: str | None) -> dict[str, Entry]:
+        """The entries of the parent's listing ``tree_id`` by name (none for a damaged one)."""
         if tree_id is None:
             return {}
         try:
@@ -344,7 +367,7 @@ class Archiver:
             self._depth -= 1
 
     def _dir_entries(self, path: str, old_tree: str | None) -> str:
-        old = self._old_entries(old_tree)
+        old = self.old_entries(old_tree)
         entries: list[Entry] = []
         try:
             names = sorted(os.listdir(path))
@@ -385,6 +408,14 @@ class Archiver:
         if self.progress is not None:
             self.progress(self.stats, path)
 
+    def report_error(self, path: str, e: Exception) -> None:
+        """Counts an entry left out and tells ``on_error`` (for a walk of :meth:`run_walk`)."""
+        self._error(path, e)
+
+    def report_progress(self, path: str) -> None:
+        """Tells ``progress`` (for a walk of :meth:`run_walk`)."""
+        self._report(path)
+
     # -- the whole run
 
     def run(
@@ -403,20 +434,37 @@ class Archiver:
         for p in absolute:
             if not os.path.lexists(p):
                 raise FileNotFoundError(2, "No such file or directory", p)
-        old_root = self._old_entries(parent[1]["tree"] if parent else None)
-        start = time.time()
-        # The walk takes three frames a level; MAX_DEPTH levels need more than the default
-        # 1000 frames (Python-to-Python calls use no C stack since 3.11).
-        limit = sys.getrecursionlimit()
-        sys.setrecursionlimit(max(limit, 3 * MAX_DEPTH + 500))
-        try:
+
+        def walk(old_root: dict[str, Entry]) -> list[Entry]:
             root: list[Entry] = []
             for path, name in zip(absolute, names, strict=True):
                 self._device = os.lstat(path).st_dev
                 entry = self._entry(path, name, old_root.get(name))
                 if entry is not None:
                     root.append(entry)
-            tree = self.complete(self.store_tree(root))
+            return root
+
+        return self.run_walk(walk, absolute, parent=parent, tags=tags)
+
+    def run_walk(
+        self,
+        walk: Callable[[dict[str, Entry]], list[Entry]],
+        paths: list[str],
+        *,
+        parent: tuple[str, dict[str, Any]] | None = None,
+        tags: list[str] | None = None,
+    ) -> str:
+        """:meth:`run` with the root listing made by ``walk`` (given the parent's root entries
+        by name; :meth:`run`'s walks the local paths, e2ebackup.dask.sources's a URL listing):
+        the listings stored, the snapshot of ``paths`` committed."""
+        old_root = self.old_entries(parent[1]["tree"] if parent else None)
+        start = time.time()
+        # The walk takes three frames a level; MAX_DEPTH levels need more than the default
+        # 1000 frames (Python-to-Python calls use no C stack since 3.11).
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(limit, 3 * MAX_DEPTH + 500))
+        try:
+            tree = self.complete(self.store_tree(walk(old_root)))
         except BaseException:
             self.writer.abort()
             raise
@@ -424,7 +472,7 @@ class Archiver:
             sys.setrecursionlimit(limit)
         if self.dry_run:
             return ""
-        return self._commit(tree, absolute, start, parent, tags)
+        return self._commit(tree, paths, start, parent, tags)
 
     def run_stream(self, source: BinaryIO, filename: str, *, tags: list[str] | None = None) -> str:
         """Backs up what ``source`` yields as one file named ``filename`` (a database dump
@@ -506,7 +554,7 @@ class _Bounded(io.RawIOBase):
     """At most ``left`` bytes of ``f`` from where it stands (:meth:`Archiver.read_range`):
     ``readinto`` fills no more than what is left, then reports the end."""
 
-    def __init__(self, f: io.BufferedIOBase, left: int) -> None:
+    def __init__(self, f: BinaryIO, left: int) -> None:
         super().__init__()
         self._f = f
         self._left = left
@@ -518,7 +566,7 @@ class _Bounded(io.RawIOBase):
         if self._left <= 0:
             return 0
         with memoryview(buffer) as whole, whole[: self._left] as view:
-            n = self._f.readinto(view) or 0
+            n = readinto(self._f, view)
         self._left -= n
         return n
 
