@@ -41,7 +41,7 @@ import functools
 import itertools
 import os
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,9 +61,11 @@ __all__ = [
     "DEFAULT_RESTORE_UNIT_BYTES",
     "BlobKeys",
     "RestoreUnit",
+    "WorkerRepository",
     "file_units",
     "file_windows",
     "restore",
+    "write_on_cluster",
 ]
 
 #: The most bytes of files one task writes; fewer when that would leave fewer than
@@ -82,18 +84,40 @@ MAX_WINDOW_FILES = 200_000
 
 class BlobKeys(Hidden):
     """What a task needs to open blobs: the blob and blob-id keys and the repository id (the
-    others, the pack-header key included, never leave the coordinator), the chunker's largest
-    chunk, and where the storage is."""
+    others, the pack-header key included, never leave the coordinator), the same keys of each
+    writer's drop whose packs the tasks read (version 4: a drop's packs are under its own
+    keys), the snapshot's largest chunk, and where the storage is."""
 
-    __slots__ = ("_keys", "_max_chunk", "_spec")
+    __slots__ = ("_drops", "_keys", "_max_chunk", "_spec")
 
-    def __init__(self, keys: RepoKeys, max_chunk: int, spec: StorageSpec) -> None:
+    def __init__(
+        self,
+        keys: RepoKeys,
+        max_chunk: int,
+        spec: StorageSpec,
+        drops: dict[str, RepoKeys] | None = None,
+    ) -> None:
         self._keys = keys.only("blob", "blob_id")
         self._max_chunk = max_chunk
         self._spec = spec
+        narrowed: dict[int, RepoKeys] = {}  # one object a drop: one codec a drop on the worker
+        self._drops = {
+            p: narrowed.setdefault(id(k), k.only("blob", "blob_id"))
+            for p, k in (drops or {}).items()
+        }
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (BlobKeys, (self._keys, self._max_chunk, self._spec))
+        return (BlobKeys, (self._keys, self._max_chunk, self._spec, self._drops))
+
+    @classmethod
+    def of(
+        cls, repo: Repository, snapshot_id: str, spec: StorageSpec, jobs: Sequence[FileJob]
+    ) -> BlobKeys:
+        """The keys the ``jobs`` of a snapshot need: the repository's, and those of the drops
+        whose packs they read (no other drop's)."""
+        packs = {run[0] for job in jobs for run in job.runs}
+        drops = {p: repo.keys_for(p) for p in packs if repo.is_drop_pack(p)}
+        return cls(repo.keys, repo.chunker_max(snapshot_id), spec, drops)
 
     @property
     def keys(self) -> RepoKeys:
@@ -106,6 +130,78 @@ class BlobKeys(Hidden):
     @property
     def spec(self) -> StorageSpec:
         return self._spec
+
+    def for_pack(self, pack_id: str) -> RepoKeys:
+        return self._drops.get(pack_id, self._keys)
+
+
+class WorkerRepository(Repository):
+    """What a task's :class:`~e2ebackup.repo.restore.Restorer` reads through: the storage and
+    the keys of :class:`BlobKeys` (a drop's pack opened with the drop's keys), nothing else."""
+
+    def __init__(self, storage: Storage, held: BlobKeys) -> None:
+        super().__init__(storage, held.keys, {"chunker": {"max": held.max_chunk}}, b"")
+        self.held = held
+
+    def keys_for(self, pack_id: str) -> RepoKeys:
+        return self.held.for_pack(pack_id)
+
+    def is_drop_pack(self, pack_id: str) -> bool:
+        return self.held.for_pack(pack_id) is not self.keys
+
+
+def write_on_cluster(
+    client: distributed.Client,
+    repo: Repository,
+    snapshot_id: str,
+    spec: StorageSpec,
+    jobs: Iterator[FileJob],
+    stats: RestoreStats,
+    task: Callable[[BlobKeys, RestoreUnit, Any], RestoreStats],
+    *,
+    name: str,
+    options: Any,
+    unit_bytes: int | None,
+    retries: int,
+    on_unit: Callable[[RestoreUnit], None] | None = None,
+) -> None:
+    """Every file of ``jobs`` written by ``task(keys, unit, options)`` on the cluster, in
+    windows and units (:func:`file_windows`, :func:`file_units`), with the keys of each
+    window's packs; the tasks' counts added to ``stats``, ``on_unit`` called as units finish.
+    An error that outlasted the retries is raised, as the single process raises it."""
+    threads = max(1, sum(client.nthreads().values()))  # type: ignore[no-untyped-call]
+    size = unit_bytes or auto_unit_bytes(
+        client,
+        stats.bytes_total,  # measured before anything was written
+        most=DEFAULT_RESTORE_UNIT_BYTES,
+        least=LEAST_UNIT_BYTES,
+        per_thread=UNITS_PER_THREAD,
+    )
+    for window in file_windows(jobs, WINDOW_UNITS_PER_THREAD * threads * size):
+        held = BlobKeys.of(repo, snapshot_id, spec, window)
+        done = run_units(
+            client,
+            held,
+            task,
+            file_units(window, size),
+            name=name,
+            args=(options,),
+            retries=retries,
+            scatter_units=True,
+        )
+        for unit, result in done:
+            if isinstance(result, E2EBackupError | OSError):
+                raise result
+            if not isinstance(result, RestoreStats):
+                raise E2EBackupError(
+                    f"a restore task failed on the cluster ({type(result).__name__}); the "
+                    "files it did not write are not in the target"
+                ) from result
+            stats.files += result.files
+            stats.bytes += result.bytes
+            stats.skipped_existing += result.skipped_existing
+            if on_unit is not None:
+                on_unit(unit)
 
 
 @dataclass(frozen=True)
@@ -142,10 +238,8 @@ def _write_unit(held: BlobKeys, unit: RestoreUnit, options: _Options) -> Restore
             f"{options.target} is not a folder on the worker {socket.gethostname()}: the "
             "target must be on a file system every worker shares"
         )
-    # Only what Restorer.write_files uses: the storage, the keys, the chunker's largest chunk.
-    repo = Repository(_storage(held.spec), held.keys, {"chunker": {"max": held.max_chunk}}, b"")
     restorer = Restorer(
-        repo,
+        WorkerRepository(_storage(held.spec), held),
         overwrite=options.overwrite,
         threads=options.threads,
         keep_special_bits=options.keep_special_bits,
@@ -225,47 +319,27 @@ def restore(
     options = _Options(where_to, overwrite, keep_special_bits, same_owner, threads)
 
     def write_files(jobs: Iterator[FileJob], stats: RestoreStats) -> None:
-        held = BlobKeys(repo.keys, int(repo.config["chunker"]["max"]), spec)
-        threads = max(1, sum(client.nthreads().values()))  # type: ignore[no-untyped-call]
-        size = unit_bytes or auto_unit_bytes(
+        def on_unit(unit: RestoreUnit) -> None:
+            if progress is not None:
+                progress(stats, os.path.join(where_to, unit.jobs[-1].path))
+
+        write_on_cluster(
             client,
-            stats.bytes_total,  # measured before anything was written
-            most=DEFAULT_RESTORE_UNIT_BYTES,
-            least=LEAST_UNIT_BYTES,
-            per_thread=UNITS_PER_THREAD,
+            repo,
+            sid,
+            spec,
+            jobs,
+            stats,
+            _write_unit,
+            name="restore",
+            options=options,
+            unit_bytes=unit_bytes,
+            retries=retries,
+            on_unit=on_unit,
         )
-        for window in file_windows(jobs, WINDOW_UNITS_PER_THREAD * threads * size):
-            done = run_units(
-                client,
-                held,
-                _write_unit,
-                file_units(window, size),
-                name="restore",
-                args=(options,),
-                retries=retries,
-                scatter_units=True,
-            )
-            for unit, result in done:
-                if isinstance(result, E2EBackupError | OSError):
-                    raise result  # as the single process raises it (after Dask's retries)
-                if not isinstance(result, RestoreStats):
-                    raise E2EBackupError(
-                        f"a restore task failed on the cluster ({type(result).__name__}); "
-                        "the files it did not write are not in the target"
-                    ) from result
-                stats.files += result.files
-                stats.bytes += result.bytes
-                stats.skipped_existing += result.skipped_existing
-                if progress is not None:
-                    progress(stats, os.path.join(where_to, unit.jobs[-1].path))
 
     with repo.read_lock():
         sid, snapshot = repo.find_snapshot(snapshot_ref, where)
-        if repo.drop_of(sid) is not None:
-            raise InvalidArgument(
-                f"snapshot {sid[:8]} came from a writer (a drop); restore it without --dask "
-                "(its packs are under the drop's own keys, which workers are not sent yet)"
-            )
         restorer = Restorer(
             repo,
             overwrite=overwrite,

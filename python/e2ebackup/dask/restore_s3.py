@@ -61,19 +61,9 @@ from typing import Literal
 import distributed
 
 from e2ebackup.dask.backup import storage_spec
-from e2ebackup.dask.restore import (
-    DEFAULT_RESTORE_UNIT_BYTES,
-    LEAST_UNIT_BYTES,
-    UNITS_PER_THREAD,
-    WINDOW_UNITS_PER_THREAD,
-    BlobKeys,
-    RestoreUnit,
-    file_units,
-    file_windows,
-)
-from e2ebackup.dask.runner import auto_unit_bytes, run_units
+from e2ebackup.dask.restore import BlobKeys, RestoreUnit, WorkerRepository, write_on_cluster
 from e2ebackup.dask.verify import StorageSpec
-from e2ebackup.errors import E2EBackupError, InvalidArgument, ObjectExists, RepositoryCorrupted
+from e2ebackup.errors import InvalidArgument, ObjectExists, RepositoryCorrupted
 from e2ebackup.repo.exclude import Excludes
 from e2ebackup.repo.repository import Repository, SnapshotFilter
 from e2ebackup.repo.restore import FileJob, FileSink, Progress, Restorer, RestoreStats, Walked
@@ -364,9 +354,7 @@ def _upload_unit(held: BlobKeys, unit: RestoreUnit, options: _Options) -> Restor
     """A task: the unit's files read, authenticated and each written as one object. A storage
     error or a damaged blob is raised (Dask runs the task again, then the coordinator raises
     it)."""
-    repo = Repository(
-        _repo_storage(held.spec), held.keys, {"chunker": {"max": held.max_chunk}}, b""
-    )
+    repo = WorkerRepository(_repo_storage(held.spec), held)
     restorer = Restorer(repo, overwrite=options.overwrite, threads=options.threads)
     storage = _target_storage(options.target)
 
@@ -444,55 +432,32 @@ def restore_to_s3(
                 stats.special_bits_not_kept += 1
             yield job
 
-    def write_files(jobs: Iterator[FileJob]) -> None:
-        held = BlobKeys(repo.keys, int(repo.config["chunker"]["max"]), spec)
-        cores = max(1, sum(client.nthreads().values()))  # type: ignore[no-untyped-call]
-        size = unit_bytes or auto_unit_bytes(
-            client,
-            stats.bytes_total,
-            most=DEFAULT_RESTORE_UNIT_BYTES,
-            least=LEAST_UNIT_BYTES,
-            per_thread=UNITS_PER_THREAD,
-        )
-        for window in file_windows(jobs, WINDOW_UNITS_PER_THREAD * cores * size):
-            done = run_units(
-                client,
-                held,
-                _upload_unit,
-                file_units(window, size),
-                name="restore-s3",
-                args=(options,),
-                retries=retries,
-                scatter_units=True,
-            )
-            for unit, result in done:
-                if isinstance(result, E2EBackupError | OSError):
-                    raise result  # as the single process raises it (after Dask's retries)
-                if not isinstance(result, RestoreStats):
-                    raise E2EBackupError(
-                        f"a restore task failed on the cluster ({type(result).__name__}); "
-                        "the objects of the files it did not write are not in the bucket"
-                    ) from result
-                stats.files += result.files
-                stats.bytes += result.bytes
-                stats.skipped_existing += result.skipped_existing
-                if progress is not None:
-                    progress(stats, target.key(unit.jobs[-1].path))
+    def on_unit(unit: RestoreUnit) -> None:
+        if progress is not None:
+            progress(stats, target.key(unit.jobs[-1].path))
 
     with repo.read_lock():
         sid, snapshot = repo.find_snapshot(snapshot_ref, where)
-        if repo.drop_of(sid) is not None:
-            raise InvalidArgument(
-                f"snapshot {sid[:8]} came from a writer (a drop); restore it without --dask "
-                "(its packs are under the drop's own keys, which workers are not sent yet)"
-            )
         restorer = Restorer(
             repo, excludes=Excludes(exclude), max_size=max_size, max_files=max_files
         )
         walked = Walked()
         jobs = restorer.plan_files(snapshot, subpath, walked)  # the budget is checked here
         stats.bytes_total = restorer.stats.bytes_total
-        write_files(kept(jobs))
+        write_on_cluster(
+            client,
+            repo,
+            sid,
+            spec,
+            kept(jobs),
+            stats,
+            _upload_unit,
+            name="restore-s3",
+            options=options,
+            unit_bytes=unit_bytes,
+            retries=retries,
+            on_unit=on_unit,
+        )
     stats.excluded = restorer.stats.excluded
     stats.dirs_not_kept = walked.dirs
     stats.empty_dirs_not_kept = walked.empty_dirs
