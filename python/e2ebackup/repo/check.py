@@ -28,7 +28,7 @@ from e2ebackup.errors import (
     RepositoryCorrupted,
     TreeTooDeep,
 )
-from e2ebackup.repo.labels import RepoKeys
+from e2ebackup.repo.labels import KIND_DATA, RepoKeys
 from e2ebackup.repo.names import pack_name
 from e2ebackup.repo.pack import BlobLocation, parse_pack_header, read_pack_header
 from e2ebackup.repo.repository import Repository
@@ -82,6 +82,9 @@ class PackCheck:
     size: int = 0
     blobs: int = 0
     errors: list[str] = field(default_factory=list)
+    #: The plaintext length of each data blob that opened: a file's blobs must add up to the
+    #: size its snapshot gives, which the restore checks too.
+    lengths: dict[bytes, int] = field(default_factory=dict)
 
 
 Progress = Callable[[VerifyReport, str], None]
@@ -116,7 +119,7 @@ def verify(
         repo.read_lock(),
         ThreadPoolExecutor(threads, thread_name_prefix="e2ebackup-verify") as pool,
     ):
-        _structure(repo, report, pool, progress)
+        roots = _structure(repo, report, pool, progress)
         if (read_data or chosen) and not report.errors:
             packs = sorted(repo.index.pack_sizes)
             if chosen is not None:
@@ -125,13 +128,15 @@ def verify(
             report.bytes_to_read = sum(repo.index.pack_sizes[p] for p in packs)
             if read_packs is None:
                 read_packs = _reader(repo, pool, threads)
-            _read_data(packs, report, progress, read_packs)
+            lengths = _read_data(packs, report, progress, read_packs)
+            _check_file_sizes(repo, roots, lengths, report, pool)
     return report
 
 
 def _structure(
     repo: Repository, report: VerifyReport, pool: ThreadPoolExecutor, progress: Progress | None
-) -> None:
+) -> list[tuple[str, str]]:
+    """The structure checks; returns the snapshots' root trees (tree id, where)."""
     slots, _ = repo.key_slots()
     if slots.damaged:
         report.errors.append(f"{slots.damaged} key slot(s) are damaged")
@@ -141,7 +146,7 @@ def _structure(
         drops = repo.drop_view()
     except (RepositoryCorrupted, ObjectNotFound) as e:
         report.errors.append(str(e))
-        return
+        return []
     # Version 4: a damaged, missing or conflicting drop (docs/FORMAT.md, Writers that cannot
     # read) is damage, though listings go on without it.
     report.errors += drops.problems
@@ -194,6 +199,36 @@ def _structure(
         report.snapshots += 1
         roots.append((str(drop.snapshot["tree"]), f"snapshot {drop.snapshot_id[:8]}"))
     _walk(repo, roots, report, pool, gone=index.condemned.keys() - sizes.keys())
+    return roots
+
+
+def _check_file_sizes(
+    repo: Repository,
+    roots: list[tuple[str, str]],
+    lengths: dict[bytes, int],
+    report: VerifyReport,
+    pool: ThreadPoolExecutor,
+) -> None:
+    """Every file whose blobs were all read: their plaintext adds up to its size (a restore
+    refuses the file otherwise). e2ebackup before 2026-12-03 kept the listed size of a file
+    that grew or shrank while it was read; such a snapshot is reported here, not at restore."""
+
+    def on_file(path: str, entry: Entry) -> None:
+        total = 0
+        for cid in entry.get("content", []):
+            n = lengths.get(bytes.fromhex(cid))
+            if n is None:
+                return  # a blob not read (a subset): not checked
+            total += n
+        if total != entry.get("size", 0):
+            report.errors.append(
+                f"{path}: its chunks hold {total:,} bytes, the snapshot says "
+                f"{entry.get('size', 0):,} (it changed while it was backed up; a restore "
+                "refuses this file)"
+            )
+
+    # The listings were read and checked by the structure walk: its counts are not kept.
+    _walk(repo, roots, VerifyReport(), pool, on_file=on_file)
 
 
 def expected_blobs(repo: Repository) -> dict[str, Expected]:
@@ -262,10 +297,12 @@ def _walk(
     report: VerifyReport,
     pool: ThreadPoolExecutor,
     gone: AbstractSet[str] = frozenset(),
+    on_file: Callable[[str, Entry], None] | None = None,
 ) -> None:
     """Every folder listing reachable from ``roots`` (tree id, where) is read and every blob it
     names is in the index, in a pack not ``gone`` (condemned and deleted, version 3); the
-    listings of one level are fetched at once."""
+    listings of one level are fetched at once. ``on_file(path, entry)`` is called for each
+    file's entry."""
 
     def listing(tree_id: str) -> list[Entry] | E2EBackupError:
         try:
@@ -295,6 +332,8 @@ def _walk(
                 child = f"{path}/{entry['name']}"
                 if entry.get("type") == "dir":
                     next_level.append((entry["subtree"], child))
+                elif on_file is not None and entry.get("type") == "file":
+                    on_file(child, entry)
                 for cid in entry.get("content", []):
                     loc = repo.index.find(bytes.fromhex(cid))
                     if loc is None or loc.pack in gone:
@@ -330,8 +369,10 @@ def check_pack(
     result.errors += _compare_header(pack_id, entries, expected)
     for blob_id, loc in entries:
         try:
-            codec.open(loc.kind, blob_id, view[loc.offset : loc.offset + loc.length])
+            blob = codec.open(loc.kind, blob_id, view[loc.offset : loc.offset + loc.length])
             result.blobs += 1
+            if loc.kind == KIND_DATA:
+                result.lengths[blob_id] = len(blob)
         except InvalidTag:
             result.errors.append(f"pack {pack_id[:16]}: blob {blob_id.hex()[:16]} is damaged")
     return result
@@ -352,11 +393,14 @@ def _reader(repo: Repository, pool: ThreadPoolExecutor, threads: int) -> PackRea
 
 def _read_data(
     packs: list[str], report: VerifyReport, progress: Progress | None, read_packs: PackReader
-) -> None:
+) -> dict[bytes, int]:
     """Counts each pack as its result comes; the damage is listed in the order of ``packs``,
-    however the packs were read."""
+    however the packs were read. Returns the plaintext length of every data blob read."""
     results: dict[str, PackCheck] = {}
+    lengths: dict[bytes, int] = {}
     for pack_id, result in read_packs(packs):
+        lengths.update(result.lengths)
+        result.lengths = {}  # held once, in ``lengths``
         results[pack_id] = result
         if not result.found:
             continue
@@ -371,6 +415,7 @@ def _read_data(
     missing = [p for p in packs if p not in results]
     if missing:  # a reader that lost some (a bug): never a silent pass
         report.errors.append(f"{len(missing)} pack(s) were not read, {missing[0][:16]} first")
+    return lengths
 
 
 def parse_subset(spec: str) -> Callable[[list[str]], list[str]]:
