@@ -14,7 +14,9 @@ alternating order, a first backup of the whole tree into a new repository (made 
 - **single process**: ``backup(repo, [tree])``, all cores (its default);
 - **dask**: ``e2ebackup.dask.backup(repo, [tree], client=...)``: units of ``--unit-mib``
   (default: up to 256 MiB, four per worker thread), ``--task-threads`` threads per task
-  (default 1: the cluster's worker processes are the parallelism; 0: all cores).
+  (default 1: the cluster's worker processes are the parallelism; 0: all cores), files of
+  at least two ``--piece-mib`` (default 64) read in pieces by several tasks (a large number:
+  every file read whole by one task).
 
 Repositories are deleted (untimed) between runs. It prints the medians and the ratio
 single-process time / Dask time (>= 1 means Dask is at least as fast; the issue's goal on this
@@ -28,6 +30,10 @@ Usage::
     python benches/dask_backup.py                         # 0.5 GiB media tree, 2 workers
     python benches/dask_backup.py --gib 2 --repeat 3       # the issue's 2 GiB
     python benches/dask_backup.py --gib 0.125 --repeat 1   # a quick look
+    python benches/dask_backup.py --gib 0.2 --min-mib 250 --max-mib 250 --repeat 5
+                                                           # one 250 MiB file, in pieces
+    python benches/dask_backup.py --gib 0.2 --min-mib 250 --max-mib 250 --piece-mib 4096
+                                                           # the same file read by one task
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ from pathlib import Path
 import dask.config
 import distributed
 from e2ebackup.cli.cluster import TRIM_SETTING
-from e2ebackup.dask import backup as dask_backup
+from e2ebackup.dask import DEFAULT_PIECE_BYTES, backup as dask_backup
 from e2ebackup.keys import Argon2idParams
 from e2ebackup.repo.backup import BackupStats, backup
 from e2ebackup.repo.repository import Repository
@@ -103,6 +109,7 @@ def main() -> int:
     parser.add_argument("--dup-every", type=int, default=10, help="0: no duplicate files")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--unit-mib", type=int, default=None)
+    parser.add_argument("--piece-mib", type=int, default=DEFAULT_PIECE_BYTES >> 20)
     parser.add_argument(
         "--task-threads", type=int, default=1, help="chunking and sealing threads a task (0: all)"
     )
@@ -146,7 +153,12 @@ def main() -> int:
                     start = time.perf_counter()
                     if case == "dask":
                         _, stats = dask_backup(
-                            repo, [tree], client=client, unit_bytes=unit, threads=threads
+                            repo,
+                            [tree],
+                            client=client,
+                            unit_bytes=unit,
+                            threads=threads,
+                            piece_bytes=args.piece_mib << 20,
                         )
                     else:
                         _, stats = backup(repo, [tree])

@@ -29,7 +29,13 @@ except ModuleNotFoundError as e:  # one line that names the extra
         name=e.name,
     ) from e
 
-from e2ebackup.dask.backup import DEFAULT_BACKUP_UNIT_BYTES, KnownBlobs, backup, storage_spec
+from e2ebackup.dask.backup import (
+    DEFAULT_BACKUP_UNIT_BYTES,
+    DEFAULT_PIECE_BYTES,
+    KnownBlobs,
+    backup,
+    storage_spec,
+)
 from e2ebackup.dask.files import (
     DEFAULT_BATCH_BYTES,
     DEFAULT_BATCH_FILES,
@@ -49,6 +55,7 @@ __all__ = [
     "DEFAULT_BACKUP_UNIT_BYTES",
     "DEFAULT_BATCH_BYTES",
     "DEFAULT_BATCH_FILES",
+    "DEFAULT_PIECE_BYTES",
     "DEFAULT_SUFFIX",
     "DEFAULT_UNIT_BYTES",
     "Batch",
