@@ -36,7 +36,7 @@ from e2ebackup.cli.credentials import (
     read_recovery_key,
     show_recovery_key,
 )
-from e2ebackup.cli.progress import progress_bar
+from e2ebackup.cli.progress import Bar, progress_bar
 from e2ebackup.cli.recipients import (
     add_decrypt_options,
     add_encrypt_options as add_recipient_options,
@@ -657,6 +657,17 @@ def _restore_on_dask(args: argparse.Namespace) -> Callable[..., RestoreStats]:
     return run
 
 
+def _restore_progress(bar: Bar | None, noun: str) -> Callable[[RestoreStats, str], None]:
+    """What a restore reports to the progress bar (None: no bar): bytes, and files counted as
+    ``noun``."""
+
+    def progress(stats: RestoreStats, path: str) -> None:
+        if bar is not None:
+            bar(stats.bytes, stats.bytes_total or None, f"restore: {count(stats.files, noun)}")
+
+    return progress
+
+
 def _restore(args: argparse.Namespace) -> int:
     if args.to_s3 or args.plaintext_to_s3 or args.to_s3_endpoint:
         return _restore_to_s3(args)
@@ -665,12 +676,7 @@ def _restore(args: argparse.Namespace) -> int:
     run = _restore_on_dask(args) if args.dask else restore  # a missing extra fails first
     repo = open_repo(args)
     with progress_bar(args, "restore") as bar:
-
-        def progress(stats: RestoreStats, path: str) -> None:
-            if bar is not None:
-                text = f"restore: {count(stats.files, 'file')}"
-                bar(stats.bytes, stats.bytes_total or None, text)
-
+        progress = _restore_progress(bar, "file")
         stats = run(
             repo,
             args.snapshot,
@@ -715,12 +721,7 @@ def _restore_to_s3(args: argparse.Namespace) -> int:
 
     repo = open_repo(args)
     with progress_bar(args, "restore") as bar:
-
-        def progress(stats: RestoreStats, path: str) -> None:
-            if bar is not None:
-                text = f"restore: {count(stats.files, 'object')}"
-                bar(stats.bytes, stats.bytes_total or None, text)
-
+        progress = _restore_progress(bar, "object")
         with dask_client(args.dask) as client:
             stats = restore_to_s3(
                 repo,

@@ -465,7 +465,7 @@ class _Coordinator(Archiver):
         failed: set[int] = set()
         if not self._files:
             return failed
-        known = KnownBlobs.of([b for b, _ in self.repo.index.items() if b in self.repo.index])
+        known = KnownBlobs.of(self.repo.index.live_ids())
         held = _WorkerKeys(
             self.repo.keys, self.repo.config["chunker"], self.spec, known, self.source
         )
