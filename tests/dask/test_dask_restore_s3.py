@@ -11,7 +11,10 @@ command line's ``restore --dask local --to-s3 ... --plaintext-to-s3`` does the s
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import distributed
 import pytest
 from dask_helpers import s3_ready_cluster, write_files
-from e2ebackup.dask import S3RestoreStats, S3Target, restore_to_s3
+from e2ebackup.dask import S3RestoreStats, S3Target, StorageSpec, restore_to_s3
 from e2ebackup.errors import (
     InvalidArgument,
     RepositoryCorrupted,
@@ -351,3 +354,44 @@ def test_a_stream_upload_goes_up_in_parts_and_leaves_nothing_when_stopped(env: S
     assert objects(env, prefix) == {"ok.bin": b"x"}
     with pytest.raises(InvalidArgument):
         storage.upload("../escape", size=0, overwrite=False)
+
+
+def test_a_worker_killed_mid_restore_leaves_every_object_right(
+    source: tuple[Path, dict[str, bytes]], client: distributed.Client, env: S3Server
+) -> None:
+    """The worker restoring everything (one unit) is killed with SIGKILL once an object is
+    there (reads slowed down so that the run lasts): Dask runs the unit again on the other
+    worker, which counts the objects the dead attempt completed as written; every object is
+    then the file's bytes, none is missing, and the statistics are a clean run's."""
+    repo, files = source
+    where = target(env)
+    slow = StorageSpec(str(repo), limit_download=2 * MIB)
+    outcome: list[S3RestoreStats] = []
+    runner = threading.Thread(
+        target=lambda: outcome.append(to_s3(repo, where, client, unit_bytes=1 << 30, storage=slow))
+    )
+    runner.start()
+
+    def running(dask_scheduler: distributed.Scheduler) -> list[str]:
+        return [
+            ts.processing_on.address
+            for ts in dask_scheduler.tasks.values()
+            if str(ts.key).startswith("e2ebackup-restore-s3-") and ts.processing_on is not None
+        ]
+
+    busy: list[str] = []
+    for _ in range(6000):
+        busy = client.run_on_scheduler(running)
+        if (busy and objects(env, where.prefix)) or not runner.is_alive():
+            break
+        time.sleep(0.01)
+    assert busy, "no task was seen running"
+    assert runner.is_alive(), "the restore ended before a worker was killed"
+    os.kill(client.run(os.getpid)[busy[0]], signal.SIGKILL)
+    runner.join(300)
+    assert not runner.is_alive()
+    assert len(outcome) == 1
+    assert objects(env, where.prefix) == files
+    assert outcome[0].files == len(files)
+    assert outcome[0].skipped_existing == []
+    client.wait_for_workers(2, timeout=60)  # the nanny restarted it, for the next tests
