@@ -5,7 +5,7 @@ Unchanged files (same size, mtime, ctime and inode as in the parent snapshot) ar
 read. Changed files are re-chunked, and only chunks the repository does not hold are
 encrypted and uploaded: an append to a large database costs about the appended bytes.
 Memory is bounded: one read block, one batch of chunks being sealed and a few packs in flight,
-whatever the tree size (plus the index, about 150 bytes a stored blob).
+whatever the tree size (plus the index, about 165 bytes a stored blob).
 """
 
 from __future__ import annotations
