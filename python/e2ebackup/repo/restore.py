@@ -42,7 +42,6 @@ writer runs :meth:`Restorer.write_to`, the same reading with the opened blobs go
 
 from __future__ import annotations
 
-import itertools
 import os
 import stat
 from collections import deque
@@ -417,25 +416,42 @@ class Restorer:
             return True
         return False
 
-    def _plan_part(self, part: _Part, target: str, fresh: bool) -> Iterator[_Step]:
-        """The steps of one part, inside the folders that lead to it (``fresh``: the target
-        was made by this restore)."""
-        opened: list[_Dir] = []
-        folder = target
-        for ancestor in part.ancestors:
-            folder = os.path.join(folder, ancestor["name"])
-            fresh = fresh or not os.path.lexists(folder)
-            in_the_way = not fresh and (os.path.islink(folder) or not os.path.isdir(folder))
-            if in_the_way and not self.overwrite:  # nothing of this part is written
-                self.stats.skipped_existing.append(folder)
-                for done in reversed(opened):
-                    yield _Dir(done.entry, done.path, done=True)
-                return
-            step = _Dir(ancestor, folder, done=False)
-            opened.append(step)
-            yield step
-        yield from self._plan(part.entries, folder, part.base, fresh)
-        for done in reversed(opened):
+    def _plan_parts(self, parts: list[_Part], target: str, fresh: bool) -> Iterator[_Step]:
+        """The steps of every part, inside the folders that lead to it (``fresh``: the target
+        was made by this restore). Parts are taken in the order of their paths, so parts in the
+        same folders follow one another inside them: each such folder is entered and left once
+        (entered again for a later part, it would get that part's folders after its metadata
+        was set, and the time of that moment instead of the snapshot's)."""
+        opened: list[tuple[_Dir, bool]] = []  # the folders open now, and whether each is fresh
+        for part in sorted(parts, key=lambda p: [a["name"] for a in p.ancestors]):
+            names = [a["name"] for a in part.ancestors]
+            shared = 0
+            while (
+                shared < min(len(opened), len(names))
+                and opened[shared][0].entry["name"] == names[shared]
+            ):
+                shared += 1
+            for done, _ in reversed(opened[shared:]):
+                yield _Dir(done.entry, done.path, done=True)
+            del opened[shared:]
+            folder, here_fresh = (opened[-1][0].path, opened[-1][1]) if opened else (target, fresh)
+            reached = True
+            for ancestor in part.ancestors[shared:]:
+                folder = os.path.join(folder, ancestor["name"])
+                here_fresh = here_fresh or not os.path.lexists(folder)
+                in_the_way = not here_fresh and (
+                    os.path.islink(folder) or not os.path.isdir(folder)
+                )
+                if in_the_way and not self.overwrite:  # nothing of this part is written
+                    self.stats.skipped_existing.append(folder)
+                    reached = False
+                    break
+                step = _Dir(ancestor, folder, done=False)
+                opened.append((step, here_fresh))
+                yield step
+            if reached:
+                yield from self._plan(part.entries, folder, part.base, here_fresh)
+        for done, _ in reversed(opened):
             yield _Dir(done.entry, done.path, done=True)
 
     def _plan(self, entries: list[Entry], folder: str, base: str, fresh: bool) -> Iterator[_Step]:
@@ -710,14 +726,10 @@ class Restorer:
         extra = sum(len(part.ancestors) for part in selected)
         self.stats.bytes_total = self._measure(parts, pool, extra_entries=extra)
         if target is None:
-            return itertools.chain.from_iterable(
-                self._plan_part(part, "", True) for part in selected
-            )
+            return self._plan_parts(selected, "", True)
         fresh = not os.path.lexists(target)
         os.makedirs(target, exist_ok=True)
-        return itertools.chain.from_iterable(
-            self._plan_part(part, target, fresh) for part in selected
-        )
+        return self._plan_parts(selected, target, fresh)
 
     def _extractor(self, target: str, *, folder_metadata: bool = True) -> Extractor:
         return Extractor(
