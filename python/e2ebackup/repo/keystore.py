@@ -8,7 +8,7 @@ capped (docs/FORMAT.md, Objects), counted before any of them is tried.
 
 from __future__ import annotations
 
-from e2ebackup.errors import InvalidArgument, TooManyKeySlots
+from e2ebackup.errors import InvalidArgument, ObjectNotFound, TooManyKeySlots
 from e2ebackup.keyring.slots import MAX_SLOTS, KeySlot, KeySlots
 from e2ebackup.repo.names import is_id, key_object_name, new_id
 from e2ebackup.storage.base import Storage
@@ -48,10 +48,16 @@ class RepoKeyStore:
                 f"at most {MAX_SLOTS} key slots (the others were added by whoever can write to "
                 "the storage)"
             )
-        self._objects = [
-            (info.name, KeySlots.decode(self.repo_id, self.storage.read(info.name)))
-            for info in infos
-        ]
+        self._objects = []
+        for info in infos:
+            try:
+                data = self.storage.read(info.name)
+            except ObjectNotFound:
+                # Deleted since the listing: a slot replaced meanwhile (`key passwd` stores the
+                # new slot, then deletes the old), or a delete still under way at the storage
+                # when its process was killed. Its replacement is in the listing, or a later one.
+                continue
+            self._objects.append((info.name, KeySlots.decode(self.repo_id, data)))
         self._loaded = True
         merged = KeySlots(self.repo_id)
         for _, one in self._objects:
