@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
+from e2ebackup.errors import RestoreLimitExceeded
 from e2ebackup.repo import extract
 from e2ebackup.repo.backup import backup
 from e2ebackup.repo.restore import restore
@@ -46,3 +47,19 @@ def test_shared_folders_of_parts_keep_the_snapshots_metadata(
     ]
     # src and src/b once each, with a, b/deep and c.
     assert stats.dirs == 5
+
+
+def test_shared_folders_count_once_against_max_files(tmp_path: Path) -> None:
+    """Three parts in ``src`` and ``src/b``: 3 files, 3 folders of their own, and the two
+    folders that lead to them once each: 8 entries fit in ``max_files=8``."""
+    src = tmp_path / "src"
+    for rel in ["a/x.txt", "b/deep/y.txt", "b/c/z.txt"]:
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(rel.encode())
+    repo = new_repo(tmp_path / "repo")
+    sid, _ = backup(repo, [src])
+    parts = ["src/a", "src/b/deep", "src/b/c"]
+    stats = restore(repo, sid, tmp_path / "out", subpath=parts, max_files=8)
+    assert stats.files == 3
+    with pytest.raises(RestoreLimitExceeded):
+        restore(repo, sid, tmp_path / "out2", subpath=parts, max_files=7)

@@ -722,8 +722,14 @@ class Restorer:
             _check_includes(paths)
             selected = [_select(self.repo, root, p) for p in paths]
         parts = [(part.entries, part.base) for part in selected]
-        # The parent folders of each part count against --max-files too.
-        extra = sum(len(part.ancestors) for part in selected)
+        # The parent folders of the parts count against --max-files too, once each.
+        extra = len(
+            {
+                tuple(a["name"] for a in part.ancestors[: depth + 1])
+                for part in selected
+                for depth in range(len(part.ancestors))
+            }
+        )
         self.stats.bytes_total = self._measure(parts, pool, extra_entries=extra)
         if target is None:
             return self._plan_parts(selected, "", True)
