@@ -657,6 +657,18 @@ def _restore_on_dask(args: argparse.Namespace) -> Callable[..., RestoreStats]:
     return run
 
 
+def _restore_options(args: argparse.Namespace) -> dict[str, Any]:
+    """What both restores (into a folder, into S3) take alike from the command line."""
+    return {
+        "subpath": args.include or None,
+        "overwrite": args.overwrite,
+        "where": snapshot_filter(args),
+        "exclude": args.exclude,
+        "max_size": args.max_size,
+        "max_files": args.max_files,
+    }
+
+
 def _restore_progress(bar: Bar | None, noun: str) -> Callable[[RestoreStats, str], None]:
     """What a restore reports to the progress bar (None: no bar): bytes, and files counted as
     ``noun``."""
@@ -681,15 +693,10 @@ def _restore(args: argparse.Namespace) -> int:
             repo,
             args.snapshot,
             args.target,
-            subpath=args.include or None,
-            overwrite=args.overwrite,
             progress=progress,
-            where=snapshot_filter(args),
-            exclude=args.exclude,
-            max_size=args.max_size,
-            max_files=args.max_files,
             keep_special_bits=args.keep_special_bits,
             same_owner=not args.no_same_owner,
+            **_restore_options(args),
         )
     for path in stats.skipped_existing:
         print(f"e2ebackup: not replaced (exists; use --overwrite): {path}", file=sys.stderr)
@@ -730,13 +737,8 @@ def _restore_to_s3(args: argparse.Namespace) -> int:
                 client=client,
                 plaintext_to_cloud=True,
                 endpoint_url=args.to_s3_endpoint,
-                subpath=args.include or None,
-                overwrite=args.overwrite,
                 progress=progress,
-                where=snapshot_filter(args),
-                exclude=args.exclude,
-                max_size=args.max_size,
-                max_files=args.max_files,
+                **_restore_options(args),
             )
     for path in stats.skipped_existing:
         print(f"e2ebackup: not replaced (exists; use --overwrite): {path}", file=sys.stderr)
