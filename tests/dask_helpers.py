@@ -6,7 +6,9 @@ a run goes on."""
 
 from __future__ import annotations
 
+import os
 import pickle
+import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -74,3 +76,25 @@ def scheduler_view(client: distributed.Client) -> Iterator[list[tuple[str, bytes
         stop.set()
         watcher.join()
     snapshot()
+
+
+def busy_workers(client: distributed.Client, prefix: str) -> list[str]:
+    """The addresses of the workers running, right now, a task whose key starts with
+    ``prefix`` (the kill tests pick their victim with it)."""
+
+    def running(dask_scheduler: distributed.Scheduler) -> list[str]:
+        return [
+            ts.processing_on.address
+            for ts in dask_scheduler.tasks.values()
+            if str(ts.key).startswith(prefix) and ts.processing_on is not None
+        ]
+
+    return list(client.run_on_scheduler(running))
+
+
+def kill_workers(client: distributed.Client, *addresses: str) -> None:
+    """SIGKILL to the processes of the workers at ``addresses`` (their nannies start new
+    ones); their pids are asked for first, while every worker still answers."""
+    pids = client.run(os.getpid)
+    for address in addresses:
+        os.kill(pids[address], signal.SIGKILL)

@@ -11,7 +11,6 @@ line's ``backup --dask local`` does the same."""
 from __future__ import annotations
 
 import os
-import signal
 import sqlite3
 import threading
 import time
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING
 import dask.base
 import distributed
 import pytest
-from dask_helpers import s3_ready_cluster, scheduler_view, write_files
+from dask_helpers import busy_workers, kill_workers, s3_ready_cluster, scheduler_view, write_files
 from e2ebackup.dask import KnownBlobs, StorageSpec, backup as dask_backup
 from e2ebackup.repo.backup import BackupStats, backup
 from e2ebackup.repo.check import verify
@@ -212,25 +211,16 @@ def test_workers_killed_mid_backup_lose_nothing(tmp_path: Path, client: distribu
     )
     runner.start()
 
-    def running(dask_scheduler: distributed.Scheduler) -> list[str]:
-        return [
-            ts.processing_on.address
-            for ts in dask_scheduler.tasks.values()
-            if str(ts.key).startswith("e2ebackup-backup-") and ts.processing_on is not None
-        ]
-
     busy: list[str] = []
     for _ in range(6000):
         stored = [p for p in data.glob("*/*") if not p.name.startswith(".")]
         if stored:  # checked first: the tasks that stored them are still running
-            busy = client.run_on_scheduler(running)
+            busy = busy_workers(client, "e2ebackup-backup-")
             if len(busy) == 2 or not runner.is_alive():
                 break
         time.sleep(0.005)
     assert len(busy) == 2, "the two tasks were not seen running with a pack stored"
-    pids = client.run(os.getpid)
-    for address in busy:
-        os.kill(pids[address], signal.SIGKILL)
+    kill_workers(client, *busy)
     runner.join(300)
     assert not runner.is_alive()
     assert len(outcome) == 1

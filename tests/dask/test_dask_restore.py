@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import stat
 import sys
 import threading
@@ -27,7 +26,7 @@ from typing import TYPE_CHECKING
 import dask.base
 import distributed
 import pytest
-from dask_helpers import s3_ready_cluster, scheduler_view
+from dask_helpers import busy_workers, kill_workers, s3_ready_cluster, scheduler_view
 from e2ebackup.dask import StorageSpec, restore as dask_restore
 from e2ebackup.errors import RepositoryCorrupted, RestoreLimitExceeded
 from e2ebackup.repo.backup import backup
@@ -316,25 +315,18 @@ def test_a_worker_killed_mid_restore_changes_nothing(
     )
     runner.start()
 
-    def running(dask_scheduler: distributed.Scheduler) -> list[str]:
-        return [
-            ts.processing_on.address
-            for ts in dask_scheduler.tasks.values()
-            if str(ts.key).startswith(TASK) and ts.processing_on is not None
-        ]
-
     def placed() -> bool:
         return any(p.is_file() and p.stat().st_size > MIB for p in out.rglob("*"))
 
     busy: list[str] = []
     for _ in range(6000):
-        busy = client.run_on_scheduler(running)
+        busy = busy_workers(client, TASK)
         if (busy and out.exists() and placed()) or not runner.is_alive():
             break
         time.sleep(0.01)
     assert busy, "no task was seen running"
     assert runner.is_alive(), "the restore ended before a worker was killed"
-    os.kill(client.run(os.getpid)[busy[0]], signal.SIGKILL)
+    kill_workers(client, busy[0])
     runner.join(300)
     assert not runner.is_alive()
     assert outcome == [expected]

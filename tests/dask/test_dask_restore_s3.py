@@ -11,7 +11,6 @@ command line's ``restore --dask local --to-s3 ... --plaintext-to-s3`` does the s
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import threading
 import time
@@ -22,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import distributed
 import pytest
-from dask_helpers import s3_ready_cluster, write_files
+from dask_helpers import busy_workers, kill_workers, s3_ready_cluster, write_files
 from e2ebackup.dask import S3RestoreStats, S3Target, StorageSpec, restore_to_s3
 from e2ebackup.errors import (
     InvalidArgument,
@@ -372,22 +371,15 @@ def test_a_worker_killed_mid_restore_leaves_every_object_right(
     )
     runner.start()
 
-    def running(dask_scheduler: distributed.Scheduler) -> list[str]:
-        return [
-            ts.processing_on.address
-            for ts in dask_scheduler.tasks.values()
-            if str(ts.key).startswith("e2ebackup-restore-s3-") and ts.processing_on is not None
-        ]
-
     busy: list[str] = []
     for _ in range(6000):
-        busy = client.run_on_scheduler(running)
+        busy = busy_workers(client, "e2ebackup-restore-s3-")
         if (busy and objects(env, where.prefix)) or not runner.is_alive():
             break
         time.sleep(0.01)
     assert busy, "no task was seen running"
     assert runner.is_alive(), "the restore ended before a worker was killed"
-    os.kill(client.run(os.getpid)[busy[0]], signal.SIGKILL)
+    kill_workers(client, busy[0])
     runner.join(300)
     assert not runner.is_alive()
     assert len(outcome) == 1

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -25,7 +24,7 @@ from typing import TYPE_CHECKING
 import dask.base
 import distributed
 import pytest
-from dask_helpers import s3_ready_cluster, scheduler_view, write_files
+from dask_helpers import busy_workers, kill_workers, s3_ready_cluster, scheduler_view, write_files
 from e2ebackup.dask import verify_repository
 from e2ebackup.repo.backup import backup
 from e2ebackup.repo.check import VerifyReport, verify
@@ -191,20 +190,13 @@ def test_a_worker_killed_mid_run_changes_nothing(copy: Path, client: distributed
     )
     runner.start()
 
-    def running(dask_scheduler: distributed.Scheduler) -> list[str]:
-        return [
-            ts.processing_on.address
-            for ts in dask_scheduler.tasks.values()
-            if str(ts.key).startswith("e2ebackup-verify-") and ts.processing_on is not None
-        ]
-
     for _ in range(3000):
-        busy = client.run_on_scheduler(running)
+        busy = busy_workers(client, "e2ebackup-verify-")
         if busy or not runner.is_alive():
             break
         time.sleep(0.01)
     assert busy, "no task was seen running"
-    os.kill(client.run(os.getpid)[busy[0]], signal.SIGKILL)
+    kill_workers(client, busy[0])
     runner.join(120)
     assert not runner.is_alive()
     assert outcome == [expected]
