@@ -62,6 +62,8 @@ mkdocs build --strict --quiet
 # saying so, when the steps before took so long (a slow machine) that it could take CI past 25
 # minutes. E2EBACKUP_COVERAGE=1 always measures, =0 never does.
 step "pytest"
+# The disk is shared with other machines; a full one shows up as errors in unrelated tests.
+df -h "${TMPDIR:-/tmp}" .
 campaigns=tests/adversarial/test_crash_campaign.py
 coverage_mode="${E2EBACKUP_COVERAGE:-auto}"
 if [ "$coverage_mode" = auto ]; then
@@ -84,6 +86,7 @@ else
     python -m pytest -p no:cacheprovider
 fi
 
+df -h "${TMPDIR:-/tmp}" .
 step "benchmark smoke run"
 python benches/report.py --smoke
 step "done"
