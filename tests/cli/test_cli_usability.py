@@ -119,6 +119,10 @@ def test_ctrl_c_exits_130_with_one_line_and_saves_nothing(tmp_path: Path) -> Non
         stderr=subprocess.PIPE,
         text=False,
         env=env(tmp_path, E2EBACKUP_PASSWORD=PASSWORD),
+        # Ctrl-C reaches a command a shell runs in the foreground, where SIGINT is at its
+        # default. Under a background job (pytest started with `&`) it is ignored, and a Python
+        # started so keeps ignoring it: the child gets the default back.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert proc.stdin is not None
     proc.stdin.write(b"some data, and more to come")
