@@ -55,7 +55,7 @@ import distributed
 
 from e2ebackup import errors
 from e2ebackup.dask.runner import Hidden, auto_unit_bytes, run_units, split_by_bytes
-from e2ebackup.dask.sources import URLSource, is_url, url_parent
+from e2ebackup.dask.sources import URLSource, is_url
 from e2ebackup.dask.verify import StorageSpec
 from e2ebackup.errors import E2EBackupError, InvalidArgument, RepositoryCorrupted, StorageError
 from e2ebackup.repo.backup import (
@@ -63,6 +63,7 @@ from e2ebackup.repo.backup import (
     BackupStats,
     Progress,
     backup_lock,
+    newest_snapshot_of,
     parent_snapshot,
 )
 from e2ebackup.repo.exclude import Excludes
@@ -625,8 +626,8 @@ def backup(
     with backup_lock(repo, wait=lock_wait):
         repo.head(refresh=True)
         recovered = repo.recover_orphan_packs()
-        if source is not None:
-            parent = url_parent(repo, source.paths)
+        if source is not None:  # URLs are recorded as given (public_url), not made absolute
+            parent = newest_snapshot_of(repo, source.paths)
         else:
             parent = parent_snapshot(repo, path_strings)
         coordinator = _Coordinator(

@@ -33,7 +33,6 @@ import datetime
 import errno
 import posixpath
 import re
-import socket
 import stat
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
@@ -42,7 +41,6 @@ from urllib.parse import urlsplit
 
 from e2ebackup.errors import E2EBackupError, InvalidArgument, RepositoryCorrupted, TreeTooDeep
 from e2ebackup.repo.exclude import Excludes
-from e2ebackup.repo.repository import Repository
 from e2ebackup.repo.tree import MAX_DEPTH, Entry
 
 if TYPE_CHECKING:
@@ -51,7 +49,7 @@ if TYPE_CHECKING:
 #: An fsspec ``FileSystem`` (fsspec, which Dask requires, ships no type information).
 FileSystem = Any
 
-__all__ = ["URLSource", "is_url", "public_url", "url_parent"]
+__all__ = ["URLSource", "is_url", "public_url"]
 
 FILE_MODE = 0o644
 DIR_MODE = 0o755
@@ -72,17 +70,6 @@ def public_url(url: str) -> str:
     if not host and not path:
         path = "/"
     return f"{parts.scheme.lower()}://{host}{path}"
-
-
-def url_parent(repo: Repository, urls: Sequence[str]) -> tuple[str, dict[str, Any]] | None:
-    """The snapshot a backup of ``urls`` (as :func:`public_url` gives them) compares with: the
-    newest of the same URLs from this host."""
-    wanted = sorted(urls)
-    parent = None
-    for sid, snap in repo.snapshots():
-        if sorted(snap.get("paths", [])) == wanted and snap.get("hostname") == socket.gethostname():
-            parent = (sid, snap)
-    return parent
 
 
 class URLSource:

@@ -621,15 +621,18 @@ def backup_lock(repo: Repository, *, wait: float = 0.0) -> Lock:
 
 
 def parent_snapshot(repo: Repository, paths: Sequence[str]) -> tuple[str, dict[str, Any]] | None:
-    """The snapshot a backup of ``paths`` compares with: the newest of the same paths from this
-    host."""
-    absolute = sorted(os.path.abspath(p) for p in paths)
+    """The snapshot a backup of ``paths`` compares with: the newest of the same paths (made
+    absolute) from this host."""
+    return newest_snapshot_of(repo, [os.path.abspath(p) for p in paths])
+
+
+def newest_snapshot_of(repo: Repository, paths: Sequence[str]) -> tuple[str, dict[str, Any]] | None:
+    """The newest snapshot from this host of exactly ``paths`` (as the snapshot records them:
+    absolute local paths, or URLs), or None."""
+    wanted = sorted(paths)
     parent = None
     for sid, snap in repo.snapshots():
-        if (
-            sorted(snap.get("paths", [])) == absolute
-            and snap.get("hostname") == socket.gethostname()
-        ):
+        if sorted(snap.get("paths", [])) == wanted and snap.get("hostname") == socket.gethostname():
             parent = (sid, snap)
     return parent
 
