@@ -10,7 +10,8 @@ import os
 import pickle
 import signal
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -90,6 +91,32 @@ def busy_workers(client: distributed.Client, prefix: str) -> list[str]:
         ]
 
     return list(client.run_on_scheduler(running))
+
+
+def wait_busy(
+    client: distributed.Client,
+    prefix: str,
+    runner: threading.Thread,
+    *,
+    ready: Callable[[], bool] = lambda: True,
+    workers: int = 1,
+    seconds: float = 60.0,
+) -> list[str]:
+    """The kill tests' wait: until ``ready()`` holds and then ``workers`` workers are seen
+    running a task of ``prefix`` (so those tasks still run when it holds), while the run in
+    ``runner`` goes on. Returns their addresses; fails the test if the run ended first or
+    nothing was seen within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    busy: list[str] = []
+    while runner.is_alive() and time.monotonic() < deadline:
+        if ready():
+            busy = busy_workers(client, prefix)
+            if len(busy) >= workers:
+                break
+        time.sleep(0.005)
+    assert runner.is_alive(), "the run ended before a worker was killed"
+    assert len(busy) >= workers, f"{workers} task(s) {prefix}* were not seen running"
+    return busy
 
 
 def kill_workers(client: distributed.Client, *addresses: str) -> None:

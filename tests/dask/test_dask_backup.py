@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import TYPE_CHECKING
 import dask.base
 import distributed
 import pytest
-from dask_helpers import busy_workers, kill_workers, s3_ready_cluster, scheduler_view, write_files
+from dask_helpers import kill_workers, s3_ready_cluster, scheduler_view, wait_busy, write_files
 from e2ebackup.dask import KnownBlobs, StorageSpec, backup as dask_backup
 from e2ebackup.repo.backup import BackupStats, backup
 from e2ebackup.repo.check import verify
@@ -211,16 +210,10 @@ def test_workers_killed_mid_backup_lose_nothing(tmp_path: Path, client: distribu
     )
     runner.start()
 
-    busy: list[str] = []
-    for _ in range(6000):
-        stored = [p for p in data.glob("*/*") if not p.name.startswith(".")]
-        if stored:  # checked first: the tasks that stored them are still running
-            busy = busy_workers(client, "e2ebackup-backup-")
-            if len(busy) == 2 or not runner.is_alive():
-                break
-        time.sleep(0.005)
-    assert len(busy) == 2, "the two tasks were not seen running with a pack stored"
-    kill_workers(client, *busy)
+    def stored() -> bool:
+        return any(not p.name.startswith(".") for p in data.glob("*/*"))
+
+    kill_workers(client, *wait_busy(client, "e2ebackup-backup-", runner, ready=stored, workers=2))
     runner.join(300)
     assert not runner.is_alive()
     assert len(outcome) == 1

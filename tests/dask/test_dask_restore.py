@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import dask.base
 import distributed
 import pytest
-from dask_helpers import busy_workers, kill_workers, s3_ready_cluster, scheduler_view
+from dask_helpers import kill_workers, s3_ready_cluster, scheduler_view, wait_busy
 from e2ebackup.dask import StorageSpec, restore as dask_restore
 from e2ebackup.errors import RepositoryCorrupted, RestoreLimitExceeded
 from e2ebackup.repo.backup import backup
@@ -318,14 +318,7 @@ def test_a_worker_killed_mid_restore_changes_nothing(
     def placed() -> bool:
         return any(p.is_file() and p.stat().st_size > MIB for p in out.rglob("*"))
 
-    busy: list[str] = []
-    for _ in range(6000):
-        busy = busy_workers(client, TASK)
-        if (busy and out.exists() and placed()) or not runner.is_alive():
-            break
-        time.sleep(0.01)
-    assert busy, "no task was seen running"
-    assert runner.is_alive(), "the restore ended before a worker was killed"
+    busy = wait_busy(client, TASK, runner, ready=lambda: out.exists() and placed())
     kill_workers(client, busy[0])
     runner.join(300)
     assert not runner.is_alive()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import distributed
 import pytest
-from dask_helpers import busy_workers, kill_workers, s3_ready_cluster, write_files
+from dask_helpers import kill_workers, s3_ready_cluster, wait_busy, write_files
 from e2ebackup.dask import S3RestoreStats, S3Target, StorageSpec, restore_to_s3
 from e2ebackup.errors import (
     InvalidArgument,
@@ -371,14 +370,8 @@ def test_a_worker_killed_mid_restore_leaves_every_object_right(
     )
     runner.start()
 
-    busy: list[str] = []
-    for _ in range(6000):
-        busy = busy_workers(client, "e2ebackup-restore-s3-")
-        if (busy and objects(env, where.prefix)) or not runner.is_alive():
-            break
-        time.sleep(0.01)
-    assert busy, "no task was seen running"
-    assert runner.is_alive(), "the restore ended before a worker was killed"
+    ready = lambda: bool(objects(env, where.prefix))  # noqa: E731
+    busy = wait_busy(client, "e2ebackup-restore-s3-", runner, ready=ready)
     kill_workers(client, busy[0])
     runner.join(300)
     assert not runner.is_alive()

@@ -15,7 +15,6 @@ import os
 import shutil
 import subprocess
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING
 import dask.base
 import distributed
 import pytest
-from dask_helpers import busy_workers, kill_workers, s3_ready_cluster, scheduler_view, write_files
+from dask_helpers import kill_workers, s3_ready_cluster, scheduler_view, wait_busy, write_files
 from e2ebackup.dask import verify_repository
 from e2ebackup.repo.backup import backup
 from e2ebackup.repo.check import VerifyReport, verify
@@ -190,13 +189,7 @@ def test_a_worker_killed_mid_run_changes_nothing(copy: Path, client: distributed
     )
     runner.start()
 
-    for _ in range(3000):
-        busy = busy_workers(client, "e2ebackup-verify-")
-        if busy or not runner.is_alive():
-            break
-        time.sleep(0.01)
-    assert busy, "no task was seen running"
-    kill_workers(client, busy[0])
+    kill_workers(client, wait_busy(client, "e2ebackup-verify-", runner)[0])
     runner.join(120)
     assert not runner.is_alive()
     assert outcome == [expected]
