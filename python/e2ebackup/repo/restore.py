@@ -65,7 +65,7 @@ from e2ebackup.repo.labels import KIND_DATA, KIND_TREE
 from e2ebackup.repo.names import pack_name
 from e2ebackup.repo.pack import BlobLocation
 from e2ebackup.repo.repository import Repository, SnapshotFilter
-from e2ebackup.repo.tree import Entry, check_depth, decode_tree
+from e2ebackup.repo.tree import Entry, check_depth, decode_checked_tree, decode_tree
 
 __all__ = [
     "FileJob",
@@ -316,10 +316,11 @@ class Restorer:
     def _tree(self, tree_id: str) -> list[Entry]:
         raw = self._trees.get(tree_id)  # kept: a listing named many times is read once
         if raw is None:
-            raw = self._read_tree(tree_id)
-        return decode_tree(raw)
+            return decode_tree(self._read_tree(tree_id))
+        return decode_checked_tree(raw)  # checked when kept: parsing it is enough
 
     def _keep(self, tree_id: str, raw: bytes) -> None:
+        """Keeps a listing ``decode_tree`` accepted, within TREE_CACHE."""
         if self._trees_size + len(raw) <= TREE_CACHE and tree_id not in self._trees:
             self._trees[tree_id] = raw
             self._trees_size += len(raw)
@@ -346,8 +347,9 @@ class Restorer:
         for tree_id, raw in zip(
             ids, ordered_map(self._read_tree, ids, threads=self.threads, pool=pool), strict=True
         ):
+            entries = decode_tree(raw)
             self._keep(tree_id, raw)
-            yield decode_tree(raw)
+            yield entries
 
     def _measure_shared(
         self, parts: list[tuple[list[Entry], str]], pool: ThreadPoolExecutor
